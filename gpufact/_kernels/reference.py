@@ -1,0 +1,45 @@
+"""Plain NumPy references for the kernels (readable, slow; the tests' ground truth).
+
+Notation: a Kronecker-sparse (KS) factor of pattern (a, b, c, d) is the (a*b*d) x (a*c*d)
+matrix with support I_a ⊗ 1_{b×c} ⊗ I_d, stored as ``blocks`` of shape (a, d, b, c):
+``blocks[α, δ, r, s]`` sits at row α*b*d + r*d + δ and column α*c*d + s*d + δ.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def ks_rows_cols(a: int, b: int, c: int, d: int):
+    """Index arrays (a, d, b, c) of the row and column of every stored entry."""
+    al = np.arange(a)[:, None, None, None]
+    de = np.arange(d)[None, :, None, None]
+    r = np.arange(b)[None, None, :, None]
+    s = np.arange(c)[None, None, None, :]
+    rows = al * b * d + r * d + de + 0 * s
+    cols = al * c * d + s * d + de + 0 * r
+    return rows, cols
+
+
+def ks_toarray(blocks: np.ndarray) -> np.ndarray:
+    """Dense matrix of a KS factor given its blocks (a, d, b, c)."""
+    a, d, b, c = blocks.shape
+    rows, cols = ks_rows_cols(a, b, c, d)
+    out = np.zeros((a * b * d, a * c * d), dtype=blocks.dtype)
+    out[rows, cols] = blocks
+    return out
+
+
+def ks_apply(blocks: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """KS factor times X (columns: X has shape (a*c*d, B)), via reshapes and einsum."""
+    a, d, b, c = blocks.shape
+    B = X.shape[1]
+    Xr = X.reshape(a, c, d, B)
+    Y = np.einsum("adrs,asdB->ardB", blocks, Xr)
+    return Y.reshape(a * b * d, B)
+
+
+def ks_chain_apply(blocks_list, X: np.ndarray) -> np.ndarray:
+    """Apply KS factors in *application order* (first element applied first) to X (N, B)."""
+    for blocks in blocks_list:
+        X = ks_apply(blocks, X)
+    return X

@@ -1,0 +1,83 @@
+"""Argument checks that raise ``ValueError``/``TypeError`` naming the argument."""
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
+_SUPPORTED = tuple(np.dtype(d) for d in SUPPORTED_DTYPES)
+
+
+def check_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """Normalise ``dtype`` to one of float32/float64/complex64/complex128."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{name}: not a dtype: {dtype!r}") from exc
+    if dt not in _SUPPORTED:
+        raise TypeError(
+            f"{name}: unsupported dtype {dt}; use float32, float64, complex64 or complex128"
+        )
+    return dt
+
+
+def float_dtype_for(dtype) -> np.dtype:
+    """The supported floating dtype an input of ``dtype`` computes in (ints -> float64)."""
+    dt = np.dtype(dtype)
+    if dt in _SUPPORTED:
+        return dt
+    if dt.kind in "biu":
+        return np.dtype(np.float64)
+    if dt == np.float16:
+        return np.dtype(np.float32)
+    raise TypeError(f"unsupported dtype {dt}")
+
+
+def check_int(value, name: str, *, min_value: int | None = None, max_value: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    v = operator.index(value)
+    if min_value is not None and v < min_value:
+        raise ValueError(f"{name} must be >= {min_value}, got {v}")
+    if max_value is not None and v > max_value:
+        raise ValueError(f"{name} must be <= {max_value}, got {v}")
+    return v
+
+
+def check_power_of_two(n, name: str = "N", *, min_value: int = 2) -> int:
+    n = check_int(n, name)
+    if n < min_value or n & (n - 1):
+        raise ValueError(f"{name} must be a power of two >= {min_value}, got {n}")
+    return n
+
+
+def check_finite(x, name: str, xp=None) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or inf (one reduction, one host sync)."""
+    if xp is None:
+        xp = np
+    if x.size and not bool(xp.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def check_matrix(A, name: str = "A", be=None, *, allow_empty: bool = False, finite: bool = True):
+    """Validate a 2-D numeric array of the backend ``be``; returns it with a supported dtype."""
+    from ._backend import get_backend
+
+    if be is None:
+        be = get_backend(A)
+    if not hasattr(A, "ndim") or not hasattr(A, "dtype"):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(A).__name__}")
+    if A.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {tuple(A.shape)}")
+    if not allow_empty and A.size == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(A.shape)})")
+    dt = float_dtype_for(A.dtype) if A.dtype.kind in "biufc" else None
+    if dt is None:
+        raise TypeError(f"{name} has non-numeric dtype {A.dtype}")
+    if finite:
+        check_finite(A, name, be.xp)
+    if A.dtype != dt:
+        A = A.astype(dt)
+    return A

@@ -1,0 +1,113 @@
+"""Fused application of consecutive Kronecker-sparse factors (CPU: Numba, GPU: CUDA)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._kernels.plan import make_plan
+
+_SMALL_B = 8  # below this many samples one tile holds the whole batch
+
+
+class KSChain:
+    """Consecutive KS factors ``S_1 … S_k`` (product order) applied in one fused pass.
+
+    Weights are concatenated in application order (S_k first) once per dtype and cached.
+    """
+
+    def __init__(self, factors):
+        self.factors = list(factors)
+        self.patterns = [f.pattern for f in reversed(self.factors)]  # application order
+        self.plan, self.offsets, self.maxdim = make_plan(self.patterns)
+        self.backend = self.factors[0].backend
+        self._w = {}
+        self._gpu_meta = None
+        self.shape = (self.factors[0].shape[0], self.factors[-1].shape[1])
+
+    def weights(self, dtype):
+        dt = np.dtype(dtype)
+        w = self._w.get(dt)
+        if w is None:
+            xp = self.backend.xp
+            w = xp.concatenate([f.blocks.astype(dt, copy=False).ravel() for f in reversed(self.factors)])
+            self._w[dt] = w
+        return w
+
+    # --- GPU: fused butterfly chain when every factor is a square power-of-two butterfly
+    def _butterfly_meta(self):
+        if self._gpu_meta is None:
+            N = self.shape[0]
+            ok = N == self.shape[1] and N >= 2 and (N & (N - 1)) == 0
+            rows = []
+            for (a, b, c, d), off in zip(self.patterns, self.offsets):
+                ok = ok and b == 2 and c == 2 and a * 2 * d == N and (d & (d - 1)) == 0
+                rows.append((d.bit_length() - 1, off))
+            if ok:
+                import cupy
+
+                self._gpu_meta = cupy.asarray(np.asarray(rows, dtype=np.int64))
+            else:
+                self._gpu_meta = False
+        return self._gpu_meta
+
+    def apply_cols(self, Xc, out):
+        """out (M, B) <- chain @ Xc (N, B); both logical column views, out preallocated."""
+        if out.size == 0:
+            return out
+        if self.backend.is_gpu:
+            return self._apply_gpu(Xc, out)
+        return self._apply_cpu(Xc, out)
+
+    def _apply_cpu(self, Xc, out):
+        from .._kernels.cpu import TILE_BYTES, ks_chain_apply
+
+        dt = out.dtype
+        if Xc.dtype != dt:
+            Xc = Xc.astype(dt)
+        if Xc.flags.c_contiguous:
+            X, x_rows = Xc, False
+        elif Xc.T.flags.c_contiguous:
+            X, x_rows = Xc.T, True
+        else:
+            X, x_rows = np.ascontiguousarray(Xc), False
+        if out.flags.c_contiguous:
+            Y, y_rows = out, False
+        elif out.T.flags.c_contiguous:
+            Y, y_rows = out.T, True
+        else:
+            raise ValueError("out must be C- or F-contiguous")
+        B = Xc.shape[1]
+        bt = max(1, TILE_BYTES // dt.itemsize)
+        if B <= _SMALL_B:
+            bt = B
+        ks_chain_apply(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, bt)
+        return out
+
+    def _apply_gpu(self, Xc, out):
+        import cupy
+
+        from .._kernels import cuda
+
+        dt = out.dtype
+        if Xc.dtype != dt:
+            Xc = Xc.astype(dt)
+        N = self.shape[1]
+        meta = self._butterfly_meta()
+        if meta is not False and cuda.bf_chain_tile(N, dt.itemsize):
+            return cuda.bf_chain_apply(self.weights(dt), meta, N, Xc, out)
+        # one pass per factor, ping-pong through at most two work buffers
+        cur = Xc
+        rows_layout = not out.flags.c_contiguous
+        for j, f in enumerate(reversed(self.factors)):
+            last = j == len(self.factors) - 1
+            if last:
+                dst = out
+            else:
+                m = f.shape[0]
+                dst = cupy.empty((out.shape[1], m), dtype=dt).T if rows_layout else cupy.empty((m, out.shape[1]), dtype=dt)
+            cuda.ks_factor_apply(f.blocks.astype(dt, copy=False), cur, dst)
+            cur = dst
+        return out
+
+
+def ks_chain_apply_cols(factors, Xc, out):
+    return KSChain(factors).apply_cols(Xc, out)

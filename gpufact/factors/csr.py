@@ -1,0 +1,98 @@
+"""General sparse factor in CSR format (scipy.sparse on the host, cupyx.scipy.sparse on GPU)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._backend import get_backend, to_device as _to_device
+from .._validation import check_dtype, check_finite, float_dtype_for
+from .base import Factor
+
+
+def _is_sparse(x) -> bool:
+    mod = type(x).__module__ or ""
+    return mod.startswith("scipy.sparse") or mod.startswith("cupyx.scipy.sparse")
+
+
+class CSRFactor(Factor):
+    """A sparse (m, n) matrix in CSR format. Apply costs O(nnz · B) (SpMM).
+
+    ``matrix`` : any scipy.sparse matrix/array or cupyx.scipy.sparse matrix (converted to
+    CSR, explicit zeros kept out of ``nnz``), or a dense array (its nonzeros are kept).
+    """
+
+    kind = "csr"
+
+    def __init__(self, matrix, *, check: bool = True):
+        be = get_backend(matrix)
+        sp = be.sparse
+        if not _is_sparse(matrix):
+            if not hasattr(matrix, "ndim") or matrix.ndim != 2:
+                raise ValueError("matrix must be a 2-D sparse or dense array")
+            matrix = sp.csr_matrix(matrix)
+        else:
+            matrix = sp.csr_matrix(matrix.tocsr())
+        if matrix.dtype.kind not in "biufc":
+            raise TypeError(f"matrix: unsupported dtype {matrix.dtype}")
+        dt = float_dtype_for(matrix.dtype)
+        if matrix.dtype != dt:
+            matrix = matrix.astype(dt)
+        if check:
+            check_finite(matrix.data, "matrix", be.xp)
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+        self.matrix = matrix
+        self.backend = be
+        self.shape = tuple(int(s) for s in matrix.shape)
+
+    @property
+    def dtype(self):
+        return np.dtype(self.matrix.dtype)
+
+    @property
+    def nnz(self):
+        return int(self.matrix.nnz)
+
+    def toarray(self):
+        return self.matrix.toarray()
+
+    @property
+    def T(self):
+        return CSRFactor(self.matrix.T.tocsr(), check=False)
+
+    def conj(self):
+        return self if self.dtype.kind != "c" else CSRFactor(self.matrix.conj(), check=False)
+
+    def astype(self, dtype):
+        dt = check_dtype(dtype)
+        if dt.kind != "c" and self.dtype.kind == "c":
+            raise TypeError(f"dtype: cannot cast complex factor to real {dt}")
+        return self if dt == self.dtype else CSRFactor(self.matrix.astype(dt), check=False)
+
+    def to_device(self, device):
+        return self if self.backend.device == device else CSRFactor(_to_device(self.matrix, device), check=False)
+
+    def apply_cols(self, Xc, out):
+        S = self.matrix if self.dtype == out.dtype else self.matrix.astype(out.dtype)
+        out[...] = S @ Xc.astype(out.dtype, copy=False)
+        return out
+
+    def _state(self):
+        m = self.matrix if not self.backend.is_gpu else self.matrix.get()
+        return {"data": np.asarray(m.data), "indices": np.asarray(m.indices, dtype=np.int64),
+                "indptr": np.asarray(m.indptr, dtype=np.int64), "shape": np.asarray(m.shape, dtype=np.int64)}
+
+    @classmethod
+    def _from_state(cls, st):
+        import scipy.sparse as sp
+
+        shape = tuple(int(s) for s in st["shape"])
+        if len(shape) != 2 or min(shape) < 0:
+            raise ValueError("bad CSR shape")
+        indptr = st["indptr"]
+        indices = st["indices"]
+        data = st["data"]
+        if indptr.shape != (shape[0] + 1,) or indices.shape != data.shape or \
+                (indices.size and (indices.min() < 0 or indices.max() >= shape[1])) or \
+                indptr[0] != 0 or indptr[-1] != data.size or np.any(np.diff(indptr) < 0):
+            raise ValueError("inconsistent CSR arrays")
+        return cls(sp.csr_matrix((data, indices, indptr), shape=shape))

@@ -1,0 +1,311 @@
+"""``FactorProduct``: the operator F = S_1 S_2 … S_J, applied right to left."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._backend import Backend, get_backend
+from ._validation import check_dtype, check_int, float_dtype_for
+from .factors import CSRFactor, DenseFactor, DiagFactor, Factor, KSFactor, PermFactor
+from .factors._chain import KSChain
+
+
+def _as_factor(f) -> Factor:
+    if isinstance(f, Factor):
+        return f
+    if isinstance(f, FactorProduct):
+        raise TypeError("factors: nest FactorProducts with F @ G, not inside the factor list")
+    mod = type(f).__module__ or ""
+    if mod.startswith(("scipy.sparse", "cupyx.scipy.sparse")):
+        return CSRFactor(f)
+    if hasattr(f, "ndim") and f.ndim == 2:
+        return DenseFactor(f)
+    raise TypeError(f"factors: cannot make a factor from {type(f).__name__}")
+
+
+class FactorProduct:
+    """The linear operator ``F = S_1 S_2 … S_J`` (``factors`` in product order).
+
+    ``F @ X`` applies S_J first. X is a vector (N,) or a batch (N, B); ``X @ F`` and
+    ``X @ F.T`` take row-major samples (B, M) / (B, N) without transposing them in memory.
+    Results live in the namespace (NumPy/CuPy) of the inputs and have dtype
+    ``result_type(F.dtype, X.dtype)``; integer data compute in float64. Runs of consecutive
+    :class:`KSFactor` are applied in one fused pass (Numba on the CPU, CUDA on the GPU);
+    other factors use their own apply. The apply allocates at most two (M_j, B) work arrays
+    at a time besides input and output.
+
+    Cost of ``F @ X``: O(nnz(F) · B) time.
+    """
+
+    # make ``ndarray @ F`` defer to F.__rmatmul__ (NumPy and CuPy)
+    __array_ufunc__ = None
+    __array_priority__ = 1000
+
+    def __init__(self, factors):
+        if isinstance(factors, (Factor, FactorProduct)) or hasattr(factors, "ndim"):
+            raise TypeError("factors must be a list of factors")
+        factors = [_as_factor(f) for f in factors]
+        if not factors:
+            raise ValueError("factors must not be empty")
+        be = get_backend(*factors)
+        for j in range(len(factors) - 1):
+            if factors[j].shape[1] != factors[j + 1].shape[0]:
+                raise ValueError(
+                    f"factors do not chain: factor {j} has shape {factors[j].shape}, "
+                    f"factor {j + 1} has shape {factors[j + 1].shape}")
+        self._factors = tuple(factors)
+        self.backend: Backend = be
+        self.shape = (factors[0].shape[0], factors[-1].shape[1])
+        self._segments = None
+        self._T = None
+
+    # --- description ---------------------------------------------------------------------
+    @property
+    def factors(self) -> list:
+        """The factors S_1 … S_J, in product order (a new list)."""
+        return list(self._factors)
+
+    def __len__(self) -> int:
+        return len(self._factors)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.result_type(*[f.dtype for f in self._factors])
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
+
+    @property
+    def nnz(self) -> int:
+        """Stored nonzeros, summed over the factors."""
+        return sum(f.nnz for f in self._factors)
+
+    @property
+    def density(self) -> float:
+        """nnz / (M N)."""
+        m, n = self.shape
+        return self.nnz / (m * n)
+
+    @property
+    def rcg(self) -> float:
+        """Relative complexity gain: dense entries / nnz (> 1 means cheaper than dense)."""
+        m, n = self.shape
+        return (m * n) / self.nnz
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{f.kind}{f.shape}" for f in self._factors)
+        return (f"FactorProduct(shape={self.shape}, dtype={self.dtype}, nnz={self.nnz}, "
+                f"rcg={self.rcg:.3g}, device={self.device!r}, factors=[{kinds}])")
+
+    # --- algebra -----------------------------------------------------------------------
+    @property
+    def T(self) -> "FactorProduct":
+        if self._T is None:
+            self._T = FactorProduct([f.T for f in reversed(self._factors)])
+            self._T._T = self
+        return self._T
+
+    @property
+    def H(self) -> "FactorProduct":
+        return self.T.conj()
+
+    def conj(self) -> "FactorProduct":
+        if self.dtype.kind != "c":
+            return self
+        return FactorProduct([f.conj() for f in self._factors])
+
+    def __mul__(self, alpha):
+        """Scalar multiple ``alpha * F`` (the first factor is scaled)."""
+        if not isinstance(alpha, numbers.Number) and not (hasattr(alpha, "ndim") and alpha.ndim == 0):
+            return NotImplemented
+        return FactorProduct([_scaled(self._factors[0], alpha)] + list(self._factors[1:]))
+
+    __rmul__ = __mul__
+
+    def astype(self, dtype) -> "FactorProduct":
+        dt = check_dtype(dtype)
+        return FactorProduct([f.astype(dt) for f in self._factors])
+
+    def to_device(self, device: str) -> "FactorProduct":
+        """Copy to ``device`` ("cpu" or "gpu"); returns self if already there."""
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+        if device == self.device:
+            return self
+        return FactorProduct([f.to_device(device) for f in self._factors])
+
+    # --- apply ---------------------------------------------------------------------------
+    def _get_segments(self):
+        if self._segments is None:
+            segs, run = [], []
+            for f in self._factors:
+                if isinstance(f, KSFactor):
+                    run.append(f)
+                    continue
+                if run:
+                    segs.append(KSChain(run))
+                    run = []
+                segs.append(f)
+            if run:
+                segs.append(KSChain(run))
+            self._segments = segs
+        return self._segments
+
+    def _result_dtype(self, X, name):
+        if X.dtype.kind not in "biufc":
+            raise TypeError(f"{name}: unsupported dtype {X.dtype}")
+        return np.result_type(self.dtype, float_dtype_for(X.dtype))
+
+    def _apply_cols(self, Xc, out_rows: bool, dtype):
+        """F @ Xc for a logical (N, B) view; returns a logical (M, B) view.
+
+        The result is C-contiguous as (M, B), or as (B, M) when ``out_rows``.
+        """
+        xp = self.backend.xp
+        B = Xc.shape[1]
+        cur = Xc
+        for seg in reversed(self._get_segments()):
+            m = seg.shape[0]
+            out = xp.empty((B, m), dtype=dtype).T if out_rows else xp.empty((m, B), dtype=dtype)
+            seg.apply_cols(cur, out)
+            cur = out
+        return cur
+
+    def __matmul__(self, X):
+        if isinstance(X, FactorProduct):
+            get_backend(self, X)
+            return FactorProduct(self.factors + X.factors)
+        if isinstance(X, Factor):
+            get_backend(self, X)
+            return FactorProduct(self.factors + [X])
+        if not hasattr(X, "ndim"):
+            return NotImplemented
+        get_backend(self, X)  # TypeError on NumPy/CuPy mixes
+        n = self.shape[1]
+        if X.ndim not in (1, 2) or X.shape[0] != n:
+            raise ValueError(f"X: expected shape ({n},) or ({n}, B), got {tuple(X.shape)}")
+        dt = self._result_dtype(X, "X")
+        if X.ndim == 1:
+            return self._apply_cols(X[:, None], False, dt)[:, 0]
+        return self._apply_cols(X, False, dt)
+
+    def __rmatmul__(self, X):
+        """X @ F for row-major samples X (B, M) (or a vector (M,)); returns (B, N)."""
+        if isinstance(X, Factor):
+            get_backend(self, X)
+            return FactorProduct([X] + self.factors)
+        if not hasattr(X, "ndim"):
+            return NotImplemented
+        get_backend(self, X)
+        m = self.shape[0]
+        if X.ndim not in (1, 2) or X.shape[-1] != m:
+            raise ValueError(f"X: expected shape ({m},) or (B, {m}), got {tuple(X.shape)}")
+        dt = self._result_dtype(X, "X")
+        if X.ndim == 1:
+            return self.T._apply_cols(X[:, None], False, dt)[:, 0]
+        return self.T._apply_cols(X.T, True, dt).T
+
+    def matvec(self, x):
+        return self @ x
+
+    def toarray(self):
+        """Dense (M, N) matrix, F applied to the identity (O(N · nnz) time)."""
+        xp = self.backend.xp
+        return self @ xp.eye(self.shape[1], dtype=self.dtype)
+
+    # --- norms -------------------------------------------------------------------------
+    def norm(self, ord="fro", *, tol: float = 1e-6, max_iter: int = 200, seed=0):
+        """``'fro'`` (exact, columns in chunks, never the full dense matrix) or ``2``
+        (spectral, power iteration on FᴴF to relative accuracy ``tol``). Returns a float."""
+        xp = self.backend.xp
+        if ord in ("fro", "f"):
+            if len(self._factors) == 1 and not isinstance(self._factors[0], PermFactor):
+                f = self._factors[0]
+                data = {"ks": "blocks", "dense": "matrix", "diag": "diag"}.get(f.kind)
+                arr = getattr(f, data) if data else f.matrix.data
+                return float(xp.linalg.norm(arr.ravel()))
+            n = self.shape[1]
+            chunk = max(1, min(n, (1 << 22) // max(1, self.shape[0])))
+            total = 0.0
+            for j0 in range(0, n, chunk):
+                j1 = min(n, j0 + chunk)
+                E = xp.zeros((n, j1 - j0), dtype=self.dtype)
+                E[xp.arange(j0, j1), xp.arange(j1 - j0)] = 1
+                total += float(xp.sum(xp.abs(self @ E) ** 2))
+            return float(np.sqrt(total))
+        if ord == 2:
+            max_iter = check_int(max_iter, "max_iter", min_value=1)
+            return float(spectral_norm(self, tol=tol, max_iter=max_iter, seed=seed))
+        raise ValueError(f"ord must be 'fro' or 2, got {ord!r}")
+
+    # --- interop -------------------------------------------------------------------------
+    def aslinearoperator(self):
+        """A ``scipy.sparse.linalg.LinearOperator`` (``cupyx`` one for CuPy) applying F."""
+        LO = self.backend.linalg_operator
+        F, FH = self, self.H
+        return LO(self.shape, matvec=lambda x: F @ x, rmatvec=lambda x: FH @ x,
+                  matmat=lambda X: F @ X, rmatmat=lambda X: FH @ X, dtype=self.dtype)
+
+    def save(self, path) -> None:
+        """Save to a ``.npz`` file (format documented in :mod:`gpufact.io`)."""
+        from .io import save
+
+        save(self, path)
+
+
+def spectral_norm(F, *, tol=1e-6, max_iter=200, seed=0, x0=None, return_vector=False):
+    """‖F‖₂ by power iteration on FᴴF (F: FactorProduct or anything with @ and .H/.T).
+
+    Never densifies. Convergence is checked every 5 iterations (one host sync each).
+    ``x0`` warm-starts the iteration; with ``return_vector`` the last iterate is returned.
+    """
+    be = get_backend(F)
+    xp = be.xp
+    n = F.shape[1]
+    if x0 is None:
+        rng = np.random.default_rng(seed)
+        x = xp.asarray(rng.standard_normal(n)).astype(np.result_type(F.dtype, np.float32))
+    else:
+        x = x0
+    FH = F.H if hasattr(F, "H") else F.conj().T
+    nrm = xp.linalg.norm(x)
+    if float(nrm) == 0:
+        x = xp.ones(n, dtype=x.dtype)
+        nrm = xp.linalg.norm(x)
+    x = x / nrm
+    prev = 0.0
+    sigma2 = xp.zeros((), dtype=np.float64)
+    for it in range(max_iter):
+        y = FH @ (F @ x)
+        sigma2 = xp.linalg.norm(y)
+        if (it + 1) % 5 == 0 or it == max_iter - 1:
+            s = float(sigma2)
+            if s == 0.0:
+                break
+            if abs(s - prev) <= tol * s:
+                x = y / sigma2
+                break
+            prev = s
+        x = y / xp.where(sigma2 > 0, sigma2, 1)
+    out = xp.sqrt(sigma2.real if hasattr(sigma2, "real") else sigma2)
+    if return_vector:
+        return out, x
+    return out
+
+
+def _scaled(f: Factor, alpha) -> Factor:
+    if isinstance(f, KSFactor):
+        return KSFactor(f.blocks * alpha)
+    if isinstance(f, DenseFactor):
+        return DenseFactor(f.matrix * alpha)
+    if isinstance(f, DiagFactor):
+        return DiagFactor(f.diag * alpha)
+    if isinstance(f, CSRFactor):
+        return CSRFactor(f.matrix * alpha)
+    # permutation P: alpha P is a CSR factor with P's support
+    xp = f.backend.xp
+    n = f.shape[0]
+    vals = xp.full(n, alpha, dtype=np.result_type(f.dtype, np.asarray(alpha).dtype))
+    return CSRFactor(f.backend.sparse.csr_matrix((vals, f.perm, xp.arange(n + 1)), shape=f.shape))

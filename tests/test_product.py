@@ -1,0 +1,171 @@
+"""FactorProduct: chained apply, algebra, norms, interop and bad input."""
+import numpy as np
+import pytest
+import scipy.sparse as sps
+from scipy.sparse.linalg import LinearOperator, gmres, svds
+
+import gpufact
+from gpufact import FactorProduct, KSFactor, PermFactor, transforms
+
+from conftest import host, rand, tol
+
+
+def _ks(pattern, dtype, rng, xp):
+    a, b, c, d = pattern
+    return KSFactor(rand((a, d, b, c), dtype, rng, xp))
+
+
+def _mixed_product(dtype, rng, xp):
+    """Rectangular chain mixing KS (fused runs), CSR, diag and permutation factors: 24 x 16."""
+    S = sps.random(12, 12, density=0.4, random_state=1, format="csr").astype(dtype)
+    if xp is not np:
+        import cupyx.scipy.sparse as csp
+
+        S = csp.csr_matrix(S)
+    return FactorProduct([
+        _ks((2, 3, 3, 4), dtype, rng, xp),   # 24 x 24
+        _ks((1, 3, 2, 8), dtype, rng, xp),   # 24 x 16
+        gpufact.DiagFactor(rand((16,), dtype, rng, xp)),
+        PermFactor(xp.asarray(rng.permutation(16)), dtype=dtype),
+        _ks((4, 2, 2, 2), dtype, rng, xp),   # 16 x 16
+        _ks((2, 2, 3, 4), dtype, rng, xp),   # 16 x 24
+        _ks((2, 3, 1, 4), dtype, rng, xp),   # 24 x 8
+        gpufact.DenseFactor(rand((8, 12), dtype, rng, xp)),
+        gpufact.CSRFactor(S),
+    ])
+
+
+def _dense(F):
+    D = None
+    for f in F.factors:
+        A = host(f.toarray()).astype(np.complex128)
+        D = A if D is None else D @ A
+    return D
+
+
+@pytest.mark.parametrize("B", [1, 2, 33, 300])
+def test_product_apply_all_layouts(B, dtype, xp):
+    rng = np.random.default_rng(0)
+    F = _mixed_product(dtype, rng, xp)
+    D = _dense(F)
+    assert F.shape == D.shape == (24, 12)
+    X = rand((12, B), dtype, rng, xp)
+    ref = D @ host(X)
+    rt, at = tol(dtype) * 10, tol(dtype) * 10 * np.abs(ref).max()
+    Y = F @ X
+    assert Y.dtype == dtype and Y.shape == (24, B)
+    np.testing.assert_allclose(host(Y), ref, rtol=rt, atol=at)
+    # vector
+    np.testing.assert_allclose(host(F @ X[:, 0]), ref[:, 0], rtol=rt, atol=at)
+    # row-major samples: X.T @ F.T == (F @ X).T, from a C-contiguous (B, N) array
+    Xr = xp.ascontiguousarray(X.T)
+    Yr = Xr @ F.T
+    assert Yr.shape == (B, 24) and Yr.flags.c_contiguous
+    np.testing.assert_allclose(host(Yr), ref.T, rtol=rt, atol=at)
+    # Fortran-ordered and strided inputs
+    np.testing.assert_allclose(host(F @ xp.asfortranarray(X)), ref, rtol=rt, atol=at)
+    X2 = rand((12, 2 * B), dtype, rng, xp)[:, ::2]
+    np.testing.assert_allclose(host(F @ X2), D @ host(X2), rtol=rt, atol=tol(dtype) * 10 * np.abs(D @ host(X2)).max())
+    # adjoint
+    Z = rand((24, B), dtype, rng, xp)
+    refh = D.conj().T @ host(Z)
+    np.testing.assert_allclose(host(F.H @ Z), refh, rtol=rt, atol=tol(dtype) * 10 * np.abs(refh).max())
+
+
+def test_dtype_promotion_and_float32_end_to_end():
+    H32 = transforms.hadamard(64, dtype=np.float32)
+    X32 = np.ones((64, 3), dtype=np.float32)
+    assert (H32 @ X32).dtype == np.float32
+    assert (X32.T @ H32).dtype == np.float32
+    assert (H32 @ X32.astype(np.float64)).dtype == np.float64
+    assert (H32 @ np.ones((64, 3), dtype=np.int64)).dtype == np.float64
+    assert (transforms.dft(64, dtype=np.complex64) @ X32).dtype == np.complex64
+    assert H32.astype(np.float64).dtype == np.float64
+    assert H32.norm(2) == pytest.approx(8.0, rel=1e-5)
+
+
+def test_algebra_and_description(xp):
+    rng = np.random.default_rng(1)
+    F = transforms.random_butterfly(32, seed=1, xp=xp)
+    G = transforms.random_butterfly(32, seed=2, xp=xp)
+    FG = F @ G
+    assert isinstance(FG, FactorProduct) and len(FG) == len(F) + len(G)
+    np.testing.assert_allclose(host(FG.toarray()), host(F.toarray()) @ host(G.toarray()), atol=1e-12)
+    f = F.factors[0]
+    assert isinstance(F @ f, FactorProduct) and isinstance(f @ F, FactorProduct)
+    assert F.nnz == 2 * 32 * 5
+    assert F.rcg == pytest.approx(32 * 32 / (2 * 32 * 5))
+    assert F.density == pytest.approx(1 / F.rcg)
+    np.testing.assert_allclose(host((2.5 * F).toarray()), 2.5 * host(F.toarray()), atol=1e-12)
+    np.testing.assert_allclose(host(F.T.toarray()), host(F.toarray()).T, atol=1e-12)
+    assert F.T.T is F
+    assert F.factors is not F.factors  # a copy: mutating it leaves F intact
+    D = transforms.dft(16, xp=xp)
+    np.testing.assert_allclose(host((1j * D).toarray()), 1j * host(D.toarray()), atol=1e-12)
+    assert "FactorProduct(shape=(32, 32)" in repr(F)
+
+
+def test_norms_never_densify_and_match_numpy(xp):
+    rng = np.random.default_rng(2)
+    F = _mixed_product(np.float64, rng, xp)
+    D = _dense(F)
+    assert F.norm("fro") == pytest.approx(np.linalg.norm(D), rel=1e-10)
+    assert F.norm(2, tol=1e-12, max_iter=2000) == pytest.approx(np.linalg.norm(D, 2), rel=1e-5)
+    H = transforms.hadamard(256, xp=xp)
+    assert H.norm(2) == pytest.approx(16.0, rel=1e-6)
+    assert H.norm("fro") == pytest.approx(256.0, rel=1e-12)
+    with pytest.raises(ValueError, match="ord"):
+        F.norm(1)
+
+
+def test_linear_operator_interop():
+    F = transforms.random_butterfly(64, seed=3)
+    D = F.toarray()
+    op = F.aslinearoperator()
+    assert isinstance(op, LinearOperator) and op.shape == (64, 64)
+    s = svds(op, k=3, return_singular_vectors=False)
+    np.testing.assert_allclose(np.sort(s), np.sort(np.linalg.svd(D, compute_uv=False))[-3:], rtol=1e-8)
+    b = np.arange(64.0)
+    np.testing.assert_allclose(op.rmatvec(b), D.T @ b, atol=1e-12)
+    # a well-conditioned operator (unitary DFT times a diagonal in [1, 2]): gmres solves it
+    G = transforms.dft(64, norm="ortho") @ gpufact.DiagFactor(1 + np.random.default_rng(0).random(64))
+    x, info = gmres(G.aslinearoperator(), b.astype(complex), rtol=1e-12, atol=0, restart=64, maxiter=50)
+    assert info == 0
+    np.testing.assert_allclose(G.toarray() @ x, b, atol=1e-9 * np.linalg.norm(b))
+
+
+def test_bad_input():
+    F = transforms.hadamard(16)
+    with pytest.raises(ValueError, match="X: expected shape"):
+        F @ np.ones((15, 2))
+    with pytest.raises(ValueError, match="X: expected shape"):
+        F @ np.ones((16, 2, 2))
+    with pytest.raises(ValueError, match="X: expected shape"):
+        np.ones((2, 15)) @ F
+    with pytest.raises(TypeError, match="X: unsupported dtype"):
+        F @ np.array(["a"] * 16)
+    with pytest.raises(ValueError, match="do not chain"):
+        FactorProduct([KSFactor(np.ones((1, 1, 2, 3))), KSFactor(np.ones((1, 1, 2, 2)))])
+    with pytest.raises(ValueError, match="empty"):
+        FactorProduct([])
+    with pytest.raises(TypeError, match="list of factors"):
+        FactorProduct(F.factors[0])
+    with pytest.raises(TypeError):
+        FactorProduct(["not a factor"])
+    with pytest.raises(ValueError, match="device"):
+        F.to_device("tpu")
+    with pytest.raises(TypeError, match="dtype"):
+        F.astype("int8")
+
+
+def test_mixing_numpy_and_cupy_is_a_type_error(cp):
+    F = transforms.hadamard(16)
+    with pytest.raises(TypeError, match="mix"):
+        F @ cp.ones((16, 2))
+    G = F.to_device("gpu")
+    with pytest.raises(TypeError, match="mix"):
+        G @ np.ones((16, 2))
+    with pytest.raises(TypeError, match="mix"):
+        F @ G
+    np.testing.assert_allclose(host(G @ cp.ones((16, 2))), F @ np.ones((16, 2)))
+    assert G.to_device("cpu").device == "cpu"
