@@ -1,0 +1,94 @@
+"""Batched best rank-r approximations of many small blocks (one call per level, no Python loop
+over blocks). Written once for NumPy and CuPy."""
+from __future__ import annotations
+
+import numpy as np
+
+_EIGH_MAX = 32  # blocks whose Gram is at most this size use a direct batched eigh
+
+
+def _herm(A, xp):
+    return xp.conj(xp.swapaxes(A, -1, -2))
+
+
+def _top_eig(G, r, xp):
+    """Top-r eigenpairs of a batch of Hermitian PSD matrices G (K, m, m), one batched eigh:
+    (theta (K, r) descending, V (K, m, r))."""
+    w, V = xp.linalg.eigh(G)
+    return w[:, ::-1][:, :r], V[:, :, ::-1][:, :, :r]
+
+
+def _orthonormalize(Z, xp):
+    """Orthonormal basis of the columns of each Z (K, m, q): Cholesky-QR through eigh (robust
+    to rank deficiency: directions with tiny eigenvalues are dropped to zero)."""
+    S = _herm(Z, xp) @ Z
+    S = (S + _herm(S, xp)) / 2
+    w, U = xp.linalg.eigh(S)
+    eps = xp.finfo(w.dtype).eps
+    cutoff = w[:, -1:] * (eps * S.shape[-1] * 10)
+    inv = xp.where(w > cutoff, 1 / xp.sqrt(xp.where(w > cutoff, w, 1)), 0)
+    return Z @ (U * inv[:, None, :])
+
+
+def _top_singular(A, r, xp, *, tol, max_iter, seed=0):
+    """Top-r singular triplets of every block A (K, m, n) by block subspace iteration on A
+    itself (never forms AᴴA): U (K, m, r), s (K, r), V (K, n, r).
+
+    q = r + p vectors, p = max(2, r); each iteration costs 4·m·n·q per block; Rayleigh–Ritz
+    (a q × q SVD per block) every other iteration; stops when the top-r singular values
+    change by less than ``tol`` (relative) or after ``max_iter`` iterations. Blocks of rank
+    <= r are exact after the first iteration.
+    """
+    K, m, n = A.shape
+    q = min(m, n, r + max(2, r))
+    rng = np.random.default_rng(seed)
+    Om = xp.asarray(rng.standard_normal((n, q))).astype(A.dtype)
+    Qm = _orthonormalize(A @ Om, xp)
+    prev = None
+    for it in range(max_iter):
+        Qn = _herm(_orthonormalize(_herm(_herm(Qm, xp) @ A, xp), xp), xp)  # (K, q, n) rows orthonormal
+        AQn = A @ _herm(Qn, xp)                                              # (K, m, q)
+        check = it % 2 == 1 or it == max_iter - 1
+        if check:
+            Ub, sb, Vbh = xp.linalg.svd(_herm(Qm, xp) @ AQn)                 # (K, q, q)
+            top = sb[:, :r]
+            if prev is not None:
+                scale = xp.maximum(top[:, :1], xp.finfo(top.dtype).tiny)
+                if float(xp.max(xp.abs(top - prev) / scale)) <= tol:
+                    break
+            prev = top
+        Qm = _orthonormalize(AQn, xp)
+    U = Qm @ Ub[:, :, :r]
+    V = _herm(Qn, xp) @ _herm(Vbh, xp)[:, :, :r]
+    return U, sb[:, :r], V
+
+
+def batched_low_rank(A, r: int, xp, *, tol: float = 1e-13, max_iter: int = 300):
+    """Best rank-r factors of every block: A (K, m, n) ≈ X (K, m, r) @ Y (K, r, n).
+
+    The singular values are split evenly (X = U √Σ, Y = √Σ Vᴴ). Small blocks (min(m, n) <=
+    32): batched ``eigh`` of the Gram matrix of the smaller side. Larger blocks: subspace
+    iteration on A (:func:`_top_singular`), O(m n r) per block and iteration.
+    """
+    K, m, n = A.shape
+    if min(m, n) > _EIGH_MAX and 2 * r < min(m, n):
+        U, s, V = _top_singular(A, r, xp, tol=tol, max_iter=max_iter)
+        sq = xp.sqrt(s)
+        X = U * sq[:, None, :]
+        Y = _herm(V * sq[:, None, :], xp)
+        return X.astype(A.dtype, copy=False), Y.astype(A.dtype, copy=False)
+    AH = _herm(A, xp)
+    left = m <= n  # Gram of the smaller side: A Aᴴ (m x m) or Aᴴ A (n x n)
+    G = A @ AH if left else AH @ A
+    theta, E = _top_eig(G, r, xp)  # E: U (left) or V (right)
+    W = (AH if left else A) @ E  # V Σ (left) or U Σ (right)
+    s = xp.sqrt(xp.maximum(theta.real, 0))
+    sq = xp.sqrt(s)
+    inv = xp.where(s > 0, 1 / xp.where(s > 0, sq, 1), 0)
+    if left:
+        X = E * sq[:, None, :]
+        Y = _herm(W * inv[:, None, :], xp)
+    else:
+        X = W * inv[:, None, :]
+        Y = _herm(E * sq[:, None, :], xp)
+    return X.astype(A.dtype, copy=False), Y.astype(A.dtype, copy=False)
