@@ -177,7 +177,8 @@ def _factor(Ab, pats, tree, xp, errors, depth, col_map=None):
     if errors is not None:
         resid = xp.sum(xp.abs(Xl @ Yl - blocks.reshape(K * Kb, bsh[2], bsh[3])) ** 2)
         total = xp.sum(xp.abs(Ab) ** 2)
-        outside = total - xp.sum(xp.abs(blocks) ** 2)  # 0 when the blocks tile Ab
+        tiled = Kb * bsh[2] * bsh[3] == Ab.shape[1] * Ab.shape[2]  # disjoint blocks covering Ab
+        outside = 0.0 if tiled else total - xp.sum(xp.abs(blocks) ** 2)
         errors.append((depth, k, resid + outside, total))
     a, b, c, d = PL
     a2, b2, c2, d2 = PR
