@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-_EIGH_MAX = 32  # blocks whose Gram is at most this size use a direct batched eigh
+_SVD_MAX = 32  # blocks with min(m, n) <= this use one batched SVD (CuPy: batched gesvdj)
 
 
 def _herm(A, xp):
     return xp.conj(xp.swapaxes(A, -1, -2))
-
-
-def _top_eig(G, r, xp):
-    """Top-r eigenpairs of a batch of Hermitian PSD matrices G (K, m, m), one batched eigh:
-    (theta (K, r) descending, V (K, m, r))."""
-    w, V = xp.linalg.eigh(G)
-    return w[:, ::-1][:, :r], V[:, :, ::-1][:, :, :r]
 
 
 def _orthonormalize(Z, xp):
@@ -67,28 +60,17 @@ def batched_low_rank(A, r: int, xp, *, tol: float = 1e-13, max_iter: int = 300):
     """Best rank-r factors of every block: A (K, m, n) ≈ X (K, m, r) @ Y (K, r, n).
 
     The singular values are split evenly (X = U √Σ, Y = √Σ Vᴴ). Small blocks (min(m, n) <=
-    32): batched ``eigh`` of the Gram matrix of the smaller side. Larger blocks: subspace
-    iteration on A (:func:`_top_singular`), O(m n r) per block and iteration.
+    32): one batched SVD. Larger blocks: subspace iteration on A (:func:`_top_singular`),
+    O(m n r) per block and iteration, instead of full SVDs.
     """
     K, m, n = A.shape
-    if min(m, n) > _EIGH_MAX and 2 * r < min(m, n):
+    if min(m, n) > _SVD_MAX and 2 * r < min(m, n):
         U, s, V = _top_singular(A, r, xp, tol=tol, max_iter=max_iter)
-        sq = xp.sqrt(s)
-        X = U * sq[:, None, :]
-        Y = _herm(V * sq[:, None, :], xp)
-        return X.astype(A.dtype, copy=False), Y.astype(A.dtype, copy=False)
-    AH = _herm(A, xp)
-    left = m <= n  # Gram of the smaller side: A Aᴴ (m x m) or Aᴴ A (n x n)
-    G = A @ AH if left else AH @ A
-    theta, E = _top_eig(G, r, xp)  # E: U (left) or V (right)
-    W = (AH if left else A) @ E  # V Σ (left) or U Σ (right)
-    s = xp.sqrt(xp.maximum(theta.real, 0))
-    sq = xp.sqrt(s)
-    inv = xp.where(s > 0, 1 / xp.where(s > 0, sq, 1), 0)
-    if left:
-        X = E * sq[:, None, :]
-        Y = _herm(W * inv[:, None, :], xp)
+        Vh = _herm(V, xp)
     else:
-        X = W * inv[:, None, :]
-        Y = _herm(E * sq[:, None, :], xp)
+        U, s, Vh = xp.linalg.svd(A, full_matrices=False)
+        U, s, Vh = U[:, :, :r], s[:, :r], Vh[:, :r, :]
+    sq = xp.sqrt(s).astype(A.dtype)
+    X = U * sq[:, None, :]
+    Y = Vh * sq[:, :, None]
     return X.astype(A.dtype, copy=False), Y.astype(A.dtype, copy=False)

@@ -57,8 +57,9 @@ def _pair_product(p, q):
     a2, b2, c2, d2 = q
     if a1 * c1 * d1 != a2 * b2 * d2:
         raise ValueError(f"patterns {p} and {q} do not chain: {a1 * c1 * d1} columns vs {a2 * b2 * d2} rows")
-    if a2 % a1 or d1 % d2 or (b1 * d1) % d2 or (a2 * c2) % a1:
-        raise ValueError(f"patterns {p} and {q} are not chainable (their product is not Kronecker-sparse)")
+    # chainable (the inner index's two mixed-radix splits nest): d2 | d1 | b2 d2 | c1 d1
+    if d1 % d2 or (b2 * d2) % d1 or (c1 * d1) % (b2 * d2):
+        raise ValueError(f"patterns {p} and {q} are not chainable (need d2 | d1 | b2*d2 | c1*d1)")
     return (a1, b1 * d1 // d2, a2 * c2 // a1, d2)
 
 
@@ -124,8 +125,6 @@ def _two_factor_indices(PL, PR):
     R = (al[t0] * b * d + de[t0])[:, None] + rr[None, :] * d                 # (Kb, b)
     ss = np.arange(c2)
     C = (al2[t0] * c2 * d2 + de2[t0])[:, None] + ss[None, :] * d2           # (Kb, c')
-    if rank > min(b, c2):
-        raise ValueError(f"rank {rank} is larger than the block size {b} x {c2}")
     # X entry (row R[k, i], column T[k, j]) -> blocks[al, de, i, s] of X's pattern
     posX = ((al[T][:, None, :] * d + de[T][:, None, :]) * b + rr[None, :, None]) * c + s[T][:, None, :]
     # Y entry (row T[k, j], column C[k, l]) -> blocks[al2, de2, r2, l]
@@ -173,7 +172,11 @@ def _factor(Ab, pats, tree, xp, errors, depth, col_map=None):
         Cg = col_map[Cg]
     blocks = Ab[:, Rg[:, :, None], Cg[:, None, :]]            # (K, Kb, b, c')
     bsh = blocks.shape
-    Xl, Yl = batched_low_rank(blocks.reshape(K * Kb, bsh[2], bsh[3]), rank, xp)
+    r_eff = min(rank, bsh[2], bsh[3])  # more inner indices than the block's size: zeros
+    Xl, Yl = batched_low_rank(blocks.reshape(K * Kb, bsh[2], bsh[3]), r_eff, xp)
+    if r_eff < rank:
+        Xl = xp.concatenate([Xl, xp.zeros((K * Kb, bsh[2], rank - r_eff), dtype=Xl.dtype)], axis=2)
+        Yl = xp.concatenate([Yl, xp.zeros((K * Kb, rank - r_eff, bsh[3]), dtype=Yl.dtype)], axis=1)
     if errors is not None:
         resid = xp.sum(xp.abs(Xl @ Yl - blocks.reshape(K * Kb, bsh[2], bsh[3])) ** 2)
         total = xp.sum(xp.abs(Ab) ** 2)
