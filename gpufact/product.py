@@ -42,6 +42,9 @@ class FactorProduct:
     __array_ufunc__ = None
     __array_priority__ = 1000
 
+    #: relative error ‖A − F‖_F / ‖A‖_F when F was learned from A (set by gpufact.factorize)
+    rel_error = None
+
     def __init__(self, factors):
         if isinstance(factors, (Factor, FactorProduct)) or hasattr(factors, "ndim"):
             raise TypeError("factors must be a list of factors")

@@ -176,3 +176,65 @@ def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt):
                 rr = res[i * bt:i * bt + nt]
                 for t in range(nt):
                     yr[t] = rr[t]
+
+
+@njit(cache=True)
+def _topk_row(row, kk, out):
+    """out[j] = 1 for the kk largest row[j] (ties: smaller j). O(n) for kk <= 64 (a sorted
+    buffer of the kk best seen so far, rarely touched), np.partition beyond."""
+    n = row.shape[0]
+    if kk <= 64:
+        best = np.empty(kk, dtype=row.dtype)  # ascending; best[0] = current k-th largest
+        for j in range(kk):
+            best[j] = row[j]
+        best.sort()
+        for j in range(kk, n):
+            v = row[j]
+            if v > best[0]:
+                p = 0
+                while p + 1 < kk and best[p + 1] < v:
+                    best[p] = best[p + 1]
+                    p += 1
+                best[p] = v
+        thr = best[0]
+    else:
+        thr = -np.partition(-row, kk - 1)[kk - 1]
+    cnt = 0
+    for j in range(n):
+        if row[j] > thr:
+            out[j] = 1
+            cnt += 1
+    for j in range(n):
+        if cnt >= kk:
+            break
+        if row[j] == thr:
+            out[j] = 1
+            cnt += 1
+
+
+@njit(cache=True)
+def _topk_rows_serial(mag, kk, mask):
+    for i in range(mag.shape[0]):
+        _topk_row(mag[i], kk, mask[i])
+
+
+@njit(parallel=True, cache=True)
+def _topk_rows_parallel(mag, kk, mask):
+    for i in prange(mag.shape[0]):
+        _topk_row(mag[i], kk, mask[i])
+
+
+def topk_rows_mask(mag, k):
+    """uint8 mask of the k largest entries of each row of ``mag`` (m, n), C-contiguous, real;
+    ties go to the smaller column index. O(m n). Rows run in parallel for large matrices
+    only: a parallel region next to spinning BLAS threads costs more than it saves."""
+    m, n = mag.shape
+    mask = np.zeros((m, n), dtype=np.uint8)
+    kk = min(int(k), n)
+    if kk <= 0 or m == 0:
+        return mask
+    if m * n >= 1 << 20:
+        _topk_rows_parallel(mag, kk, mask)
+    else:
+        _topk_rows_serial(mag, kk, mask)
+    return mask

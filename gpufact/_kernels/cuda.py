@@ -32,21 +32,52 @@ def kernel_source_path(name: str) -> Path:
     raise FileNotFoundError(f"CUDA source {name!r} not found next to gpufact (broken install?)")
 
 
+_SOURCES = {  # file -> name expressions compiled from it
+    "ks_apply.cu": tuple(f"{k}<{c}>" for k in _KERNELS for c in _CTYPE.values()),
+    "topk.cu": ("topk_mask<float, unsigned int>", "topk_mask<double, unsigned long long>"),
+}
+
+
 @functools.lru_cache(maxsize=None)
-def _module(device_id: int):
+def _module(source: str, device_id: int):
+    """RawModule for ``kernels/<source>`` on one device (compiled once, cached)."""
     import cupy
 
-    src = kernel_source_path("ks_apply.cu").read_text()
-    names = [f"{k}<{c}>" for k in _KERNELS for c in _CTYPE.values()]
+    src = kernel_source_path(source).read_text()
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=src, options=("-std=c++17",), name_expressions=names)
+        return cupy.RawModule(code=src, options=("-std=c++17",), name_expressions=list(_SOURCES[source]))
+
+
+def _get(source: str, name: str):
+    import cupy
+
+    return _module(source, cupy.cuda.Device().id).get_function(name)
 
 
 def _function(kernel: str, dtype):
+    return _get("ks_apply.cu", f"{kernel}<{_CTYPE[np.dtype(dtype)]}>")
+
+
+def topk_mask(mag, k: int, axis: int):
+    """uint8 mask of the k largest entries of each row (axis=1) or column (axis=0) of the
+    real non-negative C-contiguous matrix ``mag`` (float32/float64); ties -> smaller index."""
     import cupy
 
-    dev = cupy.cuda.Device().id
-    return _module(dev).get_function(f"{kernel}<{_CTYPE[np.dtype(dtype)]}>")
+    mag = cupy.ascontiguousarray(mag)
+    m, n = mag.shape
+    mask = cupy.zeros((m, n), dtype=cupy.uint8)
+    if mag.size == 0:
+        return mask
+    if axis == 1:
+        nvec, length, vstride, estride = m, n, n, 1
+    else:
+        nvec, length, vstride, estride = n, m, 1, n
+    name = "topk_mask<float, unsigned int>" if mag.dtype == np.float32 else "topk_mask<double, unsigned long long>"
+    if mag.dtype not in (np.float32, np.float64):
+        raise TypeError(f"mag must be float32 or float64, got {mag.dtype}")
+    _get("topk.cu", name)((nvec,), (256,), (mag, mask, np.int64(nvec), np.int64(length), np.int64(vstride),
+                                             np.int64(estride), np.int64(k)))
+    return mask
 
 
 def _elem_strides(A):

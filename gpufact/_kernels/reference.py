@@ -43,3 +43,18 @@ def ks_chain_apply(blocks_list, X: np.ndarray) -> np.ndarray:
     for blocks in blocks_list:
         X = ks_apply(blocks, X)
     return X
+
+
+def topk_mask(mag: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Boolean mask of the k largest entries per row (axis=1) or column (axis=0); ties go to
+    the smaller index. Via a stable argsort (the rule every kernel follows)."""
+    mag = np.asarray(mag)
+    if axis == 0:
+        return topk_mask(mag.T, k, 1).T
+    m, n = mag.shape
+    mask = np.zeros((m, n), dtype=bool)
+    if k <= 0 or n == 0:
+        return mask
+    idx = np.argsort(-mag, axis=1, kind="stable")[:, :k]
+    np.put_along_axis(mask, idx, True, axis=1)
+    return mask

@@ -1,0 +1,345 @@
+"""PALM4MSA (Le Magoarou & Gribonval, IEEE JSTSP 2016): A ≈ λ S_1 ⋯ S_J, S_j ∈ E_j.
+
+One sweep updates every factor once (right-to-left by default): with L = S_1⋯S_{j−1} and
+R = S_{j+1}⋯S_J,
+
+    G = λ Lᴴ (λ L S_j R − A) Rᴴ,   c = (1 + ε) λ² ‖L‖₂² ‖R‖₂²,   S_j ← P_{E_j}(S_j − G / c),
+
+then λ ← Re⟨A, P⟩ / ‖P‖²_F with P = S_1⋯S_J. The objective ½‖A − λP‖² never increases.
+Spectral norms come from power iterations warm-started across sweeps (never an SVD).
+Factors are dense arrays of A's namespace while iterating (NumPy or CuPy, same code), used
+in products as CSR matrices whenever they are sparse (SpMM / SpGEMM), so a sweep costs
+O(nnz · n) rather than O(n³) on sparse constraints; partial products are kept (prefix
+products per sweep, the suffix accumulated), about 5 J products per sweep. Convergence
+tests read one scalar per check.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._backend import get_backend
+from .._validation import check_int, check_matrix
+from ..factors import CSRFactor, DenseFactor, KSFactor
+from ..product import FactorProduct
+from ..proj import Constraint
+
+__all__ = ["palm4msa", "DivergenceError", "check_constraints"]
+
+
+class DivergenceError(FloatingPointError):
+    """PALM produced non-finite values or an exploding error (a step-size problem)."""
+
+
+def check_constraints(constraints, shape, name="constraints"):
+    """Validate a list of constraints chaining from shape[0] to shape[1]."""
+    if not isinstance(constraints, (list, tuple)) or len(constraints) == 0:
+        raise ValueError(f"{name} must be a non-empty list of projections")
+    for j, P in enumerate(constraints):
+        if not isinstance(P, Constraint):
+            raise TypeError(f"{name}[{j}] must be a gpufact.proj constraint, got {type(P).__name__}")
+    if constraints[0].shape[0] != shape[0] or constraints[-1].shape[1] != shape[1]:
+        raise ValueError(f"{name} chain from {constraints[0].shape[0]} to {constraints[-1].shape[1]} "
+                         f"but A has shape {tuple(shape)}")
+    for j in range(len(constraints) - 1):
+        if constraints[j].shape[1] != constraints[j + 1].shape[0]:
+            raise ValueError(f"{name}[{j}] has shape {constraints[j].shape} and {name}[{j + 1}] has shape "
+                             f"{constraints[j + 1].shape}: they do not chain")
+
+
+_SPARSE_DENSITY = 0.2  # iterates and partial products sparser than this use SpMM/SpGEMM
+_SPARSE_MIN_SIZE = 1 << 16  # ... if they have at least this many entries (else BLAS wins)
+
+
+def _is_sparse(M) -> bool:
+    return not hasattr(M, "ndim") or type(M).__module__.startswith(("scipy.sparse", "cupyx"))
+
+
+def _op(M, be):
+    """The dense iterate M as the cheaper operand for products: CSR when sparse enough."""
+    xp = be.xp
+    if M.size >= _SPARSE_MIN_SIZE and int(xp.count_nonzero(M)) < _SPARSE_DENSITY * M.size:
+        return be.sparse.csr_matrix(M)
+    return M
+
+
+def _mm(X, Y, be):
+    """X @ Y for dense arrays / CSR matrices; the result is CSR only if both are sparse and
+    it stays sparse, else a dense array."""
+    sx, sy = _is_sparse(X), _is_sparse(Y)
+    if sx and sy:
+        Z = (X @ Y).tocsr()
+        m, n = Z.shape
+        return Z if Z.nnz < _SPARSE_DENSITY * m * n else Z.toarray()
+    if sy:
+        return (Y.T @ X.T).T
+    return X @ Y
+
+
+def _dense(M):
+    return M.toarray() if _is_sparse(M) else M
+
+
+def _herm(M):
+    return M.conj().T
+
+
+def _power_norm2(M, v, xp, iters):
+    """Squared spectral norm of M by ``iters`` power steps on MᴴM from v; returns (s², v)."""
+    s2 = None
+    MH = _herm(M)
+    for _ in range(iters):
+        w = MH @ (M @ v)
+        s2 = xp.linalg.norm(w)
+        v = w / xp.where(s2 > 0, s2, 1)
+    return s2, v
+
+
+class _Palm:
+    """State of one PALM4MSA run (factors, λ, warm-start vectors).
+
+    ``S`` holds the dense iterates (projections act on them); ``ops`` the same factors as
+    the cheaper operand for products (CSR when sparse), so products cost O(nnz · n).
+    """
+
+    def __init__(self, A, constraints, factors, lam, xp, order, eps, update_lambda, norm_iters):
+        self.A = A
+        self.P = constraints
+        self.S = factors
+        self.lam = lam
+        self.xp = xp
+        self.be = get_backend(A)
+        self.ops = [_op(M, self.be) for M in factors]
+        self.order = order
+        self.eps = eps
+        self.update_lambda = update_lambda
+        self.norm_iters = norm_iters
+        self.vL = [None] * len(factors)
+        self.vR = [None] * len(factors)
+        self.A_norm2 = xp.sum(xp.abs(A) ** 2)
+        self.momentum = False  # inertial steps (Nesterov weights, restarted when the error rises)
+        self._k = 1
+        self._prev = None
+        self._last_err = None
+
+    def _lip(self, j, L, RH):
+        xp = self.xp
+        one = xp.ones((), dtype=self.A.real.dtype)
+        nL = nR = one
+        if L is not None:
+            iters = self.norm_iters if self.vL[j] is not None else 3 * self.norm_iters
+            if self.vL[j] is None:
+                self.vL[j] = xp.ones(L.shape[1], dtype=L.dtype) / np.sqrt(L.shape[1])
+            nL, self.vL[j] = _power_norm2(L, self.vL[j], xp, iters)
+        if RH is not None:
+            iters = self.norm_iters if self.vR[j] is not None else 3 * self.norm_iters
+            if self.vR[j] is None:
+                self.vR[j] = xp.ones(RH.shape[1], dtype=RH.dtype) / np.sqrt(RH.shape[1])
+            nR, self.vR[j] = _power_norm2(RH, self.vR[j], xp, iters)
+        return (1 + self.eps) * xp.abs(self.lam) ** 2 * nL * nR
+
+    def _update(self, j, L, R):
+        """One proximal gradient step on S_j; L, R are the neighbouring products (None = I)."""
+        xp, be, lam = self.xp, self.be, self.lam
+        Sj, op = self.S[j], self.ops[j]
+        if self.momentum and self._prev is not None and self._k > 1:
+            beta = (self._k - 1) / (self._k + 2)
+            Sj = Sj + beta * (Sj - self._prev[j])
+            op = _op(Sj, be)
+        if self.momentum:
+            self._prev[j] = self.S[j]
+        LS = op if L is None else _mm(L, op, be)
+        LSR = LS if R is None else _mm(LS, R, be)
+        D = lam * _dense(LSR) - self.A
+        RH = None if R is None else _herm(R)
+        G = D if R is None else _mm(D, RH, be)
+        G = G if L is None else _mm(_herm(L), G, be)
+        G = _dense(G) * xp.conj(lam)
+        c = self._lip(j, L, RH)
+        c = xp.where(c > 0, c, 1)
+        self.S[j] = self.P[j](Sj - G / c.astype(Sj.real.dtype))
+        self.ops[j] = _op(self.S[j], be)
+
+    def sweep(self):
+        """One pass over all factors then the λ update; returns the squared error."""
+        xp, be, ops, J = self.xp, self.be, self.ops, len(self.S)
+        if self.momentum and self._prev is None:
+            self._prev = list(self.S)
+        if self.order == "right-to-left":
+            prefix = [None] * J  # prefix[j] = S_0 ⋯ S_{j-1}
+            for j in range(1, J):
+                prefix[j] = ops[0] if j == 1 else _mm(prefix[j - 1], ops[j - 1], be)
+            R = None
+            for j in range(J - 1, -1, -1):
+                self._update(j, prefix[j], R)
+                R = ops[j] if R is None else _mm(ops[j], R, be)
+            P = R
+        else:
+            suffix = [None] * J  # suffix[j] = S_{j+1} ⋯ S_{J-1}
+            for j in range(J - 2, -1, -1):
+                suffix[j] = ops[J - 1] if j == J - 2 else _mm(ops[j + 1], suffix[j + 1], be)
+            L = None
+            for j in range(J):
+                self._update(j, L, suffix[j])
+                L = ops[j] if L is None else _mm(L, ops[j], be)
+            P = L
+        P = _dense(P)
+        if self.update_lambda:
+            p2 = xp.sum(xp.abs(P) ** 2)
+            num = xp.sum(xp.conj(P) * self.A).real
+            self.lam = xp.where(p2 > 0, num / xp.where(p2 > 0, p2, 1), self.lam).astype(self.lam.dtype)
+        err = xp.sum(xp.abs(self.A - self.lam * P) ** 2)
+        if self.momentum:  # adaptive restart keeps the accelerated run stable
+            self._k = 1 if (self._last_err is not None and bool(err > self._last_err)) else self._k + 1
+            self._last_err = err
+        return err
+
+
+def _init_factors(constraints, init, A, xp, order):
+    dt = A.dtype
+    J = len(constraints)
+    if init is None or (isinstance(init, str) and init == "default"):
+        # identity-like factors, the first one to be updated zero (FAµST's default)
+        first = J - 1 if order == "right-to-left" else 0
+        out = []
+        for j, P in enumerate(constraints):
+            m, n = P.shape
+            out.append(xp.zeros((m, n), dtype=dt) if j == first else xp.eye(m, n, dtype=dt))
+        return out
+    if isinstance(init, FactorProduct):
+        init = [f.toarray() for f in init.factors]
+    if not isinstance(init, (list, tuple)) or len(init) != J:
+        raise ValueError(f"init must be 'default', a FactorProduct or a list of {J} arrays")
+    out = []
+    for j, (F0, P) in enumerate(zip(init, constraints)):
+        F0 = F0.toarray() if hasattr(F0, "toarray") and not hasattr(F0, "ndim") else F0
+        get_backend(A, F0)
+        if tuple(F0.shape) != P.shape:
+            raise ValueError(f"init[{j}] has shape {tuple(F0.shape)}, constraint {j} expects {P.shape}")
+        if not bool(xp.isfinite(F0).all()):
+            raise ValueError(f"init[{j}] contains NaN or inf")
+        out.append(xp.array(F0, dtype=dt, copy=True))
+    return out
+
+
+def _to_factor(M, P, xp):
+    """Dense iterate -> factor object in the constraint's natural format."""
+    if P.factor_format == "ks":
+        from ..factors import KSFactor as _KS
+
+        return _KS.from_dense(M, P.pattern)
+    if P.factor_format == "dense":
+        return DenseFactor(M, check=False)
+    nnz = int(xp.count_nonzero(M))
+    if nnz > 0.25 * M.size:
+        return DenseFactor(M, check=False)
+    return CSRFactor(M, check=False)
+
+
+def build_product(S, lam, constraints, xp):
+    """FactorProduct λ S_1 ⋯ S_J (λ folded into the first factor)."""
+    S = list(S)
+    S[0] = S[0] * lam.astype(S[0].dtype) if hasattr(lam, "astype") else S[0] * lam
+    return FactorProduct([_to_factor(M, P, xp) for M, P in zip(S, constraints)])
+
+
+def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init: float = 1.0,
+             order: str = "right-to-left", tol: float | None = None, stagnation: float | None = None,
+             update_lambda: bool = True, step_eps: float = 1e-3, norm_iters: int = 3,
+             check_every: int = 1, callback=None, progress: bool = False, return_history: bool = False,
+             _return_state: bool = False):
+    """Approximate A (M × N) by λ S_1 ⋯ S_J with S_j in the set of ``constraints[j]``.
+
+    Parameters
+    ----------
+    A : NumPy or CuPy array, float32/float64/complex64/complex128, finite, non-empty.
+    constraints : list of :mod:`gpufact.proj` constraints whose shapes chain from M to N.
+    max_iter : maximum number of sweeps.
+    init : "default" (identity-like factors, the first updated one zero), a FactorProduct or a
+        list of J arrays (warm start; copied, never modified).
+    lambda_init : initial scale λ.
+    order : "right-to-left" (update S_J first) or "left-to-right".
+    tol : stop when ‖A − F‖_F / ‖A‖_F <= tol.
+    stagnation : stop when the relative error changes by less than this between checks.
+    check_every : read the error on the host every this many sweeps (one sync each).
+    callback : called as ``callback(iteration, rel_error)`` at each check.
+    progress : show a tqdm progress bar.
+    return_history : also return the list of relative errors at each check.
+
+    Returns
+    -------
+    FactorProduct with λ folded into the first factor; ``F.rel_error`` holds the final relative
+    error. Raises :class:`DivergenceError` if the iterates become non-finite or explode.
+    """
+    be = get_backend(A)
+    xp = be.xp
+    A = check_matrix(A, "A", be)
+    check_constraints(constraints, A.shape)
+    max_iter = check_int(max_iter, "max_iter", min_value=1)
+    check_every = check_int(check_every, "check_every", min_value=1)
+    norm_iters = check_int(norm_iters, "norm_iters", min_value=1)
+    if order not in ("right-to-left", "left-to-right"):
+        raise ValueError(f"order must be 'right-to-left' or 'left-to-right', got {order!r}")
+    for name, v in (("tol", tol), ("stagnation", stagnation)):
+        if v is not None and not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
+    if not (np.isfinite(step_eps) and step_eps >= 0):
+        raise ValueError(f"step_eps must be a finite non-negative number, got {step_eps!r}")
+    if not np.isfinite(lambda_init):
+        raise ValueError(f"lambda_init must be finite, got {lambda_init!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable")
+    factors = _init_factors(constraints, init, A, xp, order)
+    lam = xp.asarray(lambda_init, dtype=A.dtype)
+    state = _Palm(A, constraints, factors, lam, xp, order, step_eps, update_lambda, norm_iters)
+    history = _run(state, max_iter, tol, stagnation, check_every, callback, progress, be)
+    F = build_product(state.S, state.lam, constraints, xp)
+    F.rel_error = history[-1] if history else float("nan")
+    if _return_state:
+        return F, history, state
+    if return_history:
+        return F, history
+    return F
+
+
+def _run(state, max_iter, tol, stagnation, check_every, callback, progress, be, desc="palm4msa"):
+    """Iterate sweeps with the stopping rules; returns the relative-error history."""
+    xp = be.xp
+    a2 = float(state.A_norm2)
+    a2 = a2 if a2 > 0 else 1.0
+    history = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_iter, desc=desc, leave=False)
+    try:
+        prev = None
+        for it in range(1, max_iter + 1):
+            err2 = state.sweep()
+            if bar is not None:
+                bar.update()
+            if it % check_every and it != max_iter:
+                continue
+            e2 = float(err2)
+            if not np.isfinite(e2) or e2 > 1e6 * a2 or not bool(xp.isfinite(state.lam)):
+                raise DivergenceError(
+                    f"PALM diverged at iteration {it} (relative error {np.sqrt(e2 / a2) if np.isfinite(e2) else e2}); "
+                    "increase step_eps or norm_iters, or check the constraints")
+            rel = float(np.sqrt(max(e2, 0.0) / a2))
+            history.append(rel)
+            if callback is not None:
+                callback(it, rel)
+            if bar is not None:
+                bar.set_postfix(rel_error=f"{rel:.3e}")
+            if tol is not None and rel <= tol:
+                break
+            if stagnation is not None and prev is not None and abs(prev - rel) <= stagnation * max(prev, 1e-300):
+                break
+            prev = rel
+    finally:
+        if bar is not None:
+            bar.close()
+    for S in state.S:
+        if not bool(xp.isfinite(S).all()):
+            raise DivergenceError("PALM produced non-finite factors")
+    return history
