@@ -19,6 +19,8 @@ from .palm import DivergenceError, _Palm, _init_factors, _run, build_product, ch
 
 __all__ = ["hierarchical", "hadamard_constraints", "rectangular_constraints"]
 
+_MIRROR = {"right-to-left": "left-to-right", "left-to-right": "right-to-left"}
+
 
 def hadamard_constraints(N: int, *, normalized: bool = True):
     """FAµST's square preset: J = log2 N factors with 2 nonzeros per row and column
@@ -159,8 +161,11 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
             Pf, Pr = fact_constraints[lvl - 1], res_constraints[lvl - 1]
             # 1. split the residual: T ≈ S T' (left) or T' S (right)
             pair = [Pf, Pr] if side == "left" else [Pr, Pf]
-            init = _init_factors(pair, "default", T, xp, order)
-            st = _Palm(T, pair, init, xp.asarray(1.0, dtype=A.dtype), xp, order, step_eps, True, norm_iters)
+            # the residual is updated first (from zero), the new factor starts at identity:
+            # mirrored sweep order when peeling from the right
+            local_order = order if side == "left" else _MIRROR[order]
+            init = _init_factors(pair, "default", T, xp, local_order)
+            st = _Palm(T, pair, init, xp.asarray(1.0, dtype=A.dtype), xp, local_order, step_eps, True, norm_iters)
             st.momentum = accelerate
             _run(st, n_iter_local, local_tol, stagnation, check_every, None, False, be, desc=f"split {lvl}")
             S_new, T_new = (st.S[0], st.S[1]) if side == "left" else (st.S[1], st.S[0])

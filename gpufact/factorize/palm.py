@@ -183,8 +183,9 @@ class _Palm:
                 L = ops[j] if L is None else _mm(L, ops[j], be)
             P = L
         P = _dense(P)
+        p2 = xp.sum(xp.abs(P) ** 2)
+        self.product_norm2 = p2  # non-finite: the factors blew up (checked by _run)
         if self.update_lambda:
-            p2 = xp.sum(xp.abs(P) ** 2)
             num = xp.sum(xp.conj(P) * self.A).real
             self.lam = xp.where(p2 > 0, num / xp.where(p2 > 0, p2, 1), self.lam).astype(self.lam.dtype)
         err = xp.sum(xp.abs(self.A - self.lam * P) ** 2)
@@ -258,6 +259,9 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
         list of J arrays (warm start; copied, never modified).
     lambda_init : initial scale λ.
     order : "right-to-left" (update S_J first) or "left-to-right".
+    step_eps : the step is 1 / ((1 + step_eps) · Lipschitz constant); values in (-1, 0) take
+        longer steps than the theory allows (experiments only: the run may diverge).
+    norm_iters : power-iteration steps per spectral-norm estimate (warm-started).
     tol : stop when ‖A − F‖_F / ‖A‖_F <= tol.
     stagnation : stop when the relative error changes by less than this between checks.
     check_every : read the error on the host every this many sweeps (one sync each).
@@ -269,6 +273,11 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     -------
     FactorProduct with λ folded into the first factor; ``F.rel_error`` holds the final relative
     error. Raises :class:`DivergenceError` if the iterates become non-finite or explode.
+
+    The objective never increases when every constraint is an exact projection (``sp``,
+    ``splin``, ``spcol``, fixed supports, ``normcol``...). ``splincol`` is FAµST's heuristic
+    (union of row and column top-k), not the projection onto a set, so with it the error may
+    rise slightly between sweeps.
     """
     be = get_backend(A)
     xp = be.xp
@@ -282,8 +291,8 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     for name, v in (("tol", tol), ("stagnation", stagnation)):
         if v is not None and not (np.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
-    if not (np.isfinite(step_eps) and step_eps >= 0):
-        raise ValueError(f"step_eps must be a finite non-negative number, got {step_eps!r}")
+    if not (np.isfinite(step_eps) and step_eps > -1):
+        raise ValueError(f"step_eps must be a finite number > -1, got {step_eps!r}")
     if not np.isfinite(lambda_init):
         raise ValueError(f"lambda_init must be finite, got {lambda_init!r}")
     if callback is not None and not callable(callback):
@@ -315,13 +324,15 @@ def _run(state, max_iter, tol, stagnation, check_every, callback, progress, be, 
     try:
         prev = None
         for it in range(1, max_iter + 1):
-            err2 = state.sweep()
+            with np.errstate(over="ignore", invalid="ignore"):  # blow-ups are detected below
+                err2 = state.sweep()
             if bar is not None:
                 bar.update()
             if it % check_every and it != max_iter:
                 continue
             e2 = float(err2)
-            if not np.isfinite(e2) or e2 > 1e6 * a2 or not bool(xp.isfinite(state.lam)):
+            if not np.isfinite(e2) or e2 > 1e6 * a2 or not bool(xp.isfinite(state.lam)) \
+                    or not np.isfinite(float(state.product_norm2)):
                 raise DivergenceError(
                     f"PALM diverged at iteration {it} (relative error {np.sqrt(e2 / a2) if np.isfinite(e2) else e2}); "
                     "increase step_eps or norm_iters, or check the constraints")
