@@ -108,14 +108,26 @@ def ks_factor_apply(blocks, Xc, Yc):
     return Yc
 
 
-def bf_chain_tile(N: int, itemsize: int) -> int:
+def bf_chain_tile(N: int, itemsize: int, max_smem: int = _SMEM_MAX_BYTES) -> int:
     """Samples per thread block for the fused butterfly chain (0: tile does not fit)."""
-    if N * itemsize > _SMEM_MAX_BYTES:
+    if N * itemsize > max_smem:
         return 0
     bt = 1
-    while bt < 64 and 2 * bt * N * itemsize <= _SMEM_TILE_BYTES:
+    while bt < 64 and 2 * bt * N * itemsize <= min(_SMEM_TILE_BYTES, max_smem):
         bt *= 2
     return bt
+
+
+@functools.lru_cache(maxsize=None)
+def _smem_limit(dtype_name: str) -> int:
+    """Shared memory a block of bf_chain_apply may use: opt in beyond 48 KiB when CuPy
+    exposes the attribute, else stay at the default limit."""
+    fn = _function("bf_chain_apply", np.dtype(dtype_name))
+    try:
+        fn.max_dynamic_shared_size_bytes = _SMEM_MAX_BYTES
+        return _SMEM_MAX_BYTES
+    except Exception:  # attribute missing or the device refuses: default 48 KiB
+        return 48 * 1024
 
 
 def bf_chain_apply(w, meta, N: int, Xc, Yc):
@@ -127,12 +139,12 @@ def bf_chain_apply(w, meta, N: int, Xc, Yc):
     B = Yc.shape[1]
     if B == 0:
         return Yc
-    bt = bf_chain_tile(N, Yc.itemsize)
+    bt = bf_chain_tile(N, Yc.itemsize, _smem_limit(Yc.dtype.name))
+    if bt == 0:
+        raise ValueError(f"N = {N} is too large for the fused kernel; use the per-factor path")
     log2bt = bt.bit_length() - 1
     smem = N * bt * Yc.itemsize
     fn = _function("bf_chain_apply", Yc.dtype)
-    if smem > 48 * 1024:
-        fn.max_dynamic_shared_size_bytes = smem
     xs, xb = _elem_strides(Xc)
     ys, yb = _elem_strides(Yc)
     grid = (B + bt - 1) // bt

@@ -92,7 +92,7 @@ class KSChain:
             Xc = Xc.astype(dt)
         N = self.shape[1]
         meta = self._butterfly_meta()
-        if meta is not False and cuda.bf_chain_tile(N, dt.itemsize):
+        if meta is not False and cuda.bf_chain_tile(N, dt.itemsize, cuda._smem_limit(dt.name)):
             return cuda.bf_chain_apply(self.weights(dt), meta, N, Xc, out)
         # one pass per factor, ping-pong through at most two work buffers
         cur = Xc
