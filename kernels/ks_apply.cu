@@ -49,9 +49,10 @@ __global__ void ks_factor_apply(const T* __restrict__ w, const T* __restrict__ X
 }
 
 // A chain of square butterfly factors (b = c = 2, N = a*2*d, d a power of two), fused:
-// each thread block loads a tile of `bt` samples into shared memory (layout s[i*bt + t]),
-// applies all J factors in place there (each thread owns a pair of rows per factor, so
-// reading and writing the pair needs no extra buffer), and writes the tile back once.
+// each thread block loads a tile of `bt` samples into shared memory (sample-major layout
+// s[t*N + i], so consecutive threads touch consecutive rows: no bank conflicts), applies all
+// J factors in place there (a thread owns a pair of rows of a factor for all bt samples: its
+// 4 weights are loaded once and reused bt times), and writes the tile back once.
 // meta[2j] = log2(d_j), meta[2j+1] = offset of factor j's blocks in w; factors in
 // application order. Global traffic: X read once, Y written once, weights via L2/L1.
 template <typename T>
@@ -70,27 +71,27 @@ __global__ void bf_chain_apply(const T* __restrict__ w, const long long* __restr
         int i, t;
         if (x_rows) { t = idx / N; i = idx - t * N; }
         else        { i = idx >> log2bt; t = idx & (bt - 1); }
-        s[i * bt + t] = (t < nt) ? X[(long long)i * x_si + (b0 + t) * x_sb] : T(0);
+        s[t * N + i] = (t < nt) ? X[(long long)i * x_si + (b0 + t) * x_sb] : T(0);
     }
     __syncthreads();
-    const int half = (N >> 1) << log2bt;  // (N/2 pairs) x bt samples
+    const int half = N >> 1;
     for (int j = 0; j < J; ++j) {
         const int ld = (int)meta[2 * j];
         const long long off = meta[2 * j + 1];
         const int d = 1 << ld;
-        for (int p = threadIdx.x; p < half; p += blockDim.x) {
-            const int t = p & (bt - 1);
-            const int pair = p >> log2bt;
+        for (int pair = threadIdx.x; pair < half; pair += blockDim.x) {
             const int al = pair >> ld;
             const int de = pair & (d - 1);
             const int i0 = (al << (ld + 1)) + de;
             const int i1 = i0 + d;
             const T* wk = w + off + 4LL * pair;  // pair == al*d + de
             const T w00 = wk[0], w01 = wk[1], w10 = wk[2], w11 = wk[3];
-            const T x0 = s[i0 * bt + t];
-            const T x1 = s[i1 * bt + t];
-            s[i0 * bt + t] = w00 * x0 + w01 * x1;
-            s[i1 * bt + t] = w10 * x0 + w11 * x1;
+            for (int t = 0; t < bt; ++t) {
+                const T x0 = s[t * N + i0];
+                const T x1 = s[t * N + i1];
+                s[t * N + i0] = w00 * x0 + w01 * x1;
+                s[t * N + i1] = w10 * x0 + w11 * x1;
+            }
         }
         __syncthreads();
     }
@@ -99,7 +100,7 @@ __global__ void bf_chain_apply(const T* __restrict__ w, const long long* __restr
         int i, t;
         if (y_rows) { t = idx / N; i = idx - t * N; }
         else        { i = idx >> log2bt; t = idx & (bt - 1); }
-        if (t < nt) Y[(long long)i * y_si + (b0 + t) * y_sb] = s[i * bt + t];
+        if (t < nt) Y[(long long)i * y_si + (b0 + t) * y_sb] = s[t * N + i];
     }
 }
 

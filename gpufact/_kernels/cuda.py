@@ -148,7 +148,7 @@ def bf_chain_apply(w, meta, N: int, Xc, Yc):
     xs, xb = _elem_strides(Xc)
     ys, yb = _elem_strides(Yc)
     grid = (B + bt - 1) // bt
-    threads = 512 if N * bt >= 1024 else 128
+    threads = min(512, max(32, N // 2))
     fn((grid,), (threads,),
        (w, meta, np.int32(meta.shape[0]), np.int32(N), np.int64(B), np.int32(log2bt),
         Xc, np.int64(xs), np.int64(xb), Yc, np.int64(ys), np.int64(yb)),
