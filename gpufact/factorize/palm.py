@@ -19,7 +19,8 @@ import numpy as np
 
 from .._backend import get_backend
 from .._validation import check_int, check_matrix
-from ..factors import CSRFactor, DenseFactor, KSFactor
+from ..factors import CSRFactor, DenseFactor
+from ..factors.csr import dense_to_csr
 from ..product import FactorProduct
 from ..proj import Constraint
 
@@ -58,7 +59,7 @@ def _op(M, be):
     """The dense iterate M as the cheaper operand for products: CSR when sparse enough."""
     xp = be.xp
     if M.size >= _SPARSE_MIN_SIZE and int(xp.count_nonzero(M)) < _SPARSE_DENSITY * M.size:
-        return be.sparse.csr_matrix(M)
+        return dense_to_csr(M, be)
     return M
 
 

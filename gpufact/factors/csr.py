@@ -8,6 +8,16 @@ from .._validation import check_dtype, check_finite, float_dtype_for
 from .base import Factor
 
 
+def dense_to_csr(M, be):
+    """CSR matrix of the dense 2-D array M (NumPy -> scipy, CuPy -> cupyx), built from the
+    nonzero positions in row-major order (sorted indices, no explicit zeros)."""
+    xp = be.xp
+    rows, cols = xp.nonzero(M)
+    indptr = xp.zeros(M.shape[0] + 1, dtype=xp.int32 if M.size < 2**31 else xp.int64)
+    indptr[1:] = xp.cumsum(xp.bincount(rows, minlength=M.shape[0]))
+    return be.sparse.csr_matrix((M[rows, cols], cols.astype(indptr.dtype), indptr), shape=M.shape)
+
+
 def _is_sparse(x) -> bool:
     mod = type(x).__module__ or ""
     return mod.startswith("scipy.sparse") or mod.startswith("cupyx.scipy.sparse")
@@ -28,7 +38,8 @@ class CSRFactor(Factor):
         if not _is_sparse(matrix):
             if not hasattr(matrix, "ndim") or matrix.ndim != 2:
                 raise ValueError("matrix must be a 2-D sparse or dense array")
-            matrix = sp.csr_matrix(matrix)
+            matrix = dense_to_csr(matrix, be)  # (cupyx's dense -> CSR constructor was seen
+            # returning wrong values on CuPy 14.2 / H100; this path is exact on both backends)
         else:
             matrix = sp.csr_matrix(matrix.tocsr())
         if matrix.dtype.kind not in "biufc":
