@@ -38,8 +38,11 @@ class CSRFactor(Factor):
         if not _is_sparse(matrix):
             if not hasattr(matrix, "ndim") or matrix.ndim != 2:
                 raise ValueError("matrix must be a 2-D sparse or dense array")
-            matrix = dense_to_csr(matrix, be)  # (cupyx's dense -> CSR constructor was seen
-            # returning wrong values on CuPy 14.2 / H100; this path is exact on both backends)
+            matrix = dense_to_csr(matrix, be)
+        elif be.is_gpu:
+            # cupyx's eliminate_zeros / sort_indices were seen corrupting real matrices
+            # (CuPy 14.2, H100): rebuild through the exact dense path instead
+            matrix = dense_to_csr(matrix.toarray(), be)
         else:
             matrix = sp.csr_matrix(matrix.tocsr())
         if matrix.dtype.kind not in "biufc":
@@ -49,8 +52,9 @@ class CSRFactor(Factor):
             matrix = matrix.astype(dt)
         if check:
             check_finite(matrix.data, "matrix", be.xp)
-        matrix.eliminate_zeros()
-        matrix.sort_indices()
+        if not be.is_gpu:  # (the GPU paths above already give sorted indices, no zeros)
+            matrix.eliminate_zeros()
+            matrix.sort_indices()
         self.matrix = matrix
         self.backend = be
         self.shape = tuple(int(s) for s in matrix.shape)
