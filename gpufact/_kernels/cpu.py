@@ -138,14 +138,9 @@ def _run_plan(w, plan, buf0, buf1, bt):
     return cur
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt):
-    """Y <- (chain of KS factors) X, tiles of ``bt`` samples in parallel.
-
-    w : 1-D weights (every factor's blocks (a, d, b, c), concatenated), dtype of Y.
-    plan : int64 (S, 8) steps, see the module docstring.  maxdim : largest row count.
-    X : C-contiguous, (B, N) if ``x_rows`` else (N, B); Y : (B, M) if ``y_rows`` else (M, B).
-    """
+@njit(cache=True, fastmath=_FASTMATH)
+def _apply_tile(w, plan, maxdim, X, x_rows, Y, y_rows, bt, ti):
+    """Apply the plan to tile ``ti`` (samples ti*bt ... ti*bt + bt - 1)."""
     if x_rows:
         N = X.shape[1]
         B = X.shape[0]
@@ -153,29 +148,48 @@ def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt):
         N = X.shape[0]
         B = X.shape[1]
     M = Y.shape[1] if y_rows else Y.shape[0]
-    ntiles = (B + bt - 1) // bt
-    for ti in prange(ntiles):
-        b0 = ti * bt
-        nt = min(bt, B - b0)
-        buf0 = np.zeros(maxdim * bt, dtype=Y.dtype)
-        buf1 = np.empty(maxdim * bt, dtype=Y.dtype)
-        if x_rows:
-            _load_rows(X, b0, nt, buf0, bt)
-        else:
-            for i in range(N):
-                xr = X[i, b0:b0 + nt]
-                br = buf0[i * bt:i * bt + nt]
-                for t in range(nt):
-                    br[t] = xr[t]
-        res = buf0 if _run_plan(w, plan, buf0, buf1, bt) == 0 else buf1
-        if y_rows:
-            _store_rows(res, bt, Y, b0, nt)
-        else:
-            for i in range(M):
-                yr = Y[i, b0:b0 + nt]
-                rr = res[i * bt:i * bt + nt]
-                for t in range(nt):
-                    yr[t] = rr[t]
+    b0 = ti * bt
+    nt = min(bt, B - b0)
+    buf0 = np.zeros(maxdim * bt, dtype=Y.dtype)
+    buf1 = np.empty(maxdim * bt, dtype=Y.dtype)
+    if x_rows:
+        _load_rows(X, b0, nt, buf0, bt)
+    else:
+        for i in range(N):
+            xr = X[i, b0:b0 + nt]
+            br = buf0[i * bt:i * bt + nt]
+            for t in range(nt):
+                br[t] = xr[t]
+    res = buf0 if _run_plan(w, plan, buf0, buf1, bt) == 0 else buf1
+    if y_rows:
+        _store_rows(res, bt, Y, b0, nt)
+    else:
+        for i in range(M):
+            yr = Y[i, b0:b0 + nt]
+            rr = res[i * bt:i * bt + nt]
+            for t in range(nt):
+                yr[t] = rr[t]
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt):
+    """Y <- (chain of KS factors) X, tiles of ``bt`` samples in parallel.
+
+    w : 1-D weights (every factor's blocks (a, d, b, c), concatenated), dtype of Y.
+    plan : int64 (S, 6) steps, see the module docstring.  maxdim : largest row count.
+    X : C-contiguous, (B, N) if ``x_rows`` else (N, B); Y : (B, M) if ``y_rows`` else (M, B).
+    """
+    B = X.shape[0] if x_rows else X.shape[1]
+    for ti in prange((B + bt - 1) // bt):
+        _apply_tile(w, plan, maxdim, X, x_rows, Y, y_rows, bt, ti)
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows, bt):
+    """Same as :func:`ks_chain_apply` on one thread (tiny batches: no parallel-region cost)."""
+    B = X.shape[0] if x_rows else X.shape[1]
+    for ti in range((B + bt - 1) // bt):
+        _apply_tile(w, plan, maxdim, X, x_rows, Y, y_rows, bt, ti)
 
 
 @njit(cache=True)

@@ -5,7 +5,7 @@ import numpy as np
 
 from .._kernels.plan import make_plan
 
-_SMALL_B = 8  # below this many samples one tile holds the whole batch
+_SMALL_B = 8  # up to this many samples: one tile on one thread
 
 
 class KSChain:
@@ -58,7 +58,9 @@ class KSChain:
         return self._apply_cpu(Xc, out)
 
     def _apply_cpu(self, Xc, out):
-        from .._kernels.cpu import TILE_BYTES, ks_chain_apply
+        import numba
+
+        from .._kernels.cpu import TILE_BYTES, ks_chain_apply, ks_chain_apply_serial
 
         dt = out.dtype
         if Xc.dtype != dt:
@@ -76,9 +78,13 @@ class KSChain:
         else:
             raise ValueError("out must be C- or F-contiguous")
         B = Xc.shape[1]
-        bt = max(1, TILE_BYTES // dt.itemsize)
-        if B <= _SMALL_B:
-            bt = B
+        if B <= _SMALL_B:  # one tile, one thread
+            ks_chain_apply_serial(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, B)
+            return out
+        # tile width: TILE_BYTES per row, but no wider than an even share of the batch, so
+        # the per-thread tiles (2 * max_dim * bt each) add up to at most ~2 * max_dim * B
+        threads = numba.get_num_threads()
+        bt = max(1, min(TILE_BYTES // dt.itemsize, -(-B // threads)))
         ks_chain_apply(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, bt)
         return out
 

@@ -1,0 +1,52 @@
+"""Shared helpers for the comparison scripts: timing, machine description, Markdown output."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_time(fn, repeat=5, warmup=1):
+    for _ in range(warmup):
+        fn()
+    best = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    blas = ""
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i.get('architecture')}, {i['num_threads']} threads)"
+                         for i in threadpool_info() if i["user_api"] == "blas")
+    except Exception:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
+            + (f", BLAS: {blas}" if blas else ""))
+
+
+def write(name: str, title: str, lines: list[str]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    text = [f"# {title}", "", f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d')}", ""] + lines
+    path.write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+    return path
