@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+
+# pyfaust, Numba and OpenBLAS each run OpenMP/pthread pools; spinning idle threads of one
+# library steal the 2 cores from the next one measured. Passive waiting keeps runs fair.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import platform
 import time
 from pathlib import Path

@@ -1,0 +1,42 @@
+"""Apply time and peak memory of FactorProduct @ X (Hadamard butterflies), NumPy and CuPy.
+
+Offline: ``cd asv_bench && asv run --python=same --quick``.
+"""
+import numpy as np
+
+from gpufact import gpu_available, transforms
+
+
+def _xp(backend):
+    if backend == "numpy":
+        return np
+    if not gpu_available():
+        raise NotImplementedError("no GPU")  # asv skips the case
+    import cupy
+
+    return cupy
+
+
+class Apply:
+    params = (["numpy", "cupy"], [2 ** 8, 2 ** 10, 2 ** 12, 2 ** 14], [1, 64, 1024], ["float32", "float64"])
+    param_names = ["backend", "N", "B", "dtype"]
+    timeout = 120
+
+    def setup(self, backend, N, B, dtype):
+        xp = self.xp = _xp(backend)
+        self.F = transforms.hadamard(N, dtype=dtype, xp=xp)
+        self.X = xp.asarray(np.random.default_rng(0).standard_normal((N, B)).astype(dtype))
+        self.F @ self.X  # warm-up (JIT / kernel compilation) outside the timed region
+
+    def time_apply(self, backend, N, B, dtype):
+        self.F @ self.X
+        if self.xp is not np:
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def time_apply_rows(self, backend, N, B, dtype):
+        self.X.T @ self.F.T
+        if self.xp is not np:
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def peakmem_apply(self, backend, N, B, dtype):
+        self.F @ self.X
