@@ -12,18 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gpufact._timing import best_time  # noqa: F401  (re-exported for the scripts)
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def best_time(fn, repeat=5, warmup=1):
-    for _ in range(warmup):
-        fn()
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def machine() -> str:

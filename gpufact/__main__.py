@@ -7,15 +7,7 @@ import time
 
 import numpy as np
 
-
-def _best_time(fn, repeat):
-    fn()  # warm-up (JIT compilation, caches)
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from ._timing import best_time
 
 
 def demo(n: int = 4096, batch: int = 256, repeat: int = 3, out=sys.stdout) -> dict:
@@ -43,10 +35,10 @@ def demo(n: int = 4096, batch: int = 256, repeat: int = 3, out=sys.stdout) -> di
             err = float(np.linalg.norm(Y - ref) / np.linalg.norm(ref))
             bar.update()
             bar.set_postfix_str(f"{name}: time fast apply")
-            t_fast = _best_time(lambda: F @ X, repeat)
+            t_fast = best_time(lambda: F @ X, repeat)
             bar.update()
             bar.set_postfix_str(f"{name}: time dense matmul")
-            t_dense = _best_time(lambda: D @ X, repeat)
+            t_dense = best_time(lambda: D @ X, repeat)
             bar.update()
             results[name] = dict(err=err, t_fast=t_fast, t_dense=t_dense, nnz=F.nnz, rcg=F.rcg)
             del D
