@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gpufact._kernels import reference
-from gpufact._kernels.cpu import ks_chain_apply
+from gpufact._kernels.cpu import ks_chain_apply, ks_chain_apply_serial
 from gpufact._kernels.plan import make_plan
 from gpufact.factors._chain import KSChain
 from gpufact import KSFactor
@@ -45,6 +45,11 @@ def test_numba_chain_matches_reference(chain, B, bt, dtype):
             ks_chain_apply(w, plan, maxdim, Xin, x_rows, Y, y_rows, bt)
             got = Y.T if y_rows else Y
             np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
+            if bt == 1:  # the one-sample-at-a-time path for tiny batches
+                Y[...] = np.nan
+                ks_chain_apply_serial(w, plan, maxdim, Xin, x_rows, Y, y_rows)
+                got = Y.T if y_rows else Y
+                np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
 
 
 @pytest.mark.gpu

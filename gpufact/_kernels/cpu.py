@@ -185,11 +185,56 @@ def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows, bt):
-    """Same as :func:`ks_chain_apply` on one thread (tiny batches: no parallel-region cost)."""
-    B = X.shape[0] if x_rows else X.shape[1]
-    for ti in range((B + bt - 1) // bt):
-        _apply_tile(w, plan, maxdim, X, x_rows, Y, y_rows, bt, ti)
+def _run_plan_vector(w, plan, src, dst):
+    """Apply the plan to one vector held in ``src`` (scalar loops, no tile views: for tiny
+    batches the per-row view overhead of the tiled path dominates). Returns the result buffer."""
+    for j in range(plan.shape[0]):
+        kind, a, b, c, d, off = plan[j, 0], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], plan[j, 5]
+        if kind == 1:
+            for al in range(a):
+                base = al * 2 * d
+                for de in range(d):
+                    k = off + (al * d + de) * 4
+                    i0 = base + de
+                    u = src[i0]
+                    v = src[i0 + d]
+                    dst[i0] = w[k] * u + w[k + 1] * v
+                    dst[i0 + d] = w[k + 2] * u + w[k + 3] * v
+        else:
+            for al in range(a):
+                for de in range(d):
+                    kb = off + (al * d + de) * b * c
+                    for r in range(b):
+                        acc = w[kb + r * c] * src[al * c * d + de]
+                        for s_ in range(1, c):
+                            acc += w[kb + r * c + s_] * src[al * c * d + s_ * d + de]
+                        dst[al * b * d + r * d + de] = acc
+        src, dst = dst, src
+    return src
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows):
+    """Same result as :func:`ks_chain_apply`, one sample at a time on one thread: the path
+    for tiny batches (no parallel region, no tiles)."""
+    if x_rows:
+        N = X.shape[1]
+        B = X.shape[0]
+    else:
+        N = X.shape[0]
+        B = X.shape[1]
+    M = Y.shape[1] if y_rows else Y.shape[0]
+    b0 = np.empty(maxdim, dtype=Y.dtype)
+    b1 = np.empty(maxdim, dtype=Y.dtype)
+    for t in range(B):
+        for i in range(N):
+            b0[i] = X[t, i] if x_rows else X[i, t]
+        res = _run_plan_vector(w, plan, b0, b1)
+        for i in range(M):
+            if y_rows:
+                Y[t, i] = res[i]
+            else:
+                Y[i, t] = res[i]
 
 
 @njit(cache=True)

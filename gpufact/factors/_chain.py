@@ -79,7 +79,7 @@ class KSChain:
             raise ValueError("out must be C- or F-contiguous")
         B = Xc.shape[1]
         if B <= _SMALL_B:  # one tile, one thread
-            ks_chain_apply_serial(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, B)
+            ks_chain_apply_serial(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows)
             return out
         # tile width: TILE_BYTES per row, but no wider than an even share of the batch, so
         # the per-thread tiles (2 * max_dim * bt each) add up to at most ~2 * max_dim * B
