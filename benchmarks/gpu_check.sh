@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device run: GPU tests, then the GPU benchmark. Expects array-api-compat as a wheel in
-# .whl/ when the machine lacks it (see benchmarks/README.md). Output under $OUT (or ./gpu_out).
+# .whl/ when the machine lacks it (pip download --no-deps array-api-compat -d .whl).
+# Output under $OUT (or ./gpu_out).
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then

@@ -11,7 +11,6 @@ Importing this module never imports CuPy.
 from __future__ import annotations
 
 import functools
-import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -57,22 +56,6 @@ class Backend:
         """Wait for queued GPU work (a no-op on the host)."""
         if self.name == "cupy":
             self.xp.cuda.get_current_stream().synchronize()
-
-    def asarray(self, x, dtype=None):
-        """Array in this namespace. Refuses an array of the other namespace (no silent copies)."""
-        other = get_backend(x) if _is_array(x) else None
-        if other is not None and other.name != self.name:
-            raise TypeError(
-                f"expected a {self.name} array, got a {other.name} array; "
-                "use gpufact.to_device to move data explicitly"
-            )
-        return self.xp.asarray(x, dtype=dtype)
-
-    def rng(self, seed=None):
-        """A random generator of this namespace (``numpy.random.Generator`` / CuPy's)."""
-        if isinstance(seed, np.random.Generator) and self.name == "numpy":
-            return seed
-        return self.xp.random.default_rng(seed)
 
     def __reduce__(self):  # picklable: rebuild from the name
         return (_backend_by_name, (self.name,))
@@ -191,6 +174,3 @@ def to_device(obj, device: str):
         return obj.get()
     return obj.get()
 
-
-def is_gpu_module_loaded() -> bool:
-    return "cupy" in sys.modules

@@ -246,7 +246,7 @@ def ksfactor(A, patterns, *, tree: str = "balanced", perm=None, return_errors: b
             P = PermFactor(p, dtype=A.dtype)
     errors = [] if return_errors else None
     blocks = _factor(A[None], pats, tree, xp, errors, 0, None if P is None else P.perm)
-    factors = [KSFactor(b[0], check_finite=False) for b in blocks]
+    factors = [KSFactor(b[0], check=False) for b in blocks]
     if P is not None:
         factors.append(P)
     F = FactorProduct(factors)

@@ -44,7 +44,7 @@ class KSFactor(Factor):
 
     kind = "ks"
 
-    def __init__(self, blocks, *, copy: bool = False, check_finite: bool = True):
+    def __init__(self, blocks, *, copy: bool = False, check: bool = True):
         be = get_backend(blocks)
         if not hasattr(blocks, "ndim"):
             blocks = np.asarray(blocks)
@@ -55,8 +55,8 @@ class KSFactor(Factor):
         dt = float_dtype_for(blocks.dtype) if blocks.dtype.kind in "biufc" else None
         if dt is None:
             raise TypeError(f"blocks: unsupported dtype {blocks.dtype}")
-        if check_finite:
-            _check_finite(blocks, "blocks", be.xp)
+        if check:
+            check_finite(blocks, "blocks", be.xp)
         blocks = be.xp.array(blocks, dtype=dt, copy=True) if (copy or blocks.dtype != dt) else blocks
         self.blocks = be.xp.ascontiguousarray(blocks)
         self.backend = be
@@ -118,21 +118,21 @@ class KSFactor(Factor):
     @property
     def T(self) -> "KSFactor":
         return KSFactor(self.backend.xp.ascontiguousarray(self.blocks.transpose(0, 1, 3, 2)),
-                        check_finite=False)
+                        check=False)
 
     def conj(self) -> "KSFactor":
         if self.dtype.kind != "c":
             return self
-        return KSFactor(self.blocks.conj(), check_finite=False)
+        return KSFactor(self.blocks.conj(), check=False)
 
     def astype(self, dtype) -> "KSFactor":
         dt = check_dtype(dtype)
         if dt.kind != "c" and self.dtype.kind == "c":
             raise TypeError(f"dtype: cannot cast complex factor to real {dt}")
-        return self if dt == self.dtype else KSFactor(self.blocks.astype(dt), check_finite=False)
+        return self if dt == self.dtype else KSFactor(self.blocks.astype(dt), check=False)
 
     def to_device(self, device: str) -> "KSFactor":
-        return self if self.backend.device == device else KSFactor(_to_device(self.blocks, device), check_finite=False)
+        return self if self.backend.device == device else KSFactor(_to_device(self.blocks, device), check=False)
 
     def apply_cols(self, Xc, out):
         from ._chain import ks_chain_apply_cols
@@ -153,7 +153,3 @@ def _check_pattern(pattern):
     except (TypeError, ValueError):
         raise ValueError(f"pattern must be a tuple (a, b, c, d), got {pattern!r}") from None
     return tuple(check_int(v, f"pattern[{i}]", min_value=1) for i, v in enumerate((a, b, c, d)))
-
-
-def _check_finite(x, name, xp):
-    check_finite(x, name, xp)
