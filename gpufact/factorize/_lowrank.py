@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_SVD_MAX = 32  # blocks with min(m, n) <= this use one batched SVD (CuPy: batched gesvdj)
+_SVD_MAX = 16  # blocks with min(m, n) <= this use one batched SVD; larger: subspace iteration (measured: 32 x 64 blocks 2x faster)
 
 
 def _herm(A, xp):
@@ -60,7 +60,7 @@ def batched_low_rank(A, r: int, xp, *, tol: float = 1e-13, max_iter: int = 300):
     """Best rank-r factors of every block: A (K, m, n) ≈ X (K, m, r) @ Y (K, r, n).
 
     The singular values are split evenly (X = U √Σ, Y = √Σ Vᴴ). Small blocks (min(m, n) <=
-    32): one batched SVD. Larger blocks: subspace iteration on A (:func:`_top_singular`),
+    16): one batched SVD. Larger blocks: subspace iteration on A (:func:`_top_singular`),
     O(m n r) per block and iteration, instead of full SVDs.
     """
     K, m, n = A.shape
