@@ -37,9 +37,12 @@ def main(full=False):
     except ImportError:
         pyfaust = None
     lines = ["## Hierarchical factorization of the Hadamard matrix (2 nonzeros per row and column per factor)", "",
-             "gpufact: `hierarchical(H, preset='hadamard')` (defaults); pyfaust: `hierarchical(H, 'hadamard')`.", "",
+             "gpufact: `hierarchical(H, preset='hadamard')` (defaults, after one call on an 8 x 8 matrix that "
+             "loads the Numba kernels); pyfaust: `hierarchical(H, 'hadamard')`. pyfaust above N = 128 only "
+             "with `--full` (its N = 256 run takes minutes).", "",
              "| N | gpufact (s) | rel. error | pyfaust (s) | rel. error | speed-up |", "|---|---|---|---|---|---|"]
     pf_max = 256 if full else 128
+    hierarchical(transforms.hadamard_dense(8), preset="hadamard")  # JIT warm-up (Numba cache load)
     for N in (32, 64, 128, 256, 512, 1024):
         H = transforms.hadamard_dense(N)
         F, t = _timed(lambda: hierarchical(H, preset="hadamard"))
