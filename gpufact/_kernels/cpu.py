@@ -76,6 +76,20 @@ def _load_rows(X, b0, nt, buf, bt):
 
 
 @njit(cache=True)
+def _copy_cols(A, b0, buf, n, nt, bt, into_buf):
+    """Column batches: the first n rows of A[:, b0:b0+nt] <-> buf rows (i*bt, nt long)."""
+    for i in range(n):
+        ar = A[i, b0:b0 + nt]
+        br = buf[i * bt:i * bt + nt]
+        if into_buf:
+            for t in range(nt):
+                br[t] = ar[t]
+        else:
+            for t in range(nt):
+                ar[t] = br[t]
+
+
+@njit(cache=True)
 def _store_rows(buf, bt, Y, b0, nt):
     """Y[b0 + t, i] = buf[i*bt + t]: the inverse of :func:`_load_rows`."""
     M = Y.shape[1]
@@ -155,20 +169,12 @@ def _apply_tile(w, plan, maxdim, X, x_rows, Y, y_rows, bt, ti):
     if x_rows:
         _load_rows(X, b0, nt, buf0, bt)
     else:
-        for i in range(N):
-            xr = X[i, b0:b0 + nt]
-            br = buf0[i * bt:i * bt + nt]
-            for t in range(nt):
-                br[t] = xr[t]
+        _copy_cols(X, b0, buf0, N, nt, bt, True)
     res = buf0 if _run_plan(w, plan, buf0, buf1, bt) == 0 else buf1
     if y_rows:
         _store_rows(res, bt, Y, b0, nt)
     else:
-        for i in range(M):
-            yr = Y[i, b0:b0 + nt]
-            rr = res[i * bt:i * bt + nt]
-            for t in range(nt):
-                yr[t] = rr[t]
+        _copy_cols(Y, b0, res, M, nt, bt, False)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)

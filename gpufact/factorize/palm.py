@@ -19,7 +19,7 @@ import numpy as np
 
 from .._backend import get_backend
 from .._validation import check_int, check_matrix
-from ..factors import CSRFactor, DenseFactor
+from ..factors import CSRFactor, DenseFactor, KSFactor
 from ..factors.csr import dense_to_csr
 from ..product import FactorProduct
 from ..proj import Constraint
@@ -226,9 +226,7 @@ def _init_factors(constraints, init, A, xp, order):
 def _to_factor(M, P, xp):
     """Dense iterate -> factor object in the constraint's natural format."""
     if P.factor_format == "ks":
-        from ..factors import KSFactor as _KS
-
-        return _KS.from_dense(M, P.pattern)
+        return KSFactor.from_dense(M, P.pattern)
     if P.factor_format == "dense":
         return DenseFactor(M, check=False)
     nnz = int(xp.count_nonzero(M))
