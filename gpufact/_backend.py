@@ -84,6 +84,8 @@ def _is_array(x) -> bool:
 
 
 def _backend_of(x) -> Backend | None:
+    if type(x) is np.ndarray:  # fast path (called per PALM step)
+        return NUMPY
     if is_numpy_array(x) or isinstance(x, np.generic):
         return NUMPY
     if is_cupy_array(x):

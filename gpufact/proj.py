@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _kernels
 from ._backend import get_backend
 from ._validation import check_int
 from .factors.ks import ks_support
@@ -41,11 +42,10 @@ def _topk_mask(mag, k, axis, be):
         from ._kernels.cuda import topk_mask
 
         return topk_mask(mag, k, axis).astype(bool)
-    from ._kernels.cpu import topk_rows_mask
-
+    topk_rows_mask = _kernels.cpu_kernels().topk_rows_mask
     if axis == 1:
-        return topk_rows_mask(np.ascontiguousarray(mag), k).astype(bool)
-    return topk_rows_mask(np.ascontiguousarray(mag.T), k).T.astype(bool)
+        return topk_rows_mask(np.ascontiguousarray(mag), k).view(bool)
+    return topk_rows_mask(np.ascontiguousarray(mag.T), k).T.view(bool)
 
 
 def _topk_global_mask(mag, k, xp):
@@ -94,8 +94,9 @@ class Constraint:
         out = self._project(M, be)
         if self.normalized:
             xp = be.xp
-            nrm = xp.linalg.norm(out)
-            out = out / xp.where(nrm > 0, nrm, 1).astype(out.real.dtype)
+            flat = out.ravel()
+            nrm = xp.sqrt(xp.vdot(flat, flat).real)
+            out = out / (nrm + np.finfo(nrm.dtype).tiny)  # zero stays zero
         return out
 
     def _params(self) -> str:
@@ -121,7 +122,24 @@ class _TopK(Constraint):
     def support(self, M=None):
         if M is None:
             raise ValueError("M is required: this support depends on the matrix")
+        return self._support(M, self._check_input(M))
+
+    def _project(self, M, be):
+        return be.xp.where(self._support(M, be), M, 0).astype(M.dtype, copy=False)
+
+    def __call__(self, M):
         be = self._check_input(M)
+        if self._axis is not None and not be.is_gpu:  # one fused Numba call
+            kr = self.k if self._axis in (1, "both") else 0
+            kc = self.k if self._axis in (0, "both") else 0
+            return _kernels.cpu_kernels().topk_project(M, kr, kc, self.normalized)
+        return super().__call__(M)
+
+    def _support(self, M, be):
+        if self._axis is not None and not be.is_gpu:
+            kr = self.k if self._axis in (1, "both") else 0
+            kc = self.k if self._axis in (0, "both") else 0
+            return _kernels.cpu_kernels().topk_rows_cols_mask(M, kr, kc)
         mag = be.xp.abs(M)
         if self._axis is None:
             return _topk_global_mask(mag, self.k, be.xp)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _kernels
 from .._backend import get_backend
 from .._validation import check_int, check_matrix
 from ..factors import CSRFactor, DenseFactor, KSFactor
@@ -25,6 +26,11 @@ from ..product import FactorProduct
 from ..proj import Constraint
 
 __all__ = ["palm4msa", "DivergenceError", "check_constraints"]
+
+
+def default_check_every(be) -> int:
+    """Sweeps between error reads: 1 on the CPU (free), 5 on the GPU (each read syncs)."""
+    return 5 if be.is_gpu else 1
 
 
 class DivergenceError(FloatingPointError):
@@ -47,11 +53,14 @@ def check_constraints(constraints, shape, name="constraints"):
                              f"{constraints[j + 1].shape}: they do not chain")
 
 
+_SMALL_NORM_SIZE = 1 << 12  # power iterations on matrices up to this size: one Numba call
 _SPARSE_DENSITY = 0.2  # iterates and partial products sparser than this use SpMM/SpGEMM
 _SPARSE_MIN_SIZE = 1 << 18  # ... if they have at least this many entries (else BLAS wins; measured)
 
 
 def _is_sparse(M) -> bool:
+    if type(M) is np.ndarray:
+        return False
     return not hasattr(M, "ndim") or type(M).__module__.startswith(("scipy.sparse", "cupyx"))
 
 
@@ -84,14 +93,23 @@ def _herm(M):
     return M.conj().T
 
 
+def _sqnorm(M, xp):
+    """‖M‖²_F as a 0-d real array of M's namespace (one BLAS call, no host sync)."""
+    M = M.ravel()
+    return xp.vdot(M, M).real
+
+
 def _power_norm2(M, v, xp, iters):
     """Squared spectral norm of M by ``iters`` power steps on MᴴM from v; returns (s², v)."""
+    if type(M) is np.ndarray and M.size <= _SMALL_NORM_SIZE and M.dtype == v.dtype:
+        return _kernels.cpu_kernels().power_norm2_small(M, v, iters)
     s2 = None
     MH = _herm(M)
+    tiny = np.finfo(v.real.dtype).tiny  # v stays 0 if MᴴM v = 0
     for _ in range(iters):
         w = MH @ (M @ v)
-        s2 = xp.linalg.norm(w)
-        v = w / xp.where(s2 > 0, s2, 1)
+        s2 = xp.sqrt(_sqnorm(w, xp))
+        v = w / (s2 + tiny)
     return s2, v
 
 
@@ -116,7 +134,7 @@ class _Palm:
         self.norm_iters = norm_iters
         self.vL = [None] * len(factors)
         self.vR = [None] * len(factors)
-        self.A_norm2 = xp.sum(xp.abs(A) ** 2)
+        self.A_norm2 = _sqnorm(A, xp)
         self.momentum = False  # inertial steps (Nesterov weights, restarted when the error rises)
         self._k = 1
         self._prev = None
@@ -124,8 +142,7 @@ class _Palm:
 
     def _lip(self, j, L, RH):
         xp = self.xp
-        one = xp.ones((), dtype=self.A.real.dtype)
-        nL = nR = one
+        nL = nR = 1.0
         if L is not None:
             iters = self.norm_iters if self.vL[j] is not None else 3 * self.norm_iters
             if self.vL[j] is None:
@@ -154,10 +171,9 @@ class _Palm:
         RH = None if R is None else _herm(R)
         G = D if R is None else _mm(D, RH, be)
         G = G if L is None else _mm(_herm(L), G, be)
-        G = _dense(G) * xp.conj(lam)
-        c = self._lip(j, L, RH)
-        c = xp.where(c > 0, c, 1)
-        self.S[j] = self.P[j](Sj - G / c.astype(Sj.real.dtype))
+        c = self._lip(j, L, RH)  # c = 0 only when G = 0: the tiny keeps 0 / 0 out
+        step = (xp.conj(lam) / (c + np.finfo(c.dtype).tiny)).astype(Sj.dtype)
+        self.S[j] = self.P[j](Sj - _dense(G) * step)
         self.ops[j] = _op(self.S[j], be)
 
     def sweep(self):
@@ -184,12 +200,12 @@ class _Palm:
                 L = ops[j] if L is None else _mm(L, ops[j], be)
             P = L
         P = _dense(P)
-        p2 = xp.sum(xp.abs(P) ** 2)
+        p2 = _sqnorm(P, xp)
         self.product_norm2 = p2  # non-finite: the factors blew up (checked by _run)
         if self.update_lambda:
-            num = xp.sum(xp.conj(P) * self.A).real
+            num = xp.vdot(P.ravel(), self.A.ravel()).real  # Re⟨P, A⟩
             self.lam = xp.where(p2 > 0, num / xp.where(p2 > 0, p2, 1), self.lam).astype(self.lam.dtype)
-        err = xp.sum(xp.abs(self.A - self.lam * P) ** 2)
+        err = _sqnorm(self.A - self.lam * P, xp)
         if self.momentum:  # adaptive restart keeps the accelerated run stable
             self._k = 1 if (self._last_err is not None and bool(err > self._last_err)) else self._k + 1
             self._last_err = err
@@ -245,7 +261,7 @@ def build_product(S, lam, constraints, xp):
 def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init: float = 1.0,
              order: str = "right-to-left", tol: float | None = None, stagnation: float | None = None,
              update_lambda: bool = True, step_eps: float = 1e-3, norm_iters: int = 3,
-             check_every: int = 1, callback=None, progress: bool = False, return_history: bool = False,
+             check_every: int | None = None, callback=None, progress: bool = False, return_history: bool = False,
              _return_state: bool = False):
     """Approximate A (M × N) by λ S_1 ⋯ S_J with S_j in the set of ``constraints[j]``.
 
@@ -263,7 +279,8 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     norm_iters : power-iteration steps per spectral-norm estimate (warm-started).
     tol : stop when ‖A − F‖_F / ‖A‖_F <= tol.
     stagnation : stop when the relative error changes by less than this between checks.
-    check_every : read the error on the host every this many sweeps (one sync each).
+    check_every : read the error on the host every this many sweeps (one sync each; default
+        every sweep on the CPU, every 5 on the GPU; the last sweep is always checked).
     callback : called as ``callback(iteration, rel_error)`` at each check.
     progress : show a tqdm progress bar.
     return_history : also return the list of relative errors at each check.
@@ -283,7 +300,7 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     A = check_matrix(A, "A", be)
     check_constraints(constraints, A.shape)
     max_iter = check_int(max_iter, "max_iter", min_value=1)
-    check_every = check_int(check_every, "check_every", min_value=1)
+    check_every = default_check_every(be) if check_every is None else check_int(check_every, "check_every", min_value=1)
     norm_iters = check_int(norm_iters, "norm_iters", min_value=1)
     if order not in ("right-to-left", "left-to-right"):
         raise ValueError(f"order must be 'right-to-left' or 'left-to-right', got {order!r}")
