@@ -42,10 +42,8 @@ def _topk_mask(mag, k, axis, be):
         from ._kernels.cuda import topk_mask
 
         return topk_mask(mag, k, axis).astype(bool)
-    topk_rows_mask = _kernels.cpu_kernels().topk_rows_mask
-    if axis == 1:
-        return topk_rows_mask(np.ascontiguousarray(mag), k).view(bool)
-    return topk_rows_mask(np.ascontiguousarray(mag.T), k).T.view(bool)
+    kr, kc = (k, 0) if axis == 1 else (0, k)
+    return _kernels.cpu_kernels().topk_rows_cols_mask(mag, kr, kc)
 
 
 def _topk_global_mask(mag, k, xp):

@@ -13,9 +13,10 @@ def _rel(F, A):
     return np.linalg.norm(host(F.toarray()) - A) / np.linalg.norm(A)
 
 
+@pytest.mark.parametrize("adaptive_step", [True, False])
 @pytest.mark.parametrize("order", ["right-to-left", "left-to-right"])
 @pytest.mark.parametrize("shape,J", [((64, 64), 2), ((64, 64), 4), ((32, 96), 3)])
-def test_objective_never_increases(shape, J, order):
+def test_objective_never_increases(shape, J, order, adaptive_step):
     rng = np.random.default_rng(J)
     A = rng.standard_normal(shape)
     m, n = shape
@@ -23,7 +24,7 @@ def test_objective_never_increases(shape, J, order):
     # exact projections (sp, splin, spcol): the PALM descent guarantee applies
     kinds = [proj.splin, proj.spcol, lambda sh, k: proj.sp(sh, k * sh[0])]
     cons = [kinds[j % 3]((dims[j], dims[j + 1]), 4) for j in range(J)]
-    F, hist = palm4msa(A, cons, max_iter=60, order=order, return_history=True)
+    F, hist = palm4msa(A, cons, max_iter=60, order=order, adaptive_step=adaptive_step, return_history=True)
     assert len(hist) == 60
     assert np.all(np.diff(hist) <= 1e-12 * hist[0]), np.diff(hist).max()
     assert hist[-1] < hist[0]
@@ -36,6 +37,18 @@ def test_objective_never_increases(shape, J, order):
             assert np.all(np.count_nonzero(D, axis=0) <= 4)
         else:
             assert np.count_nonzero(D) <= 4 * D.shape[0]
+
+
+@pytest.mark.parametrize("J", [2, 4])
+def test_adaptive_steps_reach_a_lower_error(J):
+    """The safeguarded longer steps descend faster than the 1/L steps of plain PALM4MSA."""
+    rng = np.random.default_rng(J)
+    A = rng.standard_normal((96, 96))
+    cons = [proj.splincol((96, 96), 6)] * J
+    _, h_plain = palm4msa(A, cons, max_iter=40, adaptive_step=False, return_history=True)
+    _, h_adapt = palm4msa(A, cons, max_iter=40, return_history=True)
+    assert h_adapt[-1] < h_plain[-1] - 0.01, (h_adapt[-1], h_plain[-1])
+    assert h_adapt[0] <= h_plain[0] + 1e-12
 
 
 def test_recovers_a_two_factor_butterfly_product():
@@ -63,12 +76,13 @@ def test_one_factor_is_the_projection_of_A():
 def test_warm_start_continues_and_does_not_modify_init():
     rng = np.random.default_rng(2)
     A = rng.standard_normal((48, 48))
-    cons = [proj.splincol((48, 48), 6), proj.splincol((48, 48), 6)]
+    # exact projections: continuing cannot raise the error (splincol is a heuristic)
+    cons = [proj.splin((48, 48), 6), proj.spcol((48, 48), 6)]
     F1, h1 = palm4msa(A, cons, max_iter=30, return_history=True)
     init = [host(f.toarray()) for f in F1.factors]
     init0 = [x.copy() for x in init]
     F2, h2 = palm4msa(A, cons, max_iter=30, init=init, lambda_init=1.0, return_history=True)
-    assert h2[-1] <= h1[-1] + 1e-12
+    assert h2[0] <= h1[-1] + 1e-12 and h2[-1] < h1[-1]
     for x, x0 in zip(init, init0):
         np.testing.assert_array_equal(x, x0)
     F3 = palm4msa(A, cons, max_iter=5, init=F1)

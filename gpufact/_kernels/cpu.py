@@ -243,49 +243,41 @@ def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows):
                 Y[i, t] = res[i]
 
 
-@njit(cache=True)
-def _kth_largest(buf, kk):
-    """The kk-th largest value of buf (1 <= kk <= len(buf)); buf is reordered. Quickselect
-    (Hoare partition, median-of-three pivot): O(n) on average, terminates on NaNs."""
-    lo = 0
-    hi = buf.shape[0] - 1
-    t = kk - 1  # position in descending order
-    while lo < hi:
-        a, b, c = buf[lo], buf[(lo + hi) >> 1], buf[hi]
-        if (a >= b) == (b >= c):
-            pivot = b
-        elif (b >= a) == (a >= c):
-            pivot = a
-        else:
-            pivot = c
-        i, j = lo, hi
-        while i <= j:
-            while buf[i] > pivot:
-                i += 1
-            while buf[j] < pivot:
-                j -= 1
-            if i <= j:
-                buf[i], buf[j] = buf[j], buf[i]
-                i += 1
-                j -= 1
-        if t <= j:
-            hi = j
-        elif t >= i:
-            lo = i
-        else:
-            return buf[t]  # between j and i: equal to the pivot
-    return buf[t]
+# ---- top-k supports of the sparsity projections ------------------------------------------
+# Thresholds (the k-th largest magnitude of each row / column) then marks: entries above the
+# threshold, then ties in index order until k are kept. Thresholds for k <= _SMALL_K come from
+# an insertion buffer (one predictable comparison per entry), above from np.partition (NumPy's
+# SIMD introselect: ~1 ns per entry whatever k; a heap or quickselect in Numba measured 2-3x
+# slower, branch mispredictions). Matrices up to _FUSED_MAX entries take one fused Numba call.
+_SMALL_K = 8
+_FUSED_MAX = 1 << 12
 
 
 @njit(cache=True)
-def _topk_row(row, kk, out, scratch):
-    """out[j] = 1 for the kk largest row[j] (ties: smaller j). O(n): for kk <= 8 a sorted
-    buffer of the kk best seen so far (rarely touched), quickselect beyond. ``scratch``:
-    a work buffer of row's dtype and length >= len(row) (no allocation per row)."""
+def _sift_down(heap, r, size):
+    """Restore the min-heap property below position r of heap[:size]."""
+    v = heap[r]
+    while True:
+        c = 2 * r + 1
+        if c >= size:
+            break
+        if c + 1 < size and heap[c + 1] < heap[c]:
+            c += 1
+        if not heap[c] < v:
+            break
+        heap[r] = heap[c]
+        r = c
+    heap[r] = v
+
+
+@njit(cache=True)
+def _kth_largest(row, kk, buf):
+    """The kk-th largest entry of row (1 <= kk <= len(row)); buf: scratch of length >= kk.
+    kk <= _SMALL_K: ascending insertion buffer; above: min-heap. O(n log kk) worst case."""
     n = row.shape[0]
-    if kk <= 8:
-        best = scratch[:kk]  # ascending; best[0] = current k-th largest
-        for j in range(kk):  # insertion sort (Numba's sort costs ~0.4 us per call)
+    best = buf[:kk]
+    if kk <= _SMALL_K:
+        for j in range(kk):
             v = row[j]
             p = j
             while p > 0 and best[p - 1] > v:
@@ -300,11 +292,23 @@ def _topk_row(row, kk, out, scratch):
                     best[p] = best[p + 1]
                     p += 1
                 best[p] = v
-        thr = best[0]
-    else:
-        buf = scratch[:n]
-        buf[:] = row
-        thr = _kth_largest(buf, kk)
+        return best[0]
+    for j in range(kk):
+        best[j] = row[j]
+    for r in range(kk // 2 - 1, -1, -1):
+        _sift_down(best, r, kk)
+    for j in range(kk, n):
+        v = row[j]
+        if v > best[0]:
+            best[0] = v
+            _sift_down(best, 0, kk)
+    return best[0]
+
+
+@njit(cache=True)
+def _mark_row(row, thr, kk, out):
+    """out[j] = 1 for the kk largest row[j] given the kk-th largest value thr (ties: smaller j)."""
+    n = row.shape[0]
     cnt = 0
     for j in range(n):
         if row[j] > thr:
@@ -319,28 +323,71 @@ def _topk_row(row, kk, out, scratch):
 
 
 @njit(cache=True)
-def _topk_rows_serial(mag, kk, mask):
-    scratch = np.empty(mag.shape[1], dtype=mag.dtype)
+def _kth_rows_small(mag, kk, thr):
+    buf = np.empty(kk, dtype=mag.dtype)
     for i in range(mag.shape[0]):
-        _topk_row(mag[i], kk, mask[i], scratch)
-
-
-@njit(parallel=True, cache=True)
-def _topk_rows_parallel(mag, kk, mask):
-    for i in prange(mag.shape[0]):
-        _topk_row(mag[i], kk, mask[i], np.empty(mag.shape[1], dtype=mag.dtype))
+        thr[i] = _kth_largest(mag[i], kk, buf)
 
 
 @njit(cache=True)
-def _topk_rows_cols_serial(M, kr, kc, mask):
-    """mask |= top-kr per row of |M| and top-kc per column (0: none); M any layout, real or
-    complex; one pass over |M|, columns through a gathered buffer."""
+def _kth_cols_small(mag, kk, thr):
+    """Per-column kk-th largest (kk <= _SMALL_K) in one row-major pass: one ascending
+    insertion buffer per column."""
+    m, n = mag.shape
+    best = np.empty((kk, n), dtype=mag.dtype)
+    for i in range(kk):
+        for j in range(n):
+            v = mag[i, j]
+            p = i
+            while p > 0 and best[p - 1, j] > v:
+                best[p, j] = best[p - 1, j]
+                p -= 1
+            best[p, j] = v
+    for i in range(kk, m):
+        for j in range(n):
+            v = mag[i, j]
+            if v > best[0, j]:
+                p = 0
+                while p + 1 < kk and best[p + 1, j] < v:
+                    best[p, j] = best[p + 1, j]
+                    p += 1
+                best[p, j] = v
+    for j in range(n):
+        thr[j] = best[0, j]
+
+
+@njit(cache=True)
+def _mark_rows(mag, thr, kk, mask):
+    for i in range(mag.shape[0]):
+        _mark_row(mag[i], thr[i], kk, mask[i])
+
+
+@njit(cache=True)
+def _mark_cols(mag, thr, kk, mask):
+    """Column marks in two row-major passes (per-column counters): ties to smaller rows."""
+    m, n = mag.shape
+    cnt = np.zeros(n, dtype=np.int64)
+    for i in range(m):
+        for j in range(n):
+            if mag[i, j] > thr[j]:
+                mask[i, j] = 1
+                cnt[j] += 1
+    for i in range(m):
+        for j in range(n):
+            if cnt[j] < kk and mag[i, j] == thr[j]:
+                mask[i, j] = 1
+                cnt[j] += 1
+
+
+@njit(cache=True)
+def _topk_mask_fused(M, kr, kc, mask):
+    """mask |= top-kr per row and top-kc per column of |M| (0: none), all in one call."""
     mag = np.abs(M)
     m, n = mag.shape
-    scratch = np.empty(max(m, n), dtype=mag.dtype)
+    buf = np.empty(max(m, n), dtype=mag.dtype)
     if kr > 0:
         for i in range(m):
-            _topk_row(mag[i], kr, mask[i], scratch)
+            _mark_row(mag[i], _kth_largest(mag[i], kr, buf), kr, mask[i])
     if kc > 0:
         col = np.empty(m, dtype=mag.dtype)
         cmask = np.empty(m, dtype=np.uint8)
@@ -348,17 +395,17 @@ def _topk_rows_cols_serial(M, kr, kc, mask):
             for i in range(m):
                 col[i] = mag[i, j]
                 cmask[i] = 0
-            _topk_row(col, kc, cmask, scratch)
+            _mark_row(col, _kth_largest(col, kc, buf), kc, cmask)
             for i in range(m):
                 if cmask[i]:
                     mask[i, j] = 1
 
 
 @njit(cache=True)
-def _topk_project_serial(M, kr, kc, normalized, tiny):
+def _topk_project_fused(M, kr, kc, normalized, tiny):
     m, n = M.shape
     mask = np.zeros((m, n), dtype=np.uint8)
-    _topk_rows_cols_serial(M, kr, kc, mask)
+    _topk_mask_fused(M, kr, kc, mask)
     out = np.zeros((m, n), dtype=M.dtype)
     s2 = 0.0
     for i in range(m):
@@ -375,57 +422,56 @@ def _topk_project_serial(M, kr, kc, normalized, tiny):
     return out
 
 
-def topk_project(M, k_row, k_col, normalized):
-    """M restricted to :func:`topk_rows_cols_mask` (a new C-contiguous array of M's dtype),
-    scaled to unit Frobenius norm if ``normalized`` (zero stays zero). One Numba call under
-    2^20 entries."""
-    m, n = M.shape
-    if m * n >= 1 << 20 or (k_row >= n and k_row > 0) or (k_col >= m and k_col > 0):
-        out = np.where(topk_rows_cols_mask(M, k_row, k_col), M, 0).astype(M.dtype, copy=False)
-        if normalized:
-            out /= np.linalg.norm(out) + np.finfo(out.real.dtype).tiny
-        return out
-    return _topk_project_serial(M, min(int(k_row), n), min(int(k_col), m), bool(normalized),
-                                float(np.finfo(M.real.dtype).tiny))
+def _clip_k(shape, k_row, k_col):
+    m, n = shape
+    return min(int(k_row), n), min(int(k_col), m)
 
 
 def topk_rows_cols_mask(M, k_row, k_col):
     """Boolean mask: the k_row largest |M[i, :]| of each row united with the k_col largest
-    |M[:, j]| of each column (0 = none; ties to the smaller index). M: (m, n) NumPy,
-    real or complex, any strides. One Numba call for matrices under 2^20 entries (the
-    per-call cost dominates PALM on small problems); row/column-parallel passes above."""
+    |M[:, j]| of each column (0 = none; ties to the smaller index). M: (m, n) NumPy, real
+    or complex, any strides. O(m n) time, O(m n) extra memory."""
     m, n = M.shape
-    kr, kc = min(int(k_row), n), min(int(k_col), m)
+    kr, kc = _clip_k(M.shape, k_row, k_col)
     if (kr >= n and kr > 0) or (kc >= m and kc > 0):
         return np.ones((m, n), dtype=bool)
-    if m * n >= 1 << 20:
-        mag = np.abs(M)
-        mask = np.zeros((m, n), dtype=bool)
-        if kr > 0:
-            mask |= topk_rows_mask(np.ascontiguousarray(mag), kr).view(bool)
-        if kc > 0:
-            mask |= topk_rows_mask(np.ascontiguousarray(mag.T), kc).T.view(bool)
-        return mask
     mask = np.zeros((m, n), dtype=np.uint8)
-    if m and n:
-        _topk_rows_cols_serial(M, kr, kc, mask)
+    if m == 0 or n == 0 or (kr == 0 and kc == 0):
+        return mask.view(bool)
+    if m * n <= _FUSED_MAX:
+        _topk_mask_fused(M, kr, kc, mask)
+        return mask.view(bool)
+    mag = np.abs(M, order="C")
+    if kr > 0:
+        if kr <= _SMALL_K:
+            thr = np.empty(m, dtype=mag.dtype)
+            _kth_rows_small(mag, kr, thr)
+        else:
+            thr = np.ascontiguousarray(np.partition(mag, n - kr, axis=1)[:, n - kr])
+        _mark_rows(mag, thr, kr, mask)
+    if kc > 0:
+        if kc <= _SMALL_K:
+            thr = np.empty(n, dtype=mag.dtype)
+            _kth_cols_small(mag, kc, thr)
+        else:
+            thr = np.ascontiguousarray(np.partition(mag, m - kc, axis=0)[m - kc, :])
+        _mark_cols(mag, thr, kc, mask)
     return mask.view(bool)
 
 
-def topk_rows_mask(mag, k):
-    """uint8 mask of the k largest entries of each row of ``mag`` (m, n), C-contiguous, real;
-    ties go to the smaller column index. O(m n). Rows run in parallel for large matrices
-    only: a parallel region next to spinning BLAS threads costs more than it saves."""
-    m, n = mag.shape
-    mask = np.zeros((m, n), dtype=np.uint8)
-    kk = min(int(k), n)
-    if kk <= 0 or m == 0:
-        return mask
-    if m * n >= 1 << 20:
-        _topk_rows_parallel(mag, kk, mask)
-    else:
-        _topk_rows_serial(mag, kk, mask)
-    return mask
+def topk_project(M, k_row, k_col, normalized):
+    """M restricted to :func:`topk_rows_cols_mask` (a new C-contiguous array of M's dtype),
+    scaled to unit Frobenius norm if ``normalized`` (zero stays zero)."""
+    m, n = M.shape
+    kr, kc = _clip_k(M.shape, k_row, k_col)
+    tiny = np.finfo(M.real.dtype).tiny
+    if m * n <= _FUSED_MAX and not (kr >= n and kr > 0) and not (kc >= m and kc > 0):
+        return _topk_project_fused(M, kr, kc, bool(normalized), float(tiny))
+    out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
+    if normalized:
+        flat = out.ravel()
+        out /= np.sqrt(np.vdot(flat, flat).real) + tiny
+    return out
 
 
 @njit(cache=True)

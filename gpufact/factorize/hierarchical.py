@@ -70,7 +70,8 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
                  side: str = "left", sparsity: int = 2, n_iter_local: int = 400, n_iter_global: int = 50,
                  tol: float | None = None, local_tol: float | None = None, stagnation: float | None = 1e-6,
                  order: str = "right-to-left", step_eps: float = 1e-3, norm_iters: int = 3,
-                 check_every: int | None = None, accelerate: bool = True, callback=None, progress: bool = False,
+                 check_every: int | None = None, accelerate: bool = True, adaptive_step: bool = True,
+                 callback=None, progress: bool = False,
                  return_history: bool = False):
     """Hierarchical factorization A ≈ S_1 ⋯ S_J (returned as a FactorProduct, λ folded in).
 
@@ -94,6 +95,7 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
     accelerate : inertial (Nesterov-weighted) steps with adaptive restart in the 2-factor
         splits; several times fewer sweeps for the same error (the global passes stay plain,
         monotone PALM).
+    adaptive_step : safeguarded longer steps in the global passes (see :func:`palm4msa`).
     callback : ``callback(level, iteration, rel_error)`` for the global passes.
     return_history : also return a list of (level, rel_error after the level).
 
@@ -178,7 +180,7 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
             chain = peeled + [T_new] if side == "left" else [T_new] + peeled[::-1]
             cons = list(fact_constraints[:lvl]) + [Pr] if side == "left" else [Pr] + list(fact_constraints[:lvl])[::-1]
             if n_iter_global > 0:
-                g = _Palm(A, cons, chain, lam, xp, order, step_eps, True, norm_iters)
+                g = _Palm(A, cons, chain, lam, xp, order, step_eps, True, norm_iters, adaptive_step=adaptive_step)
                 cb = (lambda it, e, _l=lvl: callback(_l, it, e)) if callback is not None else None
                 hist = _run(g, n_iter_global, tol, stagnation, check_every, cb, False, be, desc=f"global {lvl}")
                 chain, lam = g.S, g.lam
