@@ -380,6 +380,24 @@ def _mark_cols(mag, thr, kk, mask):
 
 
 @njit(cache=True)
+def _abs(M):
+    """|M| as a new C-contiguous array (real dtype)."""
+    return np.abs(np.ascontiguousarray(M))
+
+
+@njit(cache=True)
+def _abs_transposed(M, out):
+    """out = |M|ᵀ (C-contiguous out). Strips of 8 rows: a power-of-two row stride otherwise
+    thrashes the cache sets (np.abs(M.T, order="C") measured 2x slower at 256 x 256)."""
+    m, n = M.shape
+    for i0 in range(0, m, 8):
+        i1 = min(i0 + 8, m)
+        for j in range(n):
+            for i in range(i0, i1):
+                out[j, i] = abs(M[i, j])
+
+
+@njit(cache=True)
 def _topk_mask_fused(M, kr, kc, mask):
     """mask |= top-kr per row and top-kc per column of |M| (0: none), all in one call."""
     mag = np.abs(M)
@@ -441,7 +459,7 @@ def topk_rows_cols_mask(M, k_row, k_col):
     if m * n <= _FUSED_MAX:
         _topk_mask_fused(M, kr, kc, mask)
         return mask.view(bool)
-    mag = np.abs(M, order="C")
+    mag = _abs(M)  # Numba's abs, like _abs_transposed: equal magnitudes compare equal
     if kr > 0:
         if kr <= _SMALL_K:
             thr = np.empty(m, dtype=mag.dtype)
@@ -453,8 +471,11 @@ def topk_rows_cols_mask(M, k_row, k_col):
         if kc <= _SMALL_K:
             thr = np.empty(n, dtype=mag.dtype)
             _kth_cols_small(mag, kc, thr)
-        else:
-            thr = np.ascontiguousarray(np.partition(mag, m - kc, axis=0)[m - kc, :])
+        else:  # along rows of |M|ᵀ: partition along axis 0 measured 4x slower
+            magT = np.empty((n, m), dtype=mag.dtype)
+            _abs_transposed(M, magT)
+            magT.partition(m - kc, axis=1)  # in place: magT is scratch
+            thr = np.ascontiguousarray(magT[:, m - kc])
         _mark_cols(mag, thr, kc, mask)
     return mask.view(bool)
 
