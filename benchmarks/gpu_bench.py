@@ -3,6 +3,7 @@ dense matmul with achieved bandwidth, PALM4MSA per-iteration time (GPU vs this m
 butterfly factorization timings. Writes Markdown to the path given as argv[1]."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -50,15 +51,21 @@ def main(out_path):
                     X = cupy.random.standard_normal((N, B), dtype=np.float64).astype(dt)
                     Xr = cupy.ascontiguousarray(X.T)
                     D = cupy.asarray(transforms.hadamard_dense(N, dtype=dt))
-                    Y = F @ X
-                    err = float(cupy.linalg.norm(Y - D @ X) / cupy.linalg.norm(D @ X))
-                    assert err < (1e-5 if dt == np.float32 else 1e-12), err
                     t_dense = _gpu_time(lambda: D @ X, 5)
-                    for layout, fn in (("F @ X, X (N,B)", lambda: F @ X), ("X @ F.T, X (B,N)", lambda: Xr @ F.T)):
-                        t = _gpu_time(fn)
-                        gbs = 2 * N * B * np.dtype(dt).itemsize / t / 1e9
-                        lines.append(f"| {N} | {B} | {np.dtype(dt).name} | {layout} | {t * 1e3:.3f} | {t_dense * 1e3:.3f} | "
-                                     f"{t_dense / t:.1f}x | {gbs:.0f} | {100 * gbs / bw:.0f}% |")
+                    for kern in ("radix2", "radix"):  # GPUFACT_GPU_BUTTERFLY: the fused kernel
+                        os.environ["GPUFACT_GPU_BUTTERFLY"] = kern
+                        Y = F @ X
+                        err = float(cupy.linalg.norm(Y - D @ X) / cupy.linalg.norm(D @ X))
+                        Yr = Xr @ F.T
+                        err = max(err, float(cupy.linalg.norm(Yr.T - D @ X) / cupy.linalg.norm(D @ X)))
+                        assert err < (1e-5 if dt == np.float32 else 1e-12), (kern, err)
+                        for layout, fn in (("F @ X, X (N,B)", lambda: F @ X), ("X @ F.T, X (B,N)", lambda: Xr @ F.T)):
+                            t = _gpu_time(fn)
+                            gbs = 2 * N * B * np.dtype(dt).itemsize / t / 1e9
+                            lines.append(f"| {N} | {B} | {np.dtype(dt).name} | {kern}: {layout} | {t * 1e3:.3f} | "
+                                         f"{t_dense * 1e3:.3f} | {t_dense / t:.1f}x | {gbs:.0f} | {100 * gbs / bw:.0f}% |")
+                            print(lines[-1], flush=True)
+                    os.environ.pop("GPUFACT_GPU_BUTTERFLY", None)
                     del D
                 except Exception:
                     lines.append(f"| {N} | {B} | {np.dtype(dt).name} | FAILED | {traceback.format_exc(limit=2)!r} |")

@@ -9,7 +9,7 @@
 // samples (B, N) have (1, N). No kernel here transposes data in global memory.
 //
 // Compiled by CuPy (NVRTC, which defines __CUDACC_RTC__) with name expressions
-// ks_factor_apply<T>, bf_chain_apply<T>, T in {float, double, complex<float>,
+// ks_factor_apply<T>, bf_chain_apply<T>, bf_chain_apply_radix<T>, T in {float, double, complex<float>,
 // complex<double>}. Plain nvcc (the test suite's compile check) takes the explicit
 // instantiations at the end.
 
@@ -104,6 +104,126 @@ __global__ void bf_chain_apply(const T* __restrict__ w, const long long* __restr
     }
 }
 
+// The same chain in radix-2^R passes (R <= RMAX): passes[7p .. 7p+6] = (R, ld_0, ld_1, ld_2,
+// off_0, off_1, off_2) from gpufact._kernels.plan.butterfly_passes, levels in application
+// order. A thread owns a group of 2^R rows (the rows that differ only in bits ld_0..ld_{R-1}),
+// loads its R * 2^(R-1) blocks of 2x2 weights into registers once, and for each of the bt
+// samples of the tile reads its 2^R values from shared memory, applies the R factors in
+// registers and writes them back: R-fold fewer shared-memory round trips and barriers than
+// bf_chain_apply. reference.bf_passes_apply is the index-for-index NumPy model (tested).
+// RMAX = 3 (48 weights in registers) up to 8-byte types, 2 for complex<double>.
+template <typename T>
+__global__ void __launch_bounds__(256) bf_chain_apply_radix(
+        const T* __restrict__ w, const long long* __restrict__ passes, int P, int N, long long B,
+        int log2bt, const T* __restrict__ X, long long x_si, long long x_sb,
+        T* __restrict__ Y, long long y_si, long long y_sb) {
+    constexpr int RMAX = sizeof(T) <= 8 ? 3 : 2;
+    constexpr int KMAX = 1 << RMAX;
+    // Shared layout: row i of sample t at t * Np + i + (i >> PAD), one padding element per
+    // 128 bytes, so the strided groups of the low-bit passes (rows 8g + k) spread over all
+    // banks (unpadded: up to 8-way conflicts for float).
+    constexpr int PAD = sizeof(T) == 4 ? 5 : (sizeof(T) == 8 ? 4 : 3);
+    const int Np = N + (N >> PAD);
+    extern __shared__ unsigned char smem_raw[];
+    T* s = reinterpret_cast<T*>(smem_raw);
+    const int bt = 1 << log2bt;
+    const long long b0 = (long long)blockIdx.x * bt;
+    const int nt = (int)((B - b0) < bt ? (B - b0) : bt);
+    const int tile = N * bt;
+    const bool x_rows = (x_si == 1);
+    for (int idx = threadIdx.x; idx < tile; idx += blockDim.x) {
+        int i, t;
+        if (x_rows) { t = idx / N; i = idx - t * N; }
+        else        { i = idx >> log2bt; t = idx & (bt - 1); }
+        s[t * Np + i + (i >> PAD)] = (t < nt) ? X[(long long)i * x_si + (b0 + t) * x_sb] : T(0);
+    }
+    __syncthreads();
+    for (int p = 0; p < P; ++p) {
+        const long long* ps = passes + 7LL * p;
+        const int R = (int)ps[0];
+        if (R < 1 || R > RMAX) __trap();  // the launcher plans with this RMAX
+        int ld[RMAX];
+        long long off[RMAX];
+#pragma unroll
+        for (int r = 0; r < RMAX; ++r) {
+            ld[r] = (r < R) ? (int)ps[1 + r] : 0;
+            off[r] = (r < R) ? ps[4 + r] : 0;
+        }
+        int q[RMAX];  // the pass's bits in ascending order (for inserting zero bits)
+#pragma unroll
+        for (int r = 0; r < RMAX; ++r) q[r] = (r < R) ? ld[r] : 31;
+#pragma unroll
+        for (int a = 0; a < RMAX; ++a)
+#pragma unroll
+            for (int b = 0; b + 1 < RMAX - a; ++b)
+                if (q[b] > q[b + 1]) { const int tmp = q[b]; q[b] = q[b + 1]; q[b + 1] = tmp; }
+        const int K = 1 << R;
+        const int G = N >> R;
+        for (int g = threadIdx.x; g < G; g += blockDim.x) {
+            int base = g;
+#pragma unroll
+            for (int r = 0; r < RMAX; ++r)
+                if (r < R) base = ((base >> q[r]) << (q[r] + 1)) | (base & ((1 << q[r]) - 1));
+            int idx[KMAX];
+#pragma unroll
+            for (int k = 0; k < KMAX; ++k) {
+                int i = base;
+#pragma unroll
+                for (int r = 0; r < RMAX; ++r)
+                    if (r < R && ((k >> r) & 1)) i |= 1 << ld[r];
+                idx[k] = i;  // logical row; stored at i + (i >> PAD)
+            }
+            // wr[r][m]: level r, pair m = k with bit r removed (compile-time after unrolling)
+            T wr[RMAX][KMAX / 2][4];
+#pragma unroll
+            for (int r = 0; r < RMAX; ++r)
+#pragma unroll
+                for (int k = 0; k < KMAX; ++k) {
+                    if ((k >> r) & 1) continue;
+                    const int m = ((k >> (r + 1)) << r) | (k & ((1 << r) - 1));
+                    if (r < R && k < K) {
+                        const int i0 = idx[k];
+                        const int pr = ((i0 >> (ld[r] + 1)) << ld[r]) | (i0 & ((1 << ld[r]) - 1));
+                        const T* wk = w + off[r] + 4LL * pr;
+                        wr[r][m][0] = wk[0]; wr[r][m][1] = wk[1]; wr[r][m][2] = wk[2]; wr[r][m][3] = wk[3];
+                    } else {
+                        wr[r][m][0] = wr[r][m][1] = wr[r][m][2] = wr[r][m][3] = T(0);
+                    }
+                }
+            for (int t = 0; t < bt; ++t) {
+                T* st = s + t * Np;
+                T v[KMAX];
+#pragma unroll
+                for (int k = 0; k < KMAX; ++k) v[k] = (k < K) ? st[idx[k] + (idx[k] >> PAD)] : T(0);
+#pragma unroll
+                for (int r = 0; r < RMAX; ++r) {
+                    if (r >= R) break;
+#pragma unroll
+                    for (int k = 0; k < KMAX; ++k) {
+                        if ((k >> r) & 1) continue;
+                        const int m = ((k >> (r + 1)) << r) | (k & ((1 << r) - 1));
+                        const int k1 = k | (1 << r);
+                        const T x0 = v[k], x1 = v[k1];
+                        v[k] = wr[r][m][0] * x0 + wr[r][m][1] * x1;
+                        v[k1] = wr[r][m][2] * x0 + wr[r][m][3] * x1;
+                    }
+                }
+#pragma unroll
+                for (int k = 0; k < KMAX; ++k)
+                    if (k < K) st[idx[k] + (idx[k] >> PAD)] = v[k];
+            }
+        }
+        __syncthreads();
+    }
+    const bool y_rows = (y_si == 1);
+    for (int idx = threadIdx.x; idx < tile; idx += blockDim.x) {
+        int i, t;
+        if (y_rows) { t = idx / N; i = idx - t * N; }
+        else        { i = idx >> log2bt; t = idx & (bt - 1); }
+        if (t < nt) Y[(long long)i * y_si + (b0 + t) * y_sb] = s[t * Np + i + (i >> PAD)];
+    }
+}
+
 #ifndef __CUDACC_RTC__
 // Explicit instantiations: plain nvcc type-checks every dtype the launcher asks for.
 #define GPUFACT_INSTANTIATE(T)                                                              \
@@ -112,7 +232,10 @@ __global__ void bf_chain_apply(const T* __restrict__ w, const long long* __restr
                                                 long long, int);                            \
     template __global__ void bf_chain_apply<T>(const T*, const long long*, int, int,        \
                                                long long, int, const T*, long long,         \
-                                               long long, T*, long long, long long);
+                                               long long, T*, long long, long long);        \
+    template __global__ void bf_chain_apply_radix<T>(const T*, const long long*, int, int,  \
+                                                     long long, int, const T*, long long,   \
+                                                     long long, T*, long long, long long);
 GPUFACT_INSTANTIATE(float)
 GPUFACT_INSTANTIATE(double)
 GPUFACT_INSTANTIATE(complex<float>)

@@ -53,9 +53,11 @@ def test_numba_chain_matches_reference(chain, B, bt, dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["radix2", "radix"])
 @pytest.mark.parametrize("chain", CHAINS)
 @pytest.mark.parametrize("B", [1, 7, 130])
-def test_cuda_chain_matches_numba(chain, B, dtype, cp):
+def test_cuda_chain_matches_numba(chain, B, dtype, kernel, cp, monkeypatch):
+    monkeypatch.setenv("GPUFACT_GPU_BUTTERFLY", kernel)
     rng = np.random.default_rng(1)
     blocks = _blocks(chain, dtype, rng)
     X = rand((_in_dim(chain), B), dtype, rng)
@@ -124,3 +126,57 @@ def test_numba_power_iteration_matches_spectral_norm(dtype):
         np.testing.assert_allclose(np.linalg.norm(v), 1, rtol=tol(dtype))
     s2, v = power_norm2_small(np.zeros((4, 3), dtype), np.ones(3, dtype), 3)
     assert s2 == 0 and not np.any(v)
+
+
+@pytest.mark.parametrize("radix", [1, 2, 3])
+def test_butterfly_pass_plan_and_its_index_model_match_the_reference(radix):
+    """The radix-2^R pass plan, run through the NumPy model of the CUDA kernel's index
+    arithmetic (reference.bf_passes_apply), equals the chain applied factor by factor:
+    DFT/Hadamard orders, reversed orders, repeated bits, random orders, N = 2 ... 256."""
+    from gpufact._kernels.plan import butterfly_passes
+
+    rng = np.random.default_rng(radix)
+    for L in range(1, 9):
+        N = 1 << L
+        orders = [list(range(L)), list(range(L))[::-1], list(rng.integers(0, L, size=L + 3))]
+        for lds in orders:
+            chain = [(N >> (ld + 1), 2, 2, 1 << ld) for ld in lds]
+            blocks = [rand((a, d, b, c), np.complex128, rng) for (a, b, c, d) in chain]
+            plan, offs, _ = make_plan(chain)
+            w = np.concatenate([b.ravel() for b in blocks])
+            passes = butterfly_passes(lds, offs, radix)
+            assert passes[:, 0].sum() == len(lds) and passes[:, 0].max() <= radix
+            for row in passes:  # a pass never repeats a bit
+                assert len(set(row[1:1 + row[0]].tolist())) == row[0]
+            X = rand((N, 5), np.complex128, rng)
+            np.testing.assert_allclose(reference.bf_passes_apply(w, passes, X),
+                                       reference.ks_chain_apply(blocks, X), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("N", [2, 8, 64, 1024, 4096])
+def test_cuda_radix_passes_match_reference(N, dtype, cp):
+    """bf_chain_apply_radix against the NumPy model and the factor-by-factor reference:
+    Hadamard order, its reverse and a random order with repeated bits; both data layouts."""
+    from gpufact._kernels import cuda
+    from gpufact._kernels.plan import butterfly_passes
+
+    rng = np.random.default_rng(N)
+    L = N.bit_length() - 1
+    B = 37
+    for lds in (list(range(L)), list(range(L))[::-1], list(rng.integers(0, L, size=L + 2))):
+        chain = [(N >> (ld + 1), 2, 2, 1 << ld) for ld in lds]
+        blocks = [rand((a, d, b, c), dtype, rng) for (a, b, c, d) in chain]
+        _, offs, _ = make_plan(chain)
+        w = np.concatenate([b.ravel() for b in blocks])
+        passes = butterfly_passes(lds, offs, cuda.radix_log2(dtype))
+        X = rand((N, B), dtype, rng)
+        ref = reference.ks_chain_apply([b.astype(np.complex128) for b in blocks], X.astype(np.complex128))
+        np.testing.assert_allclose(reference.bf_passes_apply(w.astype(np.complex128), passes, X.astype(np.complex128)),
+                                   ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+        for rows in (False, True):
+            out = cp.empty((B, N), dtype=dtype).T if rows else cp.empty((N, B), dtype=dtype)
+            Xg = cp.ascontiguousarray(cp.asarray(X).T).T if rows else cp.asarray(X)
+            cuda.bf_chain_apply_radix(cp.asarray(w), cp.asarray(passes), N, Xg, out)
+            np.testing.assert_allclose(host(out), ref, rtol=tol(dtype) * 10 * L,
+                                       atol=tol(dtype) * 10 * L * np.abs(ref).max())

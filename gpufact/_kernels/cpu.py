@@ -420,10 +420,29 @@ def _topk_mask_fused(M, kr, kc, mask):
 
 
 @njit(cache=True)
+def _topk_mask_small_k(M, kr, kc, mask):
+    """Same result as _topk_mask_fused for kr, kc <= _SMALL_K, in row-major passes only:
+    per-row and per-column insertion buffers filled in one sweep, then the marks."""
+    mag = np.abs(M)
+    m, n = mag.shape
+    thr_r = np.empty(m, dtype=mag.dtype)
+    if kr > 0:
+        _kth_rows_small(mag, kr, thr_r)
+        _mark_rows(mag, thr_r, kr, mask)
+    if kc > 0:
+        thr_c = np.empty(n, dtype=mag.dtype)
+        _kth_cols_small(mag, kc, thr_c)
+        _mark_cols(mag, thr_c, kc, mask)
+
+
+@njit(cache=True)
 def _topk_project_fused(M, kr, kc, normalized, tiny):
     m, n = M.shape
     mask = np.zeros((m, n), dtype=np.uint8)
-    _topk_mask_fused(M, kr, kc, mask)
+    if m * n <= _FUSED_MAX:
+        _topk_mask_fused(M, kr, kc, mask)
+    else:
+        _topk_mask_small_k(M, kr, kc, mask)
     out = np.zeros((m, n), dtype=M.dtype)
     s2 = 0.0
     for i in range(m):
@@ -459,6 +478,9 @@ def topk_rows_cols_mask(M, k_row, k_col):
     if m * n <= _FUSED_MAX:
         _topk_mask_fused(M, kr, kc, mask)
         return mask.view(bool)
+    if kr <= _SMALL_K and kc <= _SMALL_K:
+        _topk_mask_small_k(M, kr, kc, mask)
+        return mask.view(bool)
     mag = _abs(M)  # Numba's abs, like _abs_transposed: equal magnitudes compare equal
     if kr > 0:
         if kr <= _SMALL_K:
@@ -486,7 +508,8 @@ def topk_project(M, k_row, k_col, normalized):
     m, n = M.shape
     kr, kc = _clip_k(M.shape, k_row, k_col)
     tiny = np.finfo(M.real.dtype).tiny
-    if m * n <= _FUSED_MAX and not (kr >= n and kr > 0) and not (kc >= m and kc > 0):
+    full = (kr >= n and kr > 0) or (kc >= m and kc > 0)
+    if not full and (m * n <= _FUSED_MAX or (kr <= _SMALL_K and kc <= _SMALL_K)):
         return _topk_project_fused(M, kr, kc, bool(normalized), float(tiny))
     out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
     if normalized:

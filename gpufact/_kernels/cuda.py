@@ -8,6 +8,7 @@ itself checks nothing.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ _CTYPE = {
     np.dtype(np.complex64): "complex<float>",
     np.dtype(np.complex128): "complex<double>",
 }
-_KERNELS = ("ks_factor_apply", "bf_chain_apply")
+_KERNELS = ("ks_factor_apply", "bf_chain_apply", "bf_chain_apply_radix")
 _SMEM_TILE_BYTES = 64 * 1024  # target shared tile size (3 blocks per SM on H100)
 _SMEM_MAX_BYTES = 200 * 1024  # above this, factors are applied one pass each
 
@@ -119,10 +120,10 @@ def bf_chain_tile(N: int, itemsize: int, max_smem: int = _SMEM_MAX_BYTES) -> int
 
 
 @functools.lru_cache(maxsize=None)
-def _smem_limit(dtype_name: str) -> int:
-    """Shared memory a block of bf_chain_apply may use: opt in beyond 48 KiB when CuPy
-    exposes the attribute, else stay at the default limit."""
-    fn = _function("bf_chain_apply", np.dtype(dtype_name))
+def _smem_limit(dtype_name: str, kernel: str = "bf_chain_apply") -> int:
+    """Shared memory a block of ``kernel`` may use: opt in beyond 48 KiB when CuPy exposes
+    the attribute (the opt-in is per function), else stay at the default limit."""
+    fn = _function(kernel, np.dtype(dtype_name))
     try:
         fn.max_dynamic_shared_size_bytes = _SMEM_MAX_BYTES
         return _SMEM_MAX_BYTES
@@ -151,6 +152,71 @@ def bf_chain_apply(w, meta, N: int, Xc, Yc):
     threads = min(512, max(32, N // 2))
     fn((grid,), (threads,),
        (w, meta, np.int32(meta.shape[0]), np.int32(N), np.int64(B), np.int32(log2bt),
+        Xc, np.int64(xs), np.int64(xb), Yc, np.int64(ys), np.int64(yb)),
+       shared_mem=smem)
+    return Yc
+
+
+BUTTERFLY_KERNELS = ("radix2", "radix")
+
+
+def butterfly_kernel() -> str:
+    """Which fused butterfly kernel the GPU path uses: ``GPUFACT_GPU_BUTTERFLY`` = "radix2"
+    (default: one shared-memory pass per factor, validated on an H100) or "radix" (radix-8
+    register passes, ``bf_chain_apply_radix``; its index arithmetic is tested on the CPU
+    through reference.bf_passes_apply, the kernel itself awaits a GPU run)."""
+    choice = os.environ.get("GPUFACT_GPU_BUTTERFLY", "radix2")
+    if choice not in BUTTERFLY_KERNELS:
+        raise ValueError(f"GPUFACT_GPU_BUTTERFLY must be one of {BUTTERFLY_KERNELS}, got {choice!r}")
+    return choice
+
+
+def radix_log2(dtype) -> int:
+    """Largest pass radix (log2) of bf_chain_apply_radix for ``dtype`` (its RMAX)."""
+    return 3 if np.dtype(dtype).itemsize <= 8 else 2
+
+
+_RADIX_TILE_BYTES = 72 * 1024  # 3 blocks per SM on H100 (228 KiB)
+
+
+def radix_padded_rows(N: int, itemsize: int) -> int:
+    """Shared-memory rows per sample of bf_chain_apply_radix: one pad per 128 bytes."""
+    shift = {4: 5, 8: 4}.get(itemsize, 3)
+    return N + (N >> shift)
+
+
+def bf_radix_tile(N: int, itemsize: int, max_smem: int = _SMEM_MAX_BYTES) -> int:
+    """Samples per thread block of bf_chain_apply_radix (0: one padded sample does not fit)."""
+    per_sample = radix_padded_rows(N, itemsize) * itemsize
+    if per_sample > max_smem:
+        return 0
+    bt = 1
+    while bt < 64 and 2 * bt * per_sample <= min(_RADIX_TILE_BYTES, max_smem):
+        bt *= 2
+    return bt
+
+
+def bf_chain_apply_radix(w, passes, N: int, Xc, Yc):
+    """Yc (N, B) <- chain of square butterfly factors @ Xc (N, B) in radix-2^R passes.
+
+    w : weights on the device, dtype of Yc; passes : int64 device array (P, 7) from
+    ``plan.butterfly_passes(..., radix_log2(dtype))``.
+    """
+    B = Yc.shape[1]
+    if B == 0:
+        return Yc
+    bt = bf_radix_tile(N, Yc.itemsize, _smem_limit(Yc.dtype.name, "bf_chain_apply_radix"))
+    if bt == 0:
+        raise ValueError(f"N = {N} is too large for the fused kernel; use the per-factor path")
+    log2bt = bt.bit_length() - 1
+    smem = radix_padded_rows(N, Yc.itemsize) * bt * Yc.itemsize
+    fn = _function("bf_chain_apply_radix", Yc.dtype)
+    xs, xb = _elem_strides(Xc)
+    ys, yb = _elem_strides(Yc)
+    grid = (B + bt - 1) // bt
+    threads = 256  # the kernel's __launch_bounds__
+    fn((grid,), (threads,),
+       (w, passes, np.int32(passes.shape[0]), np.int32(N), np.int64(B), np.int32(log2bt),
         Xc, np.int64(xs), np.int64(xb), Yc, np.int64(ys), np.int64(yb)),
        shared_mem=smem)
     return Yc

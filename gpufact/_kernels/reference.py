@@ -58,3 +58,41 @@ def topk_mask(mag: np.ndarray, k: int, axis: int) -> np.ndarray:
     idx = np.argsort(-mag, axis=1, kind="stable")[:, :k]
     np.put_along_axis(mask, idx, True, axis=1)
     return mask
+
+
+def _insert_zero_bit(x, q):
+    return ((x >> q) << (q + 1)) | (x & ((1 << q) - 1))
+
+
+def bf_passes_apply(w: np.ndarray, passes: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """NumPy model of ``bf_chain_apply_radix`` (kernels/ks_apply.cu), index for index:
+    the passes of :func:`gpufact._kernels.plan.butterfly_passes` applied to X (N, B).
+
+    Pass (R, ld, off): group g (0 <= g < N / 2^R) has base row = g with zero bits inserted at
+    the sorted ld's, rows idx[k] = base | sum_r bit_r(k) << ld_r (k < 2^R); level r combines
+    v[k], v[k | 2^r] (bit r of k clear) with the 2x2 block p = idx[k] with bit ld_r removed.
+    """
+    s = np.array(X, copy=True)
+    N = s.shape[0]
+    for R, l0, l1, l2, o0, o1, o2 in passes.tolist():
+        ld, off = [l0, l1, l2][:R], [o0, o1, o2][:R]
+        g = np.arange(N >> R)
+        base = g
+        for q in sorted(ld):
+            base = _insert_zero_bit(base, q)
+        idx = [base | sum((((k >> r) & 1) << ld[r]) for r in range(R)) for k in range(1 << R)]
+        v = [s[i] for i in idx]  # each (G, B)
+        for r in range(R):
+            for k in range(1 << R):
+                if (k >> r) & 1:
+                    continue
+                k1 = k | (1 << r)
+                i0 = idx[k]
+                p = ((i0 >> (ld[r] + 1)) << ld[r]) | (i0 & ((1 << ld[r]) - 1))
+                wk = off[r] + 4 * p
+                w00, w01, w10, w11 = (w[wk + e][:, None] for e in range(4))
+                x0, x1 = v[k], v[k1]
+                v[k], v[k1] = w00 * x0 + w01 * x1, w10 * x0 + w11 * x1
+        for k, i in enumerate(idx):
+            s[i] = v[k]
+    return s

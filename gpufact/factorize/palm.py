@@ -139,6 +139,7 @@ class _Palm:
         self.A_norm2 = _sqnorm(A, xp)
         self.adaptive = adaptive_step  # longer safeguarded steps (see _update)
         self.scale = [xp.asarray(_STEP_GROW, dtype=A.real.dtype)] * len(factors)
+        self.successes = [xp.asarray(0)] * len(factors)
         self.momentum = False  # inertial steps (Nesterov weights, restarted when the error rises)
         self._k = 1
         self._prev = None
@@ -185,8 +186,9 @@ class _Palm:
             # Safeguarded longer step: try 1/c' with c' = c / scale; keep it only if it has
             # the sufficient decrease the standard step is guaranteed (½ ε L ‖Δ‖², L = c / (1+ε)),
             # checked on an exact expansion of f(S + Δ) − f(S) = Re λ⟨G, Δ⟩ + ½|λ|² ‖L Δ R‖²
-            # (‖L Δ R‖² ≤ ‖L‖² ‖Δ R‖² for a middle factor). The scale doubles on success (up to
-            # 8) and halves on failure (down to 1). The objective still never increases.
+            # (‖L Δ R‖² ≤ ‖L‖² ‖Δ R‖² for a middle factor). The scale doubles (up to
+            # 8) after two successes in a row and halves on a failure (down to 1). The objective
+            # still never increases.
             sc = self.scale[j]
             S_try = self.P[j](Sj - G * (step * sc.astype(step.dtype)))
             Dl = S_try - Sj
@@ -203,8 +205,13 @@ class _Palm:
                 self.S[j] = xp.where(ok, S_try, self.P[j](Sj - G * step))
             else:
                 self.S[j] = S_try if ok else self.P[j](Sj - G * step)
-            self.scale[j] = xp.where(ok, xp.minimum(sc * _STEP_GROW, _STEP_MAX),
-                                     xp.maximum(sc / _STEP_GROW, 1.0)).astype(sc.dtype)
+            # scale policy (device-side, no sync): halve on a failure, double after two
+            # successes in a row (doubling on every success fails every other try)
+            succ = xp.where(ok, self.successes[j] + 1, 0)
+            grow = ok & (succ >= 2)
+            self.scale[j] = xp.where(grow, xp.minimum(sc * _STEP_GROW, _STEP_MAX),
+                                     xp.where(ok, sc, xp.maximum(sc / _STEP_GROW, 1.0))).astype(sc.dtype)
+            self.successes[j] = xp.where(grow, 0, succ)
         self.ops[j] = _op(self.S[j], be)
 
     def sweep(self):

@@ -21,6 +21,7 @@ class KSChain:
         self.backend = self.factors[0].backend
         self._w = {}
         self._gpu_meta = None
+        self._gpu_passes = {}
         self.shape = (self.factors[0].shape[0], self.factors[-1].shape[1])
 
     def weights(self, dtype):
@@ -44,10 +45,24 @@ class KSChain:
             if ok:
                 import cupy
 
+                self._bf_rows = rows
                 self._gpu_meta = cupy.asarray(np.asarray(rows, dtype=np.int64))
             else:
                 self._gpu_meta = False
         return self._gpu_meta
+
+    def _butterfly_passes(self, radix_log2):
+        """Radix-2^R pass plan (device array) of a butterfly chain, cached per radix."""
+        passes = self._gpu_passes.get(radix_log2)
+        if passes is None:
+            import cupy
+
+            from .._kernels.plan import butterfly_passes
+
+            lds, offs = zip(*self._bf_rows)
+            passes = cupy.asarray(butterfly_passes(lds, offs, radix_log2))
+            self._gpu_passes[radix_log2] = passes
+        return passes
 
     def apply_cols(self, Xc, out):
         """out (M, B) <- chain @ Xc (N, B); both logical column views, out preallocated."""
@@ -98,8 +113,13 @@ class KSChain:
             Xc = Xc.astype(dt)
         N = self.shape[1]
         meta = self._butterfly_meta()
-        if meta is not False and cuda.bf_chain_tile(N, dt.itemsize, cuda._smem_limit(dt.name)):
-            return cuda.bf_chain_apply(self.weights(dt), meta, N, Xc, out)
+        if meta is not False:
+            if cuda.butterfly_kernel() == "radix":
+                if cuda.bf_radix_tile(N, dt.itemsize, cuda._smem_limit(dt.name, "bf_chain_apply_radix")):
+                    passes = self._butterfly_passes(cuda.radix_log2(dt))
+                    return cuda.bf_chain_apply_radix(self.weights(dt), passes, N, Xc, out)
+            elif cuda.bf_chain_tile(N, dt.itemsize, cuda._smem_limit(dt.name)):
+                return cuda.bf_chain_apply(self.weights(dt), meta, N, Xc, out)
         # one pass per factor, ping-pong through at most two work buffers
         cur = Xc
         rows_layout = not out.flags.c_contiguous
