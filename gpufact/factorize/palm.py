@@ -141,7 +141,7 @@ class _Palm:
         self.scale = [xp.asarray(_STEP_GROW, dtype=A.real.dtype)] * len(factors)
         self.successes = [xp.asarray(0)] * len(factors)
         self.momentum = False  # inertial steps (Nesterov weights, restarted when the error rises)
-        self._k = 1
+        self._k = xp.asarray(1.0, dtype=A.real.dtype)  # on the device: restarts never sync
         self._prev = None
         self._last_err = None
 
@@ -165,8 +165,8 @@ class _Palm:
         """One proximal gradient step on S_j; L, R are the neighbouring products (None = I)."""
         xp, be, lam = self.xp, self.be, self.lam
         Sj, op = self.S[j], self.ops[j]
-        if self.momentum and self._prev is not None and self._k > 1:
-            beta = (self._k - 1) / (self._k + 2)
+        if self.momentum and self._prev is not None:
+            beta = ((self._k - 1) / (self._k + 2)).astype(Sj.real.dtype)  # 0 right after a restart
             Sj = Sj + beta * (Sj - self._prev[j])
             op = _op(Sj, be)
         if self.momentum:
@@ -245,7 +245,8 @@ class _Palm:
             self.lam = xp.where(p2 > 0, num / xp.where(p2 > 0, p2, 1), self.lam).astype(self.lam.dtype)
         err = _sqnorm(self.A - self.lam * P, xp)
         if self.momentum:  # adaptive restart keeps the accelerated run stable
-            self._k = 1 if (self._last_err is not None and bool(err > self._last_err)) else self._k + 1
+            nxt = self._k + 1
+            self._k = nxt if self._last_err is None else xp.where(err > self._last_err, 1.0, nxt).astype(nxt.dtype)
             self._last_err = err
         return err
 
