@@ -32,18 +32,16 @@ def _check_shape(shape):
     return (check_int(m, "shape[0]", min_value=1), check_int(n, "shape[1]", min_value=1))
 
 
-def _topk_mask(mag, k, axis, be):
-    """Boolean mask of the k largest |entries| per row (axis=1) / column (axis=0)."""
-    xp = be.xp
-    length = mag.shape[axis]
-    if k >= length:
-        return xp.ones(mag.shape, dtype=bool)
-    if be.is_gpu:
-        from ._kernels.cuda import topk_mask
+def _topk_mask_gpu(mag, k, axis):
+    """Boolean mask of the k largest entries per row (axis=1) / column (axis=0) of the CuPy
+    magnitude matrix ``mag`` (CUDA radix select, ``kernels/topk.cu``)."""
+    import cupy
 
-        return topk_mask(mag, k, axis).astype(bool)
-    kr, kc = (k, 0) if axis == 1 else (0, k)
-    return _kernels.cpu_kernels().topk_rows_cols_mask(mag, kr, kc)
+    if k >= mag.shape[axis]:
+        return cupy.ones(mag.shape, dtype=bool)
+    from ._kernels.cuda import topk_mask
+
+    return topk_mask(mag, k, axis).astype(bool)
 
 
 def _topk_global_mask(mag, k, xp):
@@ -122,28 +120,31 @@ class _TopK(Constraint):
             raise ValueError("M is required: this support depends on the matrix")
         return self._support(M, self._check_input(M))
 
+    def _row_col_k(self):
+        """(k per row, k per column), 0 where the set does not constrain that direction."""
+        return (self.k if self._axis in (1, "both") else 0, self.k if self._axis in (0, "both") else 0)
+
     def _project(self, M, be):
         return be.xp.where(self._support(M, be), M, 0).astype(M.dtype, copy=False)
 
     def __call__(self, M):
         be = self._check_input(M)
         if self._axis is not None and not be.is_gpu:  # one fused Numba call
-            kr = self.k if self._axis in (1, "both") else 0
-            kc = self.k if self._axis in (0, "both") else 0
-            return _kernels.cpu_kernels().topk_project(M, kr, kc, self.normalized)
+            return _kernels.cpu_kernels().topk_project(M, *self._row_col_k(), self.normalized)
         return super().__call__(M)
 
     def _support(self, M, be):
-        if self._axis is not None and not be.is_gpu:
-            kr = self.k if self._axis in (1, "both") else 0
-            kc = self.k if self._axis in (0, "both") else 0
+        if self._axis is None:
+            return _topk_global_mask(be.xp.abs(M), self.k, be.xp)
+        kr, kc = self._row_col_k()
+        if not be.is_gpu:
             return _kernels.cpu_kernels().topk_rows_cols_mask(M, kr, kc)
         mag = be.xp.abs(M)
-        if self._axis is None:
-            return _topk_global_mask(mag, self.k, be.xp)
-        if self._axis == "both":
-            return _topk_mask(mag, min(self.k, mag.shape[1]), 1, be) | _topk_mask(mag, min(self.k, mag.shape[0]), 0, be)
-        return _topk_mask(mag, self.k, self._axis, be)
+        mask = _topk_mask_gpu(mag, min(kr, mag.shape[1]), 1) if kr else None
+        if kc:
+            cols = _topk_mask_gpu(mag, min(kc, mag.shape[0]), 0)
+            mask = cols if mask is None else mask | cols
+        return mask
 
 
 class sp(_TopK):

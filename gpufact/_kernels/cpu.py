@@ -1,4 +1,6 @@
-"""Numba (CPU) kernels: the fused Kronecker-sparse chain apply.
+"""Numba (CPU) kernels: the fused Kronecker-sparse chain apply, the top-k masks and
+projections of the sparsity constraints (``topk_rows_cols_mask``, ``topk_project``) and a
+small-matrix power iteration (``power_norm2_small``) for PALM4MSA.
 
 ``ks_chain_apply`` applies J Kronecker-sparse (KS) factors to a batch in **one pass over
 memory**: the batch is cut into tiles of ``bt`` samples; a tile is copied into a

@@ -6,6 +6,10 @@ R = S_{j+1}⋯S_J,
     G = λ Lᴴ (λ L S_j R − A) Rᴴ,   c = (1 + ε) λ² ‖L‖₂² ‖R‖₂²,   S_j ← P_{E_j}(S_j − G / c),
 
 then λ ← Re⟨A, P⟩ / ‖P‖²_F with P = S_1⋯S_J. The objective ½‖A − λP‖² never increases.
+By default each update first tries a longer step, c / s with s ∈ {2, 4, 8} adapted per
+factor, and keeps it only if an exact expansion of the objective shows the sufficient
+decrease ½ ε L ‖ΔS‖² that the 1/c step guarantees; otherwise it takes the 1/c step
+(``adaptive_step=False``: always the 1/c step, FAµST's PALM4MSA).
 Spectral norms come from power iterations warm-started across sweeps (never an SVD).
 Factors are dense arrays of A's namespace while iterating (NumPy or CuPy, same code), used
 in products as CSR matrices whenever they are sparse (SpMM / SpGEMM), so a sweep costs
@@ -299,9 +303,9 @@ def build_product(S, lam, constraints, xp):
 
 def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init: float = 1.0,
              order: str = "right-to-left", tol: float | None = None, stagnation: float | None = None,
-             update_lambda: bool = True, step_eps: float = 1e-3, adaptive_step: bool = True, norm_iters: int = 3,
-             check_every: int | None = None, callback=None, progress: bool = False, return_history: bool = False,
-             _return_state: bool = False):
+             update_lambda: bool = True, step_eps: float = 1e-3, adaptive_step: bool = True,
+             norm_iters: int = 3, check_every: int | None = None, callback=None, progress: bool = False,
+             return_history: bool = False, _return_state: bool = False):
     """Approximate A (M × N) by λ S_1 ⋯ S_J with S_j in the set of ``constraints[j]``.
 
     Parameters
@@ -319,7 +323,8 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
         the sufficient decrease the standard step guarantees (an exact expansion of the
         objective, one extra product and projection per update): the objective still never
         increases, and the error at a given iteration count is markedly lower (random 256 x 256,
-        4 factors, 50 iterations: 0.711 instead of 0.776). ``False``: plain PALM4MSA.
+        4 factors splincol(8), 50 iterations: 0.708 instead of 0.777; pyfaust 0.770).
+        ``False``: plain PALM4MSA.
     norm_iters : power-iteration steps per spectral-norm estimate (warm-started).
     tol : stop when ‖A − F‖_F / ‖A‖_F <= tol.
     stagnation : stop when the relative error changes by less than this between checks.
