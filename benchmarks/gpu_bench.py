@@ -75,8 +75,12 @@ def main(out_path):
         F = transforms.hadamard(4096, dtype=np.float32, xp=cupy)
         x = cupy.ones(4096, dtype=np.float32)
         D = cupy.asarray(transforms.hadamard_dense(4096, dtype=np.float32))
-        lines += ["", f"B = 1, N = 4096, float32: fused {_gpu_time(lambda: F @ x) * 1e6:.1f} µs per call, "
-                  f"dense matvec {_gpu_time(lambda: D @ x) * 1e6:.1f} µs"]
+        lines.append("")
+        for kern in ("radix2", "radix"):
+            os.environ["GPUFACT_GPU_BUTTERFLY"] = kern
+            lines.append(f"B = 1, N = 4096, float32, {kern}: fused {_gpu_time(lambda: F @ x) * 1e6:.1f} µs per "
+                         f"call, dense matvec {_gpu_time(lambda: D @ x) * 1e6:.1f} µs  ")
+        os.environ.pop("GPUFACT_GPU_BUTTERFLY", None)
     except Exception:
         lines.append("B = 1: FAILED " + repr(traceback.format_exc(limit=2)))
 

@@ -109,6 +109,10 @@ def ks_factor_apply(blocks, Xc, Yc):
     return Yc
 
 
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
 def bf_chain_tile(N: int, itemsize: int, max_smem: int = _SMEM_MAX_BYTES) -> int:
     """Samples per thread block for the fused butterfly chain (0: tile does not fit)."""
     if N * itemsize > max_smem:
@@ -143,6 +147,7 @@ def bf_chain_apply(w, meta, N: int, Xc, Yc):
     bt = bf_chain_tile(N, Yc.itemsize, _smem_limit(Yc.dtype.name))
     if bt == 0:
         raise ValueError(f"N = {N} is too large for the fused kernel; use the per-factor path")
+    bt = min(bt, _pow2_at_least(B))  # small batches: no work on padding samples
     log2bt = bt.bit_length() - 1
     smem = N * bt * Yc.itemsize
     fn = _function("bf_chain_apply", Yc.dtype)
@@ -208,6 +213,7 @@ def bf_chain_apply_radix(w, passes, N: int, Xc, Yc):
     bt = bf_radix_tile(N, Yc.itemsize, _smem_limit(Yc.dtype.name, "bf_chain_apply_radix"))
     if bt == 0:
         raise ValueError(f"N = {N} is too large for the fused kernel; use the per-factor path")
+    bt = min(bt, _pow2_at_least(B))
     log2bt = bt.bit_length() - 1
     smem = radix_padded_rows(N, Yc.itemsize) * bt * Yc.itemsize
     fn = _function("bf_chain_apply_radix", Yc.dtype)
