@@ -142,8 +142,12 @@ class _Palm:
         self.vR = [None] * len(factors)
         self.A_norm2 = _sqnorm(A, xp)
         self.adaptive = adaptive_step  # longer safeguarded steps (see _update)
-        self.scale = [xp.asarray(_STEP_GROW, dtype=A.real.dtype)] * len(factors)
-        self.successes = [xp.asarray(0)] * len(factors)
+        if self.be.is_gpu:  # step scales and success counts live where the data live
+            self.scale = [xp.asarray(_STEP_GROW, dtype=A.real.dtype)] * len(factors)
+            self.successes = [xp.asarray(0)] * len(factors)
+        else:
+            self.scale = [_STEP_GROW] * len(factors)
+            self.successes = [0] * len(factors)
         self.momentum = False  # inertial steps (Nesterov weights, restarted when the error rises)
         self._k = xp.asarray(1.0, dtype=A.real.dtype)  # on the device: restarts never sync
         self._prev = None
@@ -194,7 +198,7 @@ class _Palm:
             # 8) after two successes in a row and halves on a failure (down to 1). The objective
             # still never increases.
             sc = self.scale[j]
-            S_try = self.P[j](Sj - G * (step * sc.astype(step.dtype)))
+            S_try = self.P[j](Sj - G * (step * (sc.astype(step.dtype) if be.is_gpu else sc)))
             Dl = S_try - Sj
             lin = (lam * xp.vdot(G.ravel(), Dl.ravel())).real
             if R is None:
@@ -205,17 +209,22 @@ class _Palm:
                     q = q * (1 + self.eps) * self._nL
             lip = c / (1 + self.eps)
             ok = lin + 0.5 * xp.abs(lam) ** 2 * q <= -0.5 * self.eps * lip * _sqnorm(Dl, xp)
-            if be.is_gpu:  # no host sync: both candidates, selected on the device
+            # scale policy: halve on a failure, double after two successes in a row (doubling
+            # on every success fails every other try)
+            if be.is_gpu:  # no host sync: both candidates and the policy on the device
                 self.S[j] = xp.where(ok, S_try, self.P[j](Sj - G * step))
-            else:
+                succ = xp.where(ok, self.successes[j] + 1, 0)
+                grow = ok & (succ >= 2)
+                self.scale[j] = xp.where(grow, xp.minimum(sc * _STEP_GROW, _STEP_MAX),
+                                         xp.where(ok, sc, xp.maximum(sc / _STEP_GROW, 1.0))).astype(sc.dtype)
+                self.successes[j] = xp.where(grow, 0, succ)
+            else:  # host scalars: the branch is free here
+                ok = bool(ok)
                 self.S[j] = S_try if ok else self.P[j](Sj - G * step)
-            # scale policy (device-side, no sync): halve on a failure, double after two
-            # successes in a row (doubling on every success fails every other try)
-            succ = xp.where(ok, self.successes[j] + 1, 0)
-            grow = ok & (succ >= 2)
-            self.scale[j] = xp.where(grow, xp.minimum(sc * _STEP_GROW, _STEP_MAX),
-                                     xp.where(ok, sc, xp.maximum(sc / _STEP_GROW, 1.0))).astype(sc.dtype)
-            self.successes[j] = xp.where(grow, 0, succ)
+                succ = self.successes[j] + 1 if ok else 0
+                grow = ok and succ >= 2
+                self.scale[j] = min(sc * _STEP_GROW, _STEP_MAX) if grow else (sc if ok else max(sc / _STEP_GROW, 1.0))
+                self.successes[j] = 0 if grow else succ
         self.ops[j] = _op(self.S[j], be)
 
     def sweep(self):
