@@ -81,13 +81,17 @@ def test_plan_marks_butterflies():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
 def test_numba_topk_rows_cols_matches_reference(dtype):
-    """Fused row+column top-k mask / projection vs the NumPy reference: random shapes and k
-    (insertion and quickselect paths), integer-valued matrices full of ties, strided input."""
+    """Row+column top-k mask / projection vs the NumPy reference: random shapes and k (fused
+    call with insertion buffer or heap; row-major small-k passes; partition thresholds),
+    integer-valued matrices full of ties, Fortran-ordered input, input never modified."""
     from gpufact._kernels.cpu import topk_project, topk_rows_cols_mask
 
     rng = np.random.default_rng(7)
-    for trial in range(300):
-        m, n = (int(v) for v in rng.integers(1, 40, 2))
+    for trial in range(330):
+        if trial < 300:  # one fused call (<= 4096 entries)
+            m, n = (int(v) for v in rng.integers(1, 40, 2))
+        else:  # larger: row-major small-k passes (k <= 8) or NumPy partition thresholds
+            m, n = (int(v) for v in rng.integers(65, 140, 2))
         if trial % 2:
             M = rng.integers(-3, 4, (m, n)).astype(dtype)  # many ties
         else:
@@ -95,6 +99,8 @@ def test_numba_topk_rows_cols_matches_reference(dtype):
         if trial % 3 == 0:
             M = np.asfortranarray(M)
         kr, kc = int(rng.integers(0, n + 1)), int(rng.integers(0, m + 1))
+        if trial >= 300 and trial % 3:
+            kr, kc = (int(v) for v in rng.integers(0, 9, 2))
         ref = np.zeros((m, n), dtype=bool)
         mag = np.abs(M)
         if kr:
