@@ -35,6 +35,13 @@ def float_dtype_for(dtype) -> np.dtype:
     raise TypeError(f"unsupported dtype {dt}")
 
 
+def check_bool(value, name: str) -> bool:
+    """A flag: Python or NumPy bool only (a string such as "no" is truthy: refuse it)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_int(value, name: str, *, min_value: int | None = None, max_value: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")

@@ -67,6 +67,10 @@ def test_explicit_constraints_and_callback():
 
 
 def test_bad_input():
+    with pytest.raises(TypeError, match="accelerate must be True or False"):
+        hierarchical(np.ones((8, 8)), preset="hadamard", accelerate=1)
+    with pytest.raises(ValueError, match="check_every must be >= 1"):
+        hierarchical(np.ones((8, 8)), preset="hadamard", check_every=0)
     with pytest.raises(ValueError, match="power of two"):
         hierarchical(np.ones((12, 12)), preset="hadamard")
     with pytest.raises(ValueError, match="square"):

@@ -153,6 +153,10 @@ def test_bad_input():
         palm4msa(A, c, tol=-1)
     with pytest.raises(TypeError, match="callback"):
         palm4msa(A, c, callback=3)
+    with pytest.raises(TypeError, match="adaptive_step must be True or False"):
+        palm4msa(A, c, adaptive_step="no")
+    with pytest.raises(TypeError, match="check_every must be an integer"):
+        palm4msa(A, c, check_every=2.5)
 
 
 def test_divergence_is_reported_not_returned():

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .._backend import get_backend
-from .._validation import check_int, check_matrix, check_power_of_two
+from .._validation import check_bool, check_int, check_matrix, check_power_of_two
 from .. import proj
 from .palm import DivergenceError, _Palm, _init_factors, _run, build_product, check_constraints, default_check_every
 
@@ -110,6 +110,10 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
     n_iter_local = check_int(n_iter_local, "n_iter_local", min_value=1)
     n_iter_global = check_int(n_iter_global, "n_iter_global", min_value=0)
     check_every = default_check_every(be) if check_every is None else check_int(check_every, "check_every", min_value=1)
+    accelerate = check_bool(accelerate, "accelerate")
+    adaptive_step = check_bool(adaptive_step, "adaptive_step")
+    progress = check_bool(progress, "progress")
+    return_history = check_bool(return_history, "return_history")
     if preset is not None:
         if fact_constraints is not None or res_constraints is not None:
             raise ValueError("give either preset or fact_constraints/res_constraints, not both")

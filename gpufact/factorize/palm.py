@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import _kernels
 from .._backend import get_backend
-from .._validation import check_int, check_matrix
+from .._validation import check_bool, check_int, check_matrix
 from ..factors import CSRFactor, DenseFactor, KSFactor
 from ..factors.csr import dense_to_csr
 from ..product import FactorProduct
@@ -360,6 +360,10 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     max_iter = check_int(max_iter, "max_iter", min_value=1)
     check_every = default_check_every(be) if check_every is None else check_int(check_every, "check_every", min_value=1)
     norm_iters = check_int(norm_iters, "norm_iters", min_value=1)
+    update_lambda = check_bool(update_lambda, "update_lambda")
+    adaptive_step = check_bool(adaptive_step, "adaptive_step")
+    progress = check_bool(progress, "progress")
+    return_history = check_bool(return_history, "return_history")
     if order not in ("right-to-left", "left-to-right"):
         raise ValueError(f"order must be 'right-to-left' or 'left-to-right', got {order!r}")
     for name, v in (("tol", tol), ("stagnation", stagnation)):
@@ -374,7 +378,7 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     factors = _init_factors(constraints, init, A, xp, order)
     lam = xp.asarray(lambda_init, dtype=A.dtype)
     state = _Palm(A, constraints, factors, lam, xp, order, step_eps, update_lambda, norm_iters,
-                  adaptive_step=bool(adaptive_step))
+                  adaptive_step=adaptive_step)
     history = _run(state, max_iter, tol, stagnation, check_every, callback, progress, be)
     F = build_product(state.S, state.lam, constraints, xp)
     F.rel_error = history[-1] if history else float("nan")
