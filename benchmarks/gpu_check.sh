@@ -10,5 +10,4 @@ fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu_info.txt"
 timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -60 > "$OUT/gpu_tests.log"; tail -5 "$OUT/gpu_tests.log"
-[ -f benchmarks/gpu_debug.py ] && timeout 60 python3 benchmarks/gpu_debug.py 2>&1 | tail -30
 timeout 200 python3 benchmarks/gpu_bench.py "$OUT/gpu_bench.md" 2>&1 | tail -60

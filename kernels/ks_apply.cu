@@ -9,7 +9,7 @@
 // samples (B, N) have (1, N). No kernel here transposes data in global memory.
 //
 // Compiled by CuPy (NVRTC, which defines __CUDACC_RTC__) with name expressions
-// ks_factor_apply<T>, bf_chain_apply<T>, bf_chain_apply_radix<T>, T in {float, double, complex<float>,
+// ks_factor_apply<T>, bf_chain_apply<T>, bf_chain_apply_radix<T>, bf_pass_cols<T>, T in {float, double, complex<float>,
 // complex<double>}. Plain nvcc (the test suite's compile check) takes the explicit
 // instantiations at the end.
 
@@ -104,9 +104,12 @@ __global__ void bf_chain_apply(const T* __restrict__ w, const long long* __restr
     }
 }
 
-// The same chain in radix-2^R passes (R <= RMAX): passes[7p .. 7p+6] = (R, ld_0, ld_1, ld_2,
-// off_0, off_1, off_2) from gpufact._kernels.plan.butterfly_passes, levels in application
-// order. A thread owns a group of 2^R rows (the rows that differ only in bits ld_0..ld_{R-1}),
+// Pass tables (gpufact._kernels.plan.butterfly_passes): PASS_FIELDS int64 per pass,
+// (R, ld_0 .. ld_5, off_0 .. off_5), levels in application order.
+#define PASS_RMAX 6
+#define PASS_FIELDS (1 + 2 * PASS_RMAX)
+
+// The same chain in radix-2^R passes (R <= RMAX), the pass table above. A thread owns a group of 2^R rows (the rows that differ only in bits ld_0..ld_{R-1}),
 // loads its R * 2^(R-1) blocks of 2x2 weights into registers once, and for each of the bt
 // samples of the tile reads its 2^R values from shared memory, applies the R factors in
 // registers and writes them back: R-fold fewer shared-memory round trips and barriers than
@@ -139,7 +142,7 @@ __global__ void __launch_bounds__(256) bf_chain_apply_radix(
     }
     __syncthreads();
     for (int p = 0; p < P; ++p) {
-        const long long* ps = passes + 7LL * p;
+        const long long* ps = passes + (long long)PASS_FIELDS * p;
         const int R = (int)ps[0];
         if (R < 1 || R > RMAX) __trap();  // the launcher plans with this RMAX
         int ld[RMAX];
@@ -147,7 +150,7 @@ __global__ void __launch_bounds__(256) bf_chain_apply_radix(
 #pragma unroll
         for (int r = 0; r < RMAX; ++r) {
             ld[r] = (r < R) ? (int)ps[1 + r] : 0;
-            off[r] = (r < R) ? ps[4 + r] : 0;
+            off[r] = (r < R) ? ps[1 + PASS_RMAX + r] : 0;
         }
         int q[RMAX];  // the pass's bits in ascending order (for inserting zero bits)
 #pragma unroll
@@ -224,6 +227,99 @@ __global__ void __launch_bounds__(256) bf_chain_apply_radix(
     }
 }
 
+// One radix-2^R pass of a butterfly chain over column batches (X (N, B) with unit sample
+// stride): thread (group g = blockIdx.y, sample t) loads the 2^R rows of group g of sample
+// t into registers, applies the pass's R factors and stores them (in place is safe: threads
+// own disjoint (group, sample) sets). All threads of a block share group g, so the block
+// stages the group's R * 2^(R-1) 2x2 blocks in shared memory once and every weight read is a
+// broadcast: weights cost nothing per sample (the tile kernels re-read them per tile), and
+// consecutive threads read consecutive samples (coalesced). A chain is ceil(L / R) passes,
+// each a round trip through global memory (L2-resident for moderate N * B).
+// RMAX = 6 (64 values in registers) for 4-byte types, 5 for 8-byte, 4 for complex<double>.
+template <typename T>
+__global__ void __launch_bounds__(256) bf_pass_cols(
+        const T* __restrict__ w, const long long* __restrict__ pass, int N, long long B,
+        const T* X, long long x_si, T* Y, long long y_si) {
+    constexpr int RMAX = sizeof(T) == 4 ? 6 : (sizeof(T) == 8 ? 5 : 4);
+    constexpr int KMAX = 1 << RMAX;
+    __shared__ T sw[RMAX * (KMAX / 2) * 4];
+    const int R = (int)pass[0];
+    if (R < 1 || R > RMAX) __trap();  // the launcher plans with this RMAX
+    const int K = 1 << R;
+    const int g = blockIdx.y;
+    int ld[RMAX];
+#pragma unroll
+    for (int r = 0; r < RMAX; ++r) ld[r] = (r < R) ? (int)pass[1 + r] : 0;
+    int q[RMAX];
+#pragma unroll
+    for (int r = 0; r < RMAX; ++r) q[r] = (r < R) ? ld[r] : 31;
+#pragma unroll
+    for (int a = 0; a < RMAX; ++a)
+#pragma unroll
+        for (int b = 0; b + 1 < RMAX - a; ++b)
+            if (q[b] > q[b + 1]) { const int tmp = q[b]; q[b] = q[b + 1]; q[b + 1] = tmp; }
+    int base = g;
+#pragma unroll
+    for (int r = 0; r < RMAX; ++r)
+        if (r < R) base = ((base >> q[r]) << (q[r] + 1)) | (base & ((1 << q[r]) - 1));
+    // stage the weights: entry (r, m) is level r's pair m (= k with bit r removed)
+    const int half = K >> 1;
+    for (int e = threadIdx.x; e < R * half; e += blockDim.x) {
+        const int r = e / half;
+        const int m = e - r * half;
+        const int k = ((m >> r) << (r + 1)) | (m & ((1 << r) - 1));  // insert a 0 at bit r
+        int i0 = base;  // (the pass table, not ld[]/off[]: a runtime index would spill them)
+        for (int rr = 0; rr < R; ++rr)
+            if ((k >> rr) & 1) i0 |= 1 << (int)pass[1 + rr];
+        const int ldr = (int)pass[1 + r];
+        const int pr = ((i0 >> (ldr + 1)) << ldr) | (i0 & ((1 << ldr) - 1));
+        const T* wk = w + pass[1 + PASS_RMAX + r] + 4LL * pr;
+        T* dst = sw + (r * (KMAX / 2) + m) * 4;
+        dst[0] = wk[0]; dst[1] = wk[1]; dst[2] = wk[2]; dst[3] = wk[3];
+    }
+    __syncthreads();
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= B) return;
+    T v[KMAX];
+#pragma unroll
+    for (int k = 0; k < KMAX; ++k) {
+        if (k < K) {
+            int i = base;
+#pragma unroll
+            for (int r = 0; r < RMAX; ++r)
+                if (r < R && ((k >> r) & 1)) i |= 1 << ld[r];
+            v[k] = X[(long long)i * x_si + t];
+        } else {
+            v[k] = T(0);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RMAX; ++r) {
+        if (r >= R) break;
+#pragma unroll
+        for (int k = 0; k < KMAX; ++k) {
+            if ((k >> r) & 1) continue;
+            if (k >= K) continue;
+            const int m = ((k >> (r + 1)) << r) | (k & ((1 << r) - 1));
+            const T* wm = sw + (r * (KMAX / 2) + m) * 4;
+            const int k1 = k | (1 << r);
+            const T x0 = v[k], x1 = v[k1];
+            v[k] = wm[0] * x0 + wm[1] * x1;
+            v[k1] = wm[2] * x0 + wm[3] * x1;
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < KMAX; ++k) {
+        if (k < K) {
+            int i = base;
+#pragma unroll
+            for (int r = 0; r < RMAX; ++r)
+                if (r < R && ((k >> r) & 1)) i |= 1 << ld[r];
+            Y[(long long)i * y_si + t] = v[k];
+        }
+    }
+}
+
 #ifndef __CUDACC_RTC__
 // Explicit instantiations: plain nvcc type-checks every dtype the launcher asks for.
 #define GPUFACT_INSTANTIATE(T)                                                              \
@@ -235,7 +331,9 @@ __global__ void __launch_bounds__(256) bf_chain_apply_radix(
                                                long long, T*, long long, long long);        \
     template __global__ void bf_chain_apply_radix<T>(const T*, const long long*, int, int,  \
                                                      long long, int, const T*, long long,   \
-                                                     long long, T*, long long, long long);
+                                                     long long, T*, long long, long long);  \
+    template __global__ void bf_pass_cols<T>(const T*, const long long*, int, long long,    \
+                                             const T*, long long, T*, long long);
 GPUFACT_INSTANTIATE(float)
 GPUFACT_INSTANTIATE(double)
 GPUFACT_INSTANTIATE(complex<float>)

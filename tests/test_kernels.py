@@ -53,7 +53,7 @@ def test_numba_chain_matches_reference(chain, B, bt, dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kernel", ["radix2", "radix"])
+@pytest.mark.parametrize("kernel", ["radix2", "radix", "passes"])
 @pytest.mark.parametrize("chain", CHAINS)
 @pytest.mark.parametrize("B", [1, 7, 130])
 def test_cuda_chain_matches_numba(chain, B, dtype, kernel, cp, monkeypatch):
@@ -134,7 +134,7 @@ def test_numba_power_iteration_matches_spectral_norm(dtype):
     assert s2 == 0 and not np.any(v)
 
 
-@pytest.mark.parametrize("radix", [1, 2, 3])
+@pytest.mark.parametrize("radix", [1, 2, 3, 4, 5, 6])
 def test_butterfly_pass_plan_and_its_index_model_match_the_reference(radix):
     """The radix-2^R pass plan, run through the NumPy model of the CUDA kernel's index
     arithmetic (reference.bf_passes_apply), equals the chain applied factor by factor:
@@ -162,8 +162,9 @@ def test_butterfly_pass_plan_and_its_index_model_match_the_reference(radix):
 @pytest.mark.gpu
 @pytest.mark.parametrize("N", [2, 8, 64, 1024, 4096])
 def test_cuda_radix_passes_match_reference(N, dtype, cp):
-    """bf_chain_apply_radix against the NumPy model and the factor-by-factor reference:
-    Hadamard order, its reverse and a random order with repeated bits; both data layouts."""
+    """bf_chain_apply_radix and bf_pass_cols against the NumPy model and the factor-by-factor
+    reference: Hadamard order, its reverse and a random order with repeated bits; both data
+    layouts (tile kernel), in and out of place (pass kernel)."""
     from gpufact._kernels import cuda
     from gpufact._kernels.plan import butterfly_passes
 
@@ -184,5 +185,13 @@ def test_cuda_radix_passes_match_reference(N, dtype, cp):
             out = cp.empty((B, N), dtype=dtype).T if rows else cp.empty((N, B), dtype=dtype)
             Xg = cp.ascontiguousarray(cp.asarray(X).T).T if rows else cp.asarray(X)
             cuda.bf_chain_apply_radix(cp.asarray(w), cp.asarray(passes), N, Xg, out)
+            np.testing.assert_allclose(host(out), ref, rtol=tol(dtype) * 10 * L,
+                                       atol=tol(dtype) * 10 * L * np.abs(ref).max())
+        # the per-pass kernel (column batches), out of place and in place
+        ptab = butterfly_passes(lds, offs, cuda.pass_radix_log2(dtype))
+        for in_place in (False, True):
+            Xg = cp.asarray(X)
+            out = Xg if in_place else cp.empty((N, B), dtype=dtype)
+            cuda.bf_pass_cols_apply(cp.asarray(w), ptab, cp.asarray(ptab), N, Xg, out)
             np.testing.assert_allclose(host(out), ref, rtol=tol(dtype) * 10 * L,
                                        atol=tol(dtype) * 10 * L * np.abs(ref).max())

@@ -19,7 +19,7 @@ _CTYPE = {
     np.dtype(np.complex64): "complex<float>",
     np.dtype(np.complex128): "complex<double>",
 }
-_KERNELS = ("ks_factor_apply", "bf_chain_apply", "bf_chain_apply_radix")
+_KERNELS = ("ks_factor_apply", "bf_chain_apply", "bf_chain_apply_radix", "bf_pass_cols")
 _SMEM_TILE_BYTES = 64 * 1024  # target shared tile size (3 blocks per SM on H100)
 _SMEM_MAX_BYTES = 200 * 1024  # above this, factors are applied one pass each
 
@@ -162,14 +162,21 @@ def bf_chain_apply(w, meta, N: int, Xc, Yc):
     return Yc
 
 
-BUTTERFLY_KERNELS = ("radix2", "radix")
+BUTTERFLY_KERNELS = ("radix2", "radix", "passes")
 
 
 def butterfly_kernel() -> str:
-    """Which fused butterfly kernel the GPU path uses: ``GPUFACT_GPU_BUTTERFLY`` = "radix2"
-    (default: one shared-memory pass per factor, validated on an H100) or "radix" (radix-8
-    register passes, ``bf_chain_apply_radix``; its index arithmetic is tested on the CPU
-    through reference.bf_passes_apply, the kernel itself awaits a GPU run)."""
+    """Which butterfly-chain kernel the GPU path uses, from ``GPUFACT_GPU_BUTTERFLY``:
+
+    * "radix2" (default, validated on an H100): ``bf_chain_apply``, tiles of samples in
+      shared memory, one pass per factor;
+    * "radix": ``bf_chain_apply_radix``, the same tiles, radix-8 passes in registers;
+    * "passes": ``bf_pass_cols`` for column batches (unit sample stride), one kernel per
+      radix-64 pass with the weights staged once per block (other layouts: "radix2").
+
+    The last two await a GPU run (their index arithmetic is tested on the CPU through
+    ``reference.bf_passes_apply``); the GPU tests and ``benchmarks/gpu_bench.py`` run all three.
+    """
     choice = os.environ.get("GPUFACT_GPU_BUTTERFLY", "radix2")
     if choice not in BUTTERFLY_KERNELS:
         raise ValueError(f"GPUFACT_GPU_BUTTERFLY must be one of {BUTTERFLY_KERNELS}, got {choice!r}")
@@ -225,4 +232,39 @@ def bf_chain_apply_radix(w, passes, N: int, Xc, Yc):
        (w, passes, np.int32(passes.shape[0]), np.int32(N), np.int64(B), np.int32(log2bt),
         Xc, np.int64(xs), np.int64(xb), Yc, np.int64(ys), np.int64(yb)),
        shared_mem=smem)
+    return Yc
+
+
+MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y (the pass kernel's groups)
+
+
+def pass_radix_log2(dtype) -> int:
+    """Largest pass radix (log2) of bf_pass_cols for ``dtype`` (its RMAX: 2^R registers)."""
+    return {4: 6, 8: 5}.get(np.dtype(dtype).itemsize, 4)
+
+
+def bf_pass_cols_apply(w, passes_host, passes, N: int, Xc, Yc):
+    """Yc (N, B) <- butterfly chain @ Xc (N, B), one ``bf_pass_cols`` launch per pass.
+
+    Both views need a unit sample stride (column batches); Yc may be Xc (in place).
+    passes_host / passes: the pass table (numpy / device) from
+    ``plan.butterfly_passes(..., pass_radix_log2(dtype))``.
+    """
+    B = Yc.shape[1]
+    if B == 0:
+        return Yc
+    xs, xb = _elem_strides(Xc)
+    ys, yb = _elem_strides(Yc)
+    if xb != 1 or yb != 1:
+        raise ValueError("bf_pass_cols needs column batches (unit sample stride)")
+    fn = _function("bf_pass_cols", Yc.dtype)
+    threads = 256
+    src, s_si = Xc, xs
+    for p in range(passes_host.shape[0]):
+        G = N >> int(passes_host[p, 0])
+        if G > MAX_GRID_Y:
+            raise ValueError(f"N = {N}: {G} groups exceed the grid limit; use another kernel")
+        fn(((B + threads - 1) // threads, G), (threads,),
+           (w, passes[p], np.int32(N), np.int64(B), src, np.int64(s_si), Yc, np.int64(ys)))
+        src, s_si = Yc, ys
     return Yc

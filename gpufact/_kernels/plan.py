@@ -26,7 +26,8 @@ def make_plan(patterns):
     return np.asarray(steps, dtype=np.int64).reshape(-1, 6), offsets, maxdim
 
 
-PASS_FIELDS = 7  # (R, ld_0, ld_1, ld_2, off_0, off_1, off_2)
+PASS_MAX_RADIX_LOG2 = 6
+PASS_FIELDS = 1 + 2 * PASS_MAX_RADIX_LOG2  # (R, ld_0 .. ld_5, off_0 .. off_5)
 
 
 def butterfly_passes(log2ds, offsets, max_radix_log2: int = 3) -> np.ndarray:
@@ -34,16 +35,16 @@ def butterfly_passes(log2ds, offsets, max_radix_log2: int = 3) -> np.ndarray:
 
     Factor j (application order) pairs rows i and i + 2^ld_j (bit ld_j of i clear) with its
     2x2 block number p = i with bit ld_j removed, at ``offsets[j] + 4 p``. Consecutive factors
-    acting on distinct bits commute with nothing else: the 2^R rows that differ only in those
-    bits form a closed group, so one pass loads each group once, applies its R factors in
-    registers and stores it once (R-fold fewer shared-memory round trips and barriers).
+    acting on distinct bits form a closed group: the 2^R rows that differ only in those bits.
+    One pass loads each group once, applies its R factors in registers and stores it once.
 
-    Returns int64 (P, 7): (R, ld_0, ld_1, ld_2, off_0, off_1, off_2) per pass, levels in
-    application order, unused slots -1 / 0. Greedy: a pass ends at max_radix_log2 factors or
-    before a factor whose bit is already in it.
+    Returns int64 (P, 13): (R, ld_0 .. ld_5, off_0 .. off_5) per pass, levels in application
+    order, unused slots -1 / 0. Greedy: a pass ends at max_radix_log2 factors or before a
+    factor whose bit is already in it. Read by ``bf_chain_apply_radix`` and ``bf_pass_cols``
+    (kernels/ks_apply.cu) and modelled by ``reference.bf_passes_apply``.
     """
-    if not 1 <= max_radix_log2 <= 3:
-        raise ValueError(f"max_radix_log2 must be 1, 2 or 3, got {max_radix_log2}")
+    if not 1 <= max_radix_log2 <= PASS_MAX_RADIX_LOG2:
+        raise ValueError(f"max_radix_log2 must be in 1 .. {PASS_MAX_RADIX_LOG2}, got {max_radix_log2}")
     passes = []
     cur = []
     for ld, off in zip(log2ds, offsets):
@@ -53,11 +54,12 @@ def butterfly_passes(log2ds, offsets, max_radix_log2: int = 3) -> np.ndarray:
         cur.append((int(ld), int(off)))
     if cur:
         passes.append(cur)
+    R_max = PASS_MAX_RADIX_LOG2
     out = np.zeros((len(passes), PASS_FIELDS), dtype=np.int64)
-    out[:, 1:4] = -1
+    out[:, 1:1 + R_max] = -1
     for p, group in enumerate(passes):
         out[p, 0] = len(group)
         for r, (ld, off) in enumerate(group):
             out[p, 1 + r] = ld
-            out[p, 4 + r] = off
+            out[p, 1 + R_max + r] = off
     return out

@@ -65,7 +65,7 @@ def _insert_zero_bit(x, q):
 
 
 def bf_passes_apply(w: np.ndarray, passes: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """NumPy model of ``bf_chain_apply_radix`` (kernels/ks_apply.cu), index for index:
+    """NumPy model of ``bf_chain_apply_radix`` and ``bf_pass_cols`` (kernels/ks_apply.cu):
     the passes of :func:`gpufact._kernels.plan.butterfly_passes` applied to X (N, B).
 
     Pass (R, ld, off): group g (0 <= g < N / 2^R) has base row = g with zero bits inserted at
@@ -74,8 +74,10 @@ def bf_passes_apply(w: np.ndarray, passes: np.ndarray, X: np.ndarray) -> np.ndar
     """
     s = np.array(X, copy=True)
     N = s.shape[0]
-    for R, l0, l1, l2, o0, o1, o2 in passes.tolist():
-        ld, off = [l0, l1, l2][:R], [o0, o1, o2][:R]
+    half = (passes.shape[1] - 1) // 2
+    for row in passes.tolist():
+        R = row[0]
+        ld, off = row[1:1 + R], row[1 + half:1 + half + R]
         g = np.arange(N >> R)
         base = g
         for q in sorted(ld):

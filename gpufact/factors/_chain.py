@@ -22,6 +22,7 @@ class KSChain:
         self._w = {}
         self._gpu_meta = None
         self._gpu_passes = {}
+        self._pass_host = {}
         self.shape = (self.factors[0].shape[0], self.factors[-1].shape[1])
 
     def weights(self, dtype):
@@ -60,7 +61,9 @@ class KSChain:
             from .._kernels.plan import butterfly_passes
 
             lds, offs = zip(*self._bf_rows)
-            passes = cupy.asarray(butterfly_passes(lds, offs, radix_log2))
+            host = butterfly_passes(lds, offs, radix_log2)
+            self._pass_host[radix_log2] = host
+            passes = cupy.asarray(host)
             self._gpu_passes[radix_log2] = passes
         return passes
 
@@ -114,7 +117,13 @@ class KSChain:
         N = self.shape[1]
         meta = self._butterfly_meta()
         if meta is not False:
-            if cuda.butterfly_kernel() == "radix":
+            kernel = cuda.butterfly_kernel()
+            if kernel == "passes" and Xc.strides[1] == Xc.itemsize and out.strides[1] == out.itemsize:
+                R = cuda.pass_radix_log2(dt)
+                passes = self._butterfly_passes(R)
+                if (N >> int(self._pass_host[R][:, 0].min())) <= cuda.MAX_GRID_Y:
+                    return cuda.bf_pass_cols_apply(self.weights(dt), self._pass_host[R], passes, N, Xc, out)
+            if kernel == "radix":
                 if cuda.bf_radix_tile(N, dt.itemsize, cuda._smem_limit(dt.name, "bf_chain_apply_radix")):
                     passes = self._butterfly_passes(cuda.radix_log2(dt))
                     return cuda.bf_chain_apply_radix(self.weights(dt), passes, N, Xc, out)
