@@ -423,8 +423,9 @@ def _topk_mask_fused(M, kr, kc, mask):
 
 @njit(cache=True)
 def _topk_mask_small_k(M, kr, kc, mask):
-    """Same result as _topk_mask_fused for kr, kc <= _SMALL_K, in row-major passes only:
-    per-row and per-column insertion buffers filled in one sweep, then the marks."""
+    """Same result as _topk_mask_fused for kr, kc <= _SMALL_K, in row-major passes only
+    (cache-friendly at any size): row thresholds and marks, then column thresholds (one
+    insertion buffer per column) and marks."""
     mag = np.abs(M)
     m, n = mag.shape
     thr_r = np.empty(m, dtype=mag.dtype)
