@@ -195,3 +195,24 @@ def test_cuda_radix_passes_match_reference(N, dtype, cp):
             cuda.bf_pass_cols_apply(cp.asarray(w), ptab, cp.asarray(ptab), N, Xg, out)
             np.testing.assert_allclose(host(out), ref, rtol=tol(dtype) * 10 * L,
                                        atol=tol(dtype) * 10 * L * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_numba_dense_to_csr_matches_scipy(dtype):
+    import scipy.sparse as sp
+
+    from gpufact._kernels.cpu import dense_to_csr_arrays
+
+    rng = np.random.default_rng(11)
+    for shape in [(0, 5), (5, 0), (1, 1), (37, 53), (64, 64)]:
+        M = (rand(shape, dtype, rng) * (rng.random(shape) < 0.2)).astype(dtype)
+        if M.size:
+            M[0, :] = 0  # an empty row
+        for A in (M, np.asfortranarray(M), M[:, ::-1]):
+            data, indices, indptr = dense_to_csr_arrays(A)
+            ref = sp.csr_matrix(np.ascontiguousarray(A))
+            ref.sort_indices()
+            assert data.dtype == A.dtype and indices.dtype == np.int32
+            np.testing.assert_array_equal(indptr, ref.indptr)
+            np.testing.assert_array_equal(indices, ref.indices)
+            np.testing.assert_array_equal(data, ref.data)

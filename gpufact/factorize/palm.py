@@ -99,8 +99,9 @@ def _herm(M):
 
 
 def _sqnorm(M, xp):
-    """‖M‖²_F as a 0-d real array of M's namespace (one BLAS call, no host sync)."""
-    M = M.ravel()
+    """‖M‖²_F as a 0-d real array of M's namespace (one BLAS call, no host sync; memory
+    order: no copy of Fortran-ordered products)."""
+    M = M.ravel(order="K")
     return xp.vdot(M, M).real
 
 
