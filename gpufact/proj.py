@@ -128,8 +128,11 @@ class _TopK(Constraint):
         return be.xp.where(self._support(M, be), M, 0).astype(M.dtype, copy=False)
 
     def __call__(self, M):
-        be = self._check_input(M)
-        if self._axis is not None and not be.is_gpu:  # one fused Numba call
+        if type(M) is np.ndarray and self._axis is not None and M.shape == self.shape and M.dtype.kind in "fc":
+            be = None  # valid NumPy input (the common case inside PALM: skip the generic checks)
+        else:
+            be = self._check_input(M)
+        if self._axis is not None and (be is None or not be.is_gpu):  # one fused Numba call
             return _kernels.cpu_kernels().topk_project(M, *self._row_col_k(), self.normalized)
         return super().__call__(M)
 

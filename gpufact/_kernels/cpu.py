@@ -462,6 +462,9 @@ def _topk_project_fused(M, kr, kc, normalized, tiny):
     return out
 
 
+_TINY = {np.dtype(t).char: float(np.finfo(t).tiny) for t in (np.float32, np.float64, np.complex64, np.complex128)}
+
+
 def _clip_k(shape, k_row, k_col):
     m, n = shape
     return min(int(k_row), n), min(int(k_col), m)
@@ -510,10 +513,10 @@ def topk_project(M, k_row, k_col, normalized):
     scaled to unit Frobenius norm if ``normalized`` (zero stays zero)."""
     m, n = M.shape
     kr, kc = _clip_k(M.shape, k_row, k_col)
-    tiny = np.finfo(M.real.dtype).tiny
+    tiny = _TINY[M.dtype.char]
     full = (kr >= n and kr > 0) or (kc >= m and kc > 0)
     if not full and (m * n <= _FUSED_MAX or (kr <= _SMALL_K and kc <= _SMALL_K)):
-        return _topk_project_fused(M, kr, kc, bool(normalized), float(tiny))
+        return _topk_project_fused(M, kr, kc, bool(normalized), tiny)
     out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
     if normalized:
         flat = out.ravel()
@@ -584,5 +587,4 @@ def power_norm2_small(M, v, iters):
     """(‖MᴴM v‖ after ``iters`` power steps, last unit iterate) for a small dense NumPy M
     (m, n) and v (n,) of M's dtype: one Numba call instead of ~7 NumPy calls per step (PALM
     on small factors is bound by per-call costs). O(iters · m n); BLAS wins above ~2^12 entries."""
-    tiny = float(np.finfo(M.real.dtype).tiny)
-    return _power_norm2_loops(M, np.ascontiguousarray(v, dtype=M.dtype), int(iters), tiny)
+    return _power_norm2_loops(M, np.ascontiguousarray(v, dtype=M.dtype), int(iters), _TINY[M.dtype.char])

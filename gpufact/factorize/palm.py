@@ -150,7 +150,8 @@ class _Palm:
             self.scale = [_STEP_GROW] * len(factors)
             self.successes = [0] * len(factors)
         self.momentum = False  # inertial steps (Nesterov weights, restarted when the error rises)
-        self._k = xp.asarray(1.0, dtype=A.real.dtype)  # on the device: restarts never sync
+        # momentum counter: a device scalar on the GPU (restarts never sync), a host int here
+        self._k = xp.asarray(1.0, dtype=A.real.dtype) if self.be.is_gpu else 1
         self._prev = None
         self._last_err = None
 
@@ -175,7 +176,8 @@ class _Palm:
         xp, be, lam = self.xp, self.be, self.lam
         Sj, op = self.S[j], self.ops[j]
         if self.momentum and self._prev is not None:
-            beta = ((self._k - 1) / (self._k + 2)).astype(Sj.real.dtype)  # 0 right after a restart
+            beta = (self._k - 1) / (self._k + 2)  # 0 right after a restart
+            beta = beta.astype(Sj.real.dtype) if be.is_gpu else beta
             Sj = Sj + beta * (Sj - self._prev[j])
             op = _op(Sj, be)
         if self.momentum:
@@ -260,7 +262,12 @@ class _Palm:
         err = _sqnorm(self.A - self.lam * P, xp)
         if self.momentum:  # adaptive restart keeps the accelerated run stable
             nxt = self._k + 1
-            self._k = nxt if self._last_err is None else xp.where(err > self._last_err, 1.0, nxt).astype(nxt.dtype)
+            if self._last_err is None:
+                self._k = nxt
+            elif be.is_gpu:
+                self._k = xp.where(err > self._last_err, 1.0, nxt).astype(nxt.dtype)
+            else:
+                self._k = 1 if err > self._last_err else nxt
             self._last_err = err
         return err
 
