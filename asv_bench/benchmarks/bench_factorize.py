@@ -39,6 +39,7 @@ class HierarchicalHadamard:
 
     def setup(self, N):
         self.H = transforms.hadamard_dense(N)
+        hierarchical(transforms.hadamard_dense(8), preset="hadamard")  # loads the Numba kernels
 
     def time_hierarchical(self, N):
         hierarchical(self.H, preset="hadamard")
