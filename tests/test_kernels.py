@@ -216,3 +216,20 @@ def test_numba_dense_to_csr_matches_scipy(dtype):
             np.testing.assert_array_equal(indptr, ref.indptr)
             np.testing.assert_array_equal(indices, ref.indices)
             np.testing.assert_array_equal(data, ref.data)
+
+
+def test_gpu_butterfly_kernel_choice(monkeypatch):
+    from gpufact._kernels import cuda
+
+    monkeypatch.delenv("GPUFACT_GPU_BUTTERFLY", raising=False)
+    assert cuda.butterfly_kernel() == "radix2"
+    for k in cuda.BUTTERFLY_KERNELS:
+        monkeypatch.setenv("GPUFACT_GPU_BUTTERFLY", k)
+        assert cuda.butterfly_kernel() == k
+    monkeypatch.setenv("GPUFACT_GPU_BUTTERFLY", "fastest")
+    with pytest.raises(ValueError, match="GPUFACT_GPU_BUTTERFLY"):
+        cuda.butterfly_kernel()
+    # tile sizes: padded rows, power-of-two tiles within the budget, 0 when a sample cannot fit
+    assert cuda.radix_padded_rows(4096, 4) == 4096 + 128
+    assert cuda.bf_radix_tile(4096, 4) == 4 and cuda.bf_radix_tile(1 << 20, 4) == 0
+    assert cuda.pass_radix_log2(np.float32) == 6 and cuda.pass_radix_log2(np.complex128) == 4
