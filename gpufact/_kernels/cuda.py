@@ -211,7 +211,7 @@ def bf_radix_tile(N: int, itemsize: int, max_smem: int = _SMEM_MAX_BYTES) -> int
 def bf_chain_apply_radix(w, passes, N: int, Xc, Yc):
     """Yc (N, B) <- chain of square butterfly factors @ Xc (N, B) in radix-2^R passes.
 
-    w : weights on the device, dtype of Yc; passes : int64 device array (P, 7) from
+    w : weights on the device, dtype of Yc; passes : int64 device array (P, 13) from
     ``plan.butterfly_passes(..., radix_log2(dtype))``.
     """
     B = Yc.shape[1]
