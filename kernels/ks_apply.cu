@@ -48,6 +48,41 @@ __global__ void ks_factor_apply(const T* __restrict__ w, const T* __restrict__ X
     }
 }
 
+// Tile of bt samples in shared memory, shared by the fused chain kernels: row i of sample t
+// at s[t * Np + i + (i >> pad)] (pad = NO_PAD: unpadded, Np = N). Reads/writes run along the
+// contiguous direction of X/Y (rows i when samples are rows, samples t otherwise).
+constexpr int NO_PAD = 31;  // i >> 31 == 0 for every row index
+
+template <typename T>
+__device__ __forceinline__ void tile_load(T* s, const T* __restrict__ X, long long x_si,
+                                          long long x_sb, int N, int Np, int pad, int log2bt,
+                                          long long b0, int nt) {
+    const int bt = 1 << log2bt;
+    const int tile = N * bt;
+    const bool x_rows = (x_si == 1);  // samples are rows: read along i for coalescing
+    for (int idx = threadIdx.x; idx < tile; idx += blockDim.x) {
+        int i, t;
+        if (x_rows) { t = idx / N; i = idx - t * N; }
+        else        { i = idx >> log2bt; t = idx & (bt - 1); }
+        s[t * Np + i + (i >> pad)] = (t < nt) ? X[(long long)i * x_si + (b0 + t) * x_sb] : T(0);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void tile_store(const T* s, T* __restrict__ Y, long long y_si,
+                                           long long y_sb, int N, int Np, int pad, int log2bt,
+                                           long long b0, int nt) {
+    const int bt = 1 << log2bt;
+    const int tile = N * bt;
+    const bool y_rows = (y_si == 1);
+    for (int idx = threadIdx.x; idx < tile; idx += blockDim.x) {
+        int i, t;
+        if (y_rows) { t = idx / N; i = idx - t * N; }
+        else        { i = idx >> log2bt; t = idx & (bt - 1); }
+        if (t < nt) Y[(long long)i * y_si + (b0 + t) * y_sb] = s[t * Np + i + (i >> pad)];
+    }
+}
+
 // A chain of square butterfly factors (b = c = 2, N = a*2*d, d a power of two), fused:
 // each thread block loads a tile of `bt` samples into shared memory (sample-major layout
 // s[t*N + i], so consecutive threads touch consecutive rows: no bank conflicts), applies all
@@ -65,14 +100,7 @@ __global__ void bf_chain_apply(const T* __restrict__ w, const long long* __restr
     const int bt = 1 << log2bt;
     const long long b0 = (long long)blockIdx.x * bt;
     const int nt = (int)((B - b0) < bt ? (B - b0) : bt);
-    const int tile = N * bt;
-    const bool x_rows = (x_si == 1);  // samples are rows: read along i for coalescing
-    for (int idx = threadIdx.x; idx < tile; idx += blockDim.x) {
-        int i, t;
-        if (x_rows) { t = idx / N; i = idx - t * N; }
-        else        { i = idx >> log2bt; t = idx & (bt - 1); }
-        s[t * N + i] = (t < nt) ? X[(long long)i * x_si + (b0 + t) * x_sb] : T(0);
-    }
+    tile_load(s, X, x_si, x_sb, N, N, NO_PAD, log2bt, b0, nt);
     __syncthreads();
     const int half = N >> 1;
     for (int j = 0; j < J; ++j) {
@@ -95,19 +123,39 @@ __global__ void bf_chain_apply(const T* __restrict__ w, const long long* __restr
         }
         __syncthreads();
     }
-    const bool y_rows = (y_si == 1);
-    for (int idx = threadIdx.x; idx < tile; idx += blockDim.x) {
-        int i, t;
-        if (y_rows) { t = idx / N; i = idx - t * N; }
-        else        { i = idx >> log2bt; t = idx & (bt - 1); }
-        if (t < nt) Y[(long long)i * y_si + (b0 + t) * y_sb] = s[t * N + i];
-    }
+    tile_store(s, Y, y_si, y_sb, N, N, NO_PAD, log2bt, b0, nt);
 }
 
 // Pass tables (gpufact._kernels.plan.butterfly_passes): PASS_FIELDS int64 per pass,
 // (R, ld_0 .. ld_5, off_0 .. off_5), levels in application order.
 #define PASS_RMAX 6
 #define PASS_FIELDS (1 + 2 * PASS_RMAX)
+
+// Decode a pass: ld[r] = its bits in application order (0 beyond R), q = the same bits in
+// ascending order (31 beyond R), for pass_group_base. Fully unrolled: stays in registers.
+template <int RMAX>
+__device__ __forceinline__ void pass_bits(const long long* ps, int R, int (&ld)[RMAX], int (&q)[RMAX]) {
+#pragma unroll
+    for (int r = 0; r < RMAX; ++r) {
+        ld[r] = (r < R) ? (int)ps[1 + r] : 0;
+        q[r] = (r < R) ? ld[r] : 31;
+    }
+#pragma unroll
+    for (int a = 0; a < RMAX; ++a)
+#pragma unroll
+        for (int b = 0; b + 1 < RMAX - a; ++b)
+            if (q[b] > q[b + 1]) { const int tmp = q[b]; q[b] = q[b + 1]; q[b + 1] = tmp; }
+}
+
+// First row of group g of a pass: g with a zero bit inserted at each of its sorted bits q.
+template <int RMAX>
+__device__ __forceinline__ int pass_group_base(int g, int R, const int (&q)[RMAX]) {
+    int base = g;
+#pragma unroll
+    for (int r = 0; r < RMAX; ++r)
+        if (r < R) base = ((base >> q[r]) << (q[r] + 1)) | (base & ((1 << q[r]) - 1));
+    return base;
+}
 
 // The same chain in radix-2^R passes (R <= RMAX), the pass table above. A thread owns a group of 2^R rows (the rows that differ only in bits ld_0..ld_{R-1}),
 // loads its R * 2^(R-1) blocks of 2x2 weights into registers once, and for each of the bt
@@ -132,41 +180,21 @@ __global__ void __launch_bounds__(256) bf_chain_apply_radix(
     const int bt = 1 << log2bt;
     const long long b0 = (long long)blockIdx.x * bt;
     const int nt = (int)((B - b0) < bt ? (B - b0) : bt);
-    const int tile = N * bt;
-    const bool x_rows = (x_si == 1);
-    for (int idx = threadIdx.x; idx < tile; idx += blockDim.x) {
-        int i, t;
-        if (x_rows) { t = idx / N; i = idx - t * N; }
-        else        { i = idx >> log2bt; t = idx & (bt - 1); }
-        s[t * Np + i + (i >> PAD)] = (t < nt) ? X[(long long)i * x_si + (b0 + t) * x_sb] : T(0);
-    }
+    tile_load(s, X, x_si, x_sb, N, Np, PAD, log2bt, b0, nt);
     __syncthreads();
     for (int p = 0; p < P; ++p) {
         const long long* ps = passes + (long long)PASS_FIELDS * p;
         const int R = (int)ps[0];
         if (R < 1 || R > RMAX) __trap();  // the launcher plans with this RMAX
-        int ld[RMAX];
+        int ld[RMAX], q[RMAX];
+        pass_bits<RMAX>(ps, R, ld, q);
         long long off[RMAX];
 #pragma unroll
-        for (int r = 0; r < RMAX; ++r) {
-            ld[r] = (r < R) ? (int)ps[1 + r] : 0;
-            off[r] = (r < R) ? ps[1 + PASS_RMAX + r] : 0;
-        }
-        int q[RMAX];  // the pass's bits in ascending order (for inserting zero bits)
-#pragma unroll
-        for (int r = 0; r < RMAX; ++r) q[r] = (r < R) ? ld[r] : 31;
-#pragma unroll
-        for (int a = 0; a < RMAX; ++a)
-#pragma unroll
-            for (int b = 0; b + 1 < RMAX - a; ++b)
-                if (q[b] > q[b + 1]) { const int tmp = q[b]; q[b] = q[b + 1]; q[b + 1] = tmp; }
+        for (int r = 0; r < RMAX; ++r) off[r] = (r < R) ? ps[1 + PASS_RMAX + r] : 0;
         const int K = 1 << R;
         const int G = N >> R;
         for (int g = threadIdx.x; g < G; g += blockDim.x) {
-            int base = g;
-#pragma unroll
-            for (int r = 0; r < RMAX; ++r)
-                if (r < R) base = ((base >> q[r]) << (q[r] + 1)) | (base & ((1 << q[r]) - 1));
+            const int base = pass_group_base<RMAX>(g, R, q);
             int idx[KMAX];
 #pragma unroll
             for (int k = 0; k < KMAX; ++k) {
@@ -218,13 +246,7 @@ __global__ void __launch_bounds__(256) bf_chain_apply_radix(
         }
         __syncthreads();
     }
-    const bool y_rows = (y_si == 1);
-    for (int idx = threadIdx.x; idx < tile; idx += blockDim.x) {
-        int i, t;
-        if (y_rows) { t = idx / N; i = idx - t * N; }
-        else        { i = idx >> log2bt; t = idx & (bt - 1); }
-        if (t < nt) Y[(long long)i * y_si + (b0 + t) * y_sb] = s[t * Np + i + (i >> PAD)];
-    }
+    tile_store(s, Y, y_si, y_sb, N, Np, PAD, log2bt, b0, nt);
 }
 
 // One radix-2^R pass of a butterfly chain over column batches (X (N, B) with unit sample
@@ -247,21 +269,9 @@ __global__ void __launch_bounds__(256) bf_pass_cols(
     if (R < 1 || R > RMAX) __trap();  // the launcher plans with this RMAX
     const int K = 1 << R;
     const int g = blockIdx.y;
-    int ld[RMAX];
-#pragma unroll
-    for (int r = 0; r < RMAX; ++r) ld[r] = (r < R) ? (int)pass[1 + r] : 0;
-    int q[RMAX];
-#pragma unroll
-    for (int r = 0; r < RMAX; ++r) q[r] = (r < R) ? ld[r] : 31;
-#pragma unroll
-    for (int a = 0; a < RMAX; ++a)
-#pragma unroll
-        for (int b = 0; b + 1 < RMAX - a; ++b)
-            if (q[b] > q[b + 1]) { const int tmp = q[b]; q[b] = q[b + 1]; q[b + 1] = tmp; }
-    int base = g;
-#pragma unroll
-    for (int r = 0; r < RMAX; ++r)
-        if (r < R) base = ((base >> q[r]) << (q[r] + 1)) | (base & ((1 << q[r]) - 1));
+    int ld[RMAX], q[RMAX];
+    pass_bits<RMAX>(pass, R, ld, q);
+    const int base = pass_group_base<RMAX>(g, R, q);
     // stage the weights: entry (r, m) is level r's pair m (= k with bit r removed)
     const int half = K >> 1;
     for (int e = threadIdx.x; e < R * half; e += blockDim.x) {
