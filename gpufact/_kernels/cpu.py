@@ -154,16 +154,18 @@ def _run_plan(w, plan, buf0, buf1, bt):
     return cur
 
 
+@njit(cache=True, inline="always")
+def _batch_dims(X, x_rows, Y, y_rows):
+    """(N input rows, B samples, M output rows) of the batch views X and Y."""
+    if x_rows:
+        return X.shape[1], X.shape[0], (Y.shape[1] if y_rows else Y.shape[0])
+    return X.shape[0], X.shape[1], (Y.shape[1] if y_rows else Y.shape[0])
+
+
 @njit(cache=True, fastmath=_FASTMATH)
 def _apply_tile(w, plan, maxdim, X, x_rows, Y, y_rows, bt, ti):
     """Apply the plan to tile ``ti`` (samples ti*bt ... ti*bt + bt - 1)."""
-    if x_rows:
-        N = X.shape[1]
-        B = X.shape[0]
-    else:
-        N = X.shape[0]
-        B = X.shape[1]
-    M = Y.shape[1] if y_rows else Y.shape[0]
+    N, B, M = _batch_dims(X, x_rows, Y, y_rows)
     b0 = ti * bt
     nt = min(bt, B - b0)
     buf0 = np.zeros(maxdim * bt, dtype=Y.dtype)
@@ -225,13 +227,7 @@ def _run_plan_vector(w, plan, src, dst):
 def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows):
     """Same result as :func:`ks_chain_apply`, one sample at a time on one thread: the path
     for tiny batches (no parallel region, no tiles)."""
-    if x_rows:
-        N = X.shape[1]
-        B = X.shape[0]
-    else:
-        N = X.shape[0]
-        B = X.shape[1]
-    M = Y.shape[1] if y_rows else Y.shape[0]
+    N, B, M = _batch_dims(X, x_rows, Y, y_rows)
     b0 = np.empty(maxdim, dtype=Y.dtype)
     b1 = np.empty(maxdim, dtype=Y.dtype)
     for t in range(B):
