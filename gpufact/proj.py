@@ -86,7 +86,9 @@ class Constraint:
         return be.xp.where(self.support(M), M, 0).astype(M.dtype, copy=False)
 
     def __call__(self, M):
-        be = self._check_input(M)
+        return self._project_normalized(M, self._check_input(M))
+
+    def _project_normalized(self, M, be):
         out = self._project(M, be)
         if self.normalized:
             xp = be.xp
@@ -128,13 +130,12 @@ class _TopK(Constraint):
         return be.xp.where(self._support(M, be), M, 0).astype(M.dtype, copy=False)
 
     def __call__(self, M):
-        if type(M) is np.ndarray and self._axis is not None and M.shape == self.shape and M.dtype.kind in "fc":
-            be = None  # valid NumPy input (the common case inside PALM: skip the generic checks)
-        else:
-            be = self._check_input(M)
-        if self._axis is not None and (be is None or not be.is_gpu):  # one fused Numba call
+        # valid NumPy input, the common case inside PALM, skips the generic checks
+        host = type(M) is np.ndarray and M.shape == self.shape and M.dtype.kind in "fc"
+        be = None if host else self._check_input(M)
+        if self._axis is not None and (host or not be.is_gpu):  # one fused Numba call
             return _kernels.cpu_kernels().topk_project(M, *self._row_col_k(), self.normalized)
-        return super().__call__(M)
+        return self._project_normalized(M, be or self._check_input(M))
 
     def _support(self, M, be):
         if self._axis is None:
