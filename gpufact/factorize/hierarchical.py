@@ -15,7 +15,7 @@ import numpy as np
 from .._backend import get_backend
 from .._validation import check_bool, check_int, check_matrix, check_power_of_two
 from .. import proj
-from .palm import DivergenceError, _Palm, _init_factors, _run, build_product, check_constraints, default_check_every
+from .palm import DivergenceError, _Palm, _init_factors, _run, build_product, check_constraints, check_every_for
 
 __all__ = ["hierarchical", "hadamard_constraints", "rectangular_constraints"]
 
@@ -109,7 +109,7 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     n_iter_local = check_int(n_iter_local, "n_iter_local", min_value=1)
     n_iter_global = check_int(n_iter_global, "n_iter_global", min_value=0)
-    check_every = default_check_every(be) if check_every is None else check_int(check_every, "check_every", min_value=1)
+    check_every = check_every_for(check_every, be)
     accelerate = check_bool(accelerate, "accelerate")
     adaptive_step = check_bool(adaptive_step, "adaptive_step")
     progress = check_bool(progress, "progress")

@@ -32,9 +32,12 @@ from ..proj import Constraint
 __all__ = ["palm4msa", "DivergenceError", "check_constraints"]
 
 
-def default_check_every(be) -> int:
-    """Sweeps between error reads: 1 on the CPU (free), 5 on the GPU (each read syncs)."""
-    return 5 if be.is_gpu else 1
+def check_every_for(check_every, be) -> int:
+    """Sweeps between error reads: ``check_every`` validated, or by default 1 on the CPU
+    (free) and 5 on the GPU (each read syncs)."""
+    if check_every is None:
+        return 5 if be.is_gpu else 1
+    return check_int(check_every, "check_every", min_value=1)
 
 
 class DivergenceError(FloatingPointError):
@@ -366,7 +369,7 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     A = check_matrix(A, "A", be)
     check_constraints(constraints, A.shape)
     max_iter = check_int(max_iter, "max_iter", min_value=1)
-    check_every = default_check_every(be) if check_every is None else check_int(check_every, "check_every", min_value=1)
+    check_every = check_every_for(check_every, be)
     norm_iters = check_int(norm_iters, "norm_iters", min_value=1)
     update_lambda = check_bool(update_lambda, "update_lambda")
     adaptive_step = check_bool(adaptive_step, "adaptive_step")
