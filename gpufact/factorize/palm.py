@@ -159,6 +159,7 @@ class _Palm:
         self._last_err = None
 
     def _lip(self, j, L, RH):
+        """(c = (1 + ε) |λ|² ‖L‖² ‖R‖², ‖L‖²): the step constant and the left factor's part."""
         xp = self.xp
         nL = nR = 1.0
         if L is not None:
@@ -171,8 +172,7 @@ class _Palm:
             if self.vR[j] is None:
                 self.vR[j] = xp.ones(RH.shape[1], dtype=RH.dtype) / np.sqrt(RH.shape[1])
             nR, self.vR[j] = _power_norm2(RH, self.vR[j], xp, iters)
-        self._nL, self._nR = nL, nR
-        return (1 + self.eps) * xp.abs(self.lam) ** 2 * nL * nR
+        return (1 + self.eps) * xp.abs(self.lam) ** 2 * nL * nR, nL
 
     def _update(self, j, L, R):
         """One proximal gradient step on S_j; L, R are the neighbouring products (None = I)."""
@@ -191,47 +191,50 @@ class _Palm:
         RH = None if R is None else _herm(R)
         G = D if R is None else _mm(D, RH, be)
         G = G if L is None else _mm(_herm(L), G, be)
-        c = self._lip(j, L, RH)  # c = 0 only when G = 0: the tiny keeps 0 / 0 out
+        c, nL = self._lip(j, L, RH)  # c = 0 only when G = 0: the tiny keeps 0 / 0 out
         step = (xp.conj(lam) / (c + np.finfo(c.dtype).tiny)).astype(Sj.dtype)
         G = _dense(G)
         if not self.adaptive or self.momentum:
             self.S[j] = self.P[j](Sj - G * step)
         else:
-            # Safeguarded longer step: try 1/c' with c' = c / scale; keep it only if it has
-            # the sufficient decrease the standard step is guaranteed (½ ε L ‖Δ‖², L = c / (1+ε)),
-            # checked on an exact expansion of f(S + Δ) − f(S) = Re λ⟨G, Δ⟩ + ½|λ|² ‖L Δ R‖²
-            # (‖L Δ R‖² ≤ ‖L‖² ‖Δ R‖² for a middle factor). The scale doubles (up to
-            # 8) after two successes in a row and halves on a failure (down to 1). The objective
-            # still never increases.
-            sc = self.scale[j]
-            S_try = self.P[j](Sj - G * (step * (sc.astype(step.dtype) if be.is_gpu else sc)))
-            Dl = S_try - Sj
-            lin = (lam * xp.vdot(G.ravel(), Dl.ravel())).real
-            if R is None:
-                q = _sqnorm(_dense(_mm(L, Dl, be)), xp) if L is not None else _sqnorm(Dl, xp)
-            else:
-                q = _sqnorm(_dense(_mm(_op(Dl, be), R, be)), xp)
-                if L is not None:
-                    q = q * (1 + self.eps) * self._nL
-            lip = c / (1 + self.eps)
-            ok = lin + 0.5 * xp.abs(lam) ** 2 * q <= -0.5 * self.eps * lip * _sqnorm(Dl, xp)
-            # scale policy: halve on a failure, double after two successes in a row (doubling
-            # on every success fails every other try)
-            if be.is_gpu:  # no host sync: both candidates and the policy on the device
-                self.S[j] = xp.where(ok, S_try, self.P[j](Sj - G * step))
-                succ = xp.where(ok, self.successes[j] + 1, 0)
-                grow = ok & (succ >= 2)
-                self.scale[j] = xp.where(grow, xp.minimum(sc * _STEP_GROW, _STEP_MAX),
-                                         xp.where(ok, sc, xp.maximum(sc / _STEP_GROW, 1.0))).astype(sc.dtype)
-                self.successes[j] = xp.where(grow, 0, succ)
-            else:  # host scalars: the branch is free here
-                ok = bool(ok)
-                self.S[j] = S_try if ok else self.P[j](Sj - G * step)
-                succ = self.successes[j] + 1 if ok else 0
-                grow = ok and succ >= 2
-                self.scale[j] = min(sc * _STEP_GROW, _STEP_MAX) if grow else (sc if ok else max(sc / _STEP_GROW, 1.0))
-                self.successes[j] = 0 if grow else succ
+            self._safeguarded_step(j, Sj, G, step, c, nL, L, R)
         self.ops[j] = _op(self.S[j], be)
+
+    def _safeguarded_step(self, j, Sj, G, step, c, nL, L, R):
+        """Sets S_j by a longer step 1/c' (c' = c / scale) if it has the sufficient decrease
+        the standard step is guaranteed (½ ε L ‖Δ‖², L = c / (1+ε)), checked on an exact
+        expansion f(S + Δ) − f(S) = Re λ⟨G, Δ⟩ + ½|λ|² ‖L Δ R‖² (‖L Δ R‖² ≤ ‖L‖² ‖Δ R‖² for a
+        middle factor), else by the standard step 1/c. The scale doubles (up to 8) after two
+        successes in a row and halves on a failure (down to 1). The objective still never
+        increases."""
+        xp, be, lam = self.xp, self.be, self.lam
+        sc = self.scale[j]
+        S_try = self.P[j](Sj - G * (step * (sc.astype(step.dtype) if be.is_gpu else sc)))
+        Dl = S_try - Sj
+        lin = (lam * xp.vdot(G.ravel(), Dl.ravel())).real
+        if R is None:
+            q = _sqnorm(_dense(_mm(L, Dl, be)), xp) if L is not None else _sqnorm(Dl, xp)
+        else:
+            q = _sqnorm(_dense(_mm(_op(Dl, be), R, be)), xp)
+            if L is not None:
+                q = q * (1 + self.eps) * nL
+        lip = c / (1 + self.eps)
+        ok = lin + 0.5 * xp.abs(lam) ** 2 * q <= -0.5 * self.eps * lip * _sqnorm(Dl, xp)
+        # doubling on every success would fail every other try
+        if be.is_gpu:  # no host sync: both candidates and the policy on the device
+            self.S[j] = xp.where(ok, S_try, self.P[j](Sj - G * step))
+            succ = xp.where(ok, self.successes[j] + 1, 0)
+            grow = ok & (succ >= 2)
+            self.scale[j] = xp.where(grow, xp.minimum(sc * _STEP_GROW, _STEP_MAX),
+                                     xp.where(ok, sc, xp.maximum(sc / _STEP_GROW, 1.0))).astype(sc.dtype)
+            self.successes[j] = xp.where(grow, 0, succ)
+        else:  # host scalars: the branch is free here
+            ok = bool(ok)
+            self.S[j] = S_try if ok else self.P[j](Sj - G * step)
+            succ = self.successes[j] + 1 if ok else 0
+            grow = ok and succ >= 2
+            self.scale[j] = min(sc * _STEP_GROW, _STEP_MAX) if grow else (sc if ok else max(sc / _STEP_GROW, 1.0))
+            self.successes[j] = 0 if grow else succ
 
     def sweep(self):
         """One pass over all factors then the λ update; returns the squared error."""
