@@ -424,8 +424,8 @@ def _topk_mask_small_k(M, kr, kc, mask):
     insertion buffer per column) and marks."""
     mag = np.abs(M)
     m, n = mag.shape
-    thr_r = np.empty(m, dtype=mag.dtype)
     if kr > 0:
+        thr_r = np.empty(m, dtype=mag.dtype)
         _kth_rows_small(mag, kr, thr_r)
         _mark_rows(mag, thr_r, kr, mask)
     if kc > 0:
