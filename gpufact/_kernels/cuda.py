@@ -4,6 +4,10 @@ The module is compiled once per (device, source) with NVRTC through ``cupy.RawMo
 with one name expression per dtype; CuPy also caches the binary on disk. Launchers check
 shapes and dtypes, cast scalars to the kernels' C types and skip empty launches: RawKernel
 itself checks nothing.
+
+Launchers take their array namespace from their arguments (never ``import cupy`` for
+arrays) and fetch kernels only through :func:`_get`, so the test suite runs them unchanged
+on NumPy arrays against a host emulation of the same CUDA sources (``tests/cuda_emulator``).
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from .._backend import get_backend
 
 _CTYPE = {
     np.dtype(np.float32): "float",
@@ -55,6 +61,11 @@ def _get(source: str, name: str):
     return _module(source, cupy.cuda.Device().id).get_function(name)
 
 
+def _xp(a):
+    """numpy or cupy, whichever ``a`` belongs to."""
+    return get_backend(a).xp
+
+
 def _function(kernel: str, dtype):
     return _get("ks_apply.cu", f"{kernel}<{_CTYPE[np.dtype(dtype)]}>")
 
@@ -62,11 +73,10 @@ def _function(kernel: str, dtype):
 def topk_mask(mag, k: int, axis: int):
     """uint8 mask of the k largest entries of each row (axis=1) or column (axis=0) of the
     real non-negative C-contiguous matrix ``mag`` (float32/float64); ties -> smaller index."""
-    import cupy
-
-    mag = cupy.ascontiguousarray(mag)
+    xp = _xp(mag)
+    mag = xp.ascontiguousarray(mag)
     m, n = mag.shape
-    mask = cupy.zeros((m, n), dtype=cupy.uint8)
+    mask = xp.zeros((m, n), dtype=xp.uint8)
     if mag.size == 0:
         return mask
     if axis == 1:
@@ -91,13 +101,11 @@ def _elem_strides(A):
 
 def ks_factor_apply(blocks, Xc, Yc):
     """Yc (M, B) <- KS(blocks) @ Xc (N, B); logical column views with any strides."""
-    import cupy
-
     a, d, b, c = blocks.shape
     M, B = Yc.shape
     if M * B == 0:
         return Yc
-    w = cupy.ascontiguousarray(blocks)
+    w = _xp(blocks).ascontiguousarray(blocks)
     xs, xb = _elem_strides(Xc)
     ys, yb = _elem_strides(Yc)
     fn = _function("ks_factor_apply", Yc.dtype)

@@ -44,10 +44,8 @@ class KSChain:
                 ok = ok and b == 2 and c == 2 and a * 2 * d == N and (d & (d - 1)) == 0
                 rows.append((d.bit_length() - 1, off))
             if ok:
-                import cupy
-
                 self._bf_rows = rows
-                self._gpu_meta = cupy.asarray(np.asarray(rows, dtype=np.int64))
+                self._gpu_meta = self.backend.xp.asarray(np.asarray(rows, dtype=np.int64))
             else:
                 self._gpu_meta = False
         return self._gpu_meta
@@ -56,14 +54,12 @@ class KSChain:
         """Radix-2^R pass plan (device array) of a butterfly chain, cached per radix."""
         passes = self._gpu_passes.get(radix_log2)
         if passes is None:
-            import cupy
-
             from .._kernels.plan import butterfly_passes
 
             lds, offs = zip(*self._bf_rows)
             host = butterfly_passes(lds, offs, radix_log2)
             self._pass_host[radix_log2] = host
-            passes = cupy.asarray(host)
+            passes = self.backend.xp.asarray(host)
             self._gpu_passes[radix_log2] = passes
         return passes
 
@@ -107,10 +103,9 @@ class KSChain:
         return out
 
     def _apply_gpu(self, Xc, out):
-        import cupy
-
         from .._kernels import cuda
 
+        xp = self.backend.xp
         dt = out.dtype
         if Xc.dtype != dt:
             Xc = Xc.astype(dt)
@@ -138,7 +133,7 @@ class KSChain:
                 dst = out
             else:
                 m = f.shape[0]
-                dst = cupy.empty((out.shape[1], m), dtype=dt).T if rows_layout else cupy.empty((m, out.shape[1]), dtype=dt)
+                dst = xp.empty((out.shape[1], m), dtype=dt).T if rows_layout else xp.empty((m, out.shape[1]), dtype=dt)
             cuda.ks_factor_apply(f.blocks.astype(dt, copy=False), cur, dst)
             cur = dst
         return out
