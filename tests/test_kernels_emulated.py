@@ -1,0 +1,278 @@
+"""The CUDA kernels and their launchers, run on the host through ``tests/cuda_emulator``.
+
+Where g++ exists (no GPU needed), ``kernels/*.cu`` is compiled for the host and the real
+launchers in ``gpufact._kernels.cuda`` drive it on NumPy arrays: kernel choice, tile sizes,
+shared-memory requests, argument C types and grid limits are those of a GPU run. Every
+fused kernel is checked against the dense product, under forward and reverse thread
+schedules (bit-identical results: no race between two barriers), with the output written
+into a NaN-filled wider buffer (nothing outside it is touched) and the input left as it was.
+The first tests show that the emulator's checks can fail.
+"""
+import types
+
+import numpy as np
+import pytest
+
+from cuda_emulator import EmulatedModule, EmulatorError, compiler
+from conftest import DTYPES, rand, tol
+
+import gpufact
+from gpufact import KSFactor
+from gpufact._kernels import cuda, reference
+from gpufact.factors._chain import KSChain
+
+pytestmark = pytest.mark.skipif(compiler() is None, reason="g++ not installed")
+
+
+@pytest.fixture(scope="module")
+def modules():
+    return {src: EmulatedModule(src) for src in ("ks_apply.cu", "topk.cu")}
+
+
+@pytest.fixture
+def emulated_gpu(modules, monkeypatch):
+    """Route the launchers' kernel lookups to the emulated modules (undone afterwards)."""
+    monkeypatch.setattr(cuda, "_get", lambda source, name: modules[source].get_function(name))
+    cuda._smem_limit.cache_clear()
+    for m in modules.values():
+        m.order = 0
+        m.launches.clear()
+    yield modules
+    cuda._smem_limit.cache_clear()
+
+
+def gpu_chain(factors):
+    """A KSChain over NumPy factors that takes its GPU path (the emulated kernels)."""
+    chain = KSChain(factors)
+    chain.backend = types.SimpleNamespace(xp=np, is_gpu=True, name="emulated")
+    return chain
+
+
+def run_chain(chain, X, layout, modules, order):
+    """chain @ X through _apply_gpu with X, out in ``layout``; out inside a NaN-filled buffer."""
+    M, B = chain.shape[0], X.shape[1]
+    modules["ks_apply.cu"].order = order
+    if layout == "cols":  # (N, B) column batches, out = columns 1 .. B of a wider array
+        big = np.full((M, B + 3), np.nan, dtype=X.dtype)
+        out = big[:, 1:B + 1]
+        Xc = X.copy()
+    else:  # row-major samples (B, N): logical (N, B) transposed views
+        big = np.full((B + 3, M), np.nan, dtype=X.dtype)
+        out = big[1:B + 1].T
+        Xc = np.ascontiguousarray(X.T).T
+    X_before = Xc.copy()
+    chain._apply_gpu(Xc, out)
+    np.testing.assert_array_equal(Xc, X_before)  # input untouched
+    rest = np.ones(big.shape, dtype=bool)
+    if layout == "cols":
+        rest[:, 1:B + 1] = False
+    else:
+        rest[1:B + 1] = False
+    assert np.isnan(big[rest]).all(), "the kernel wrote outside its output"
+    return np.array(out)
+
+
+def check_fused(F, X, layout, modules, expect_kernel):
+    chain = gpu_chain(F.factors)
+    ref = F.toarray() @ X
+    outs = []
+    for order in (0, 1):  # forward and reverse schedules
+        modules["ks_apply.cu"].launches.clear()
+        outs.append(run_chain(chain, X, layout, modules, order))
+        launched = {name.split("<")[0] for name, *_ in modules["ks_apply.cu"].launches}
+        assert launched == {expect_kernel}, launched
+    np.testing.assert_array_equal(outs[0], outs[1])  # no order dependence: no race
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(outs[0], ref, rtol=0, atol=50 * tol(X.dtype) * scale)
+
+
+# --- the emulator's own checks fail when they should --------------------------------------
+
+_BROKEN = r"""
+template <typename T>
+__global__ void neighbour_sum(const T* x, T* y, int n, int sync) {
+    extern __shared__ unsigned char smem_raw[];
+    T* s = reinterpret_cast<T*>(smem_raw);
+    const int i = threadIdx.x;
+    s[i] = x[i];
+    if (sync) __syncthreads();
+    y[i] = s[i] + s[(i + 1) % n];
+}
+__global__ void divergent_barrier(int* y) {
+    if (threadIdx.x < 16) __syncthreads();
+    y[threadIdx.x] = 1;
+}
+__global__ void traps(int* y) { if (threadIdx.x == 3) __trap(); y[threadIdx.x] = 1; }
+__global__ void __launch_bounds__(64) bounded(int* y) { y[threadIdx.x] = threadIdx.x; }
+__global__ void warp_sum(const unsigned long long* x, unsigned long long* y) {
+    unsigned long long v = x[threadIdx.x];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) y[threadIdx.x >> 5] = v;
+}
+template __global__ void neighbour_sum<float>(const float*, float*, int, int);
+"""
+
+
+@pytest.fixture(scope="module")
+def broken():
+    return EmulatedModule("broken.cu", ["neighbour_sum<float>", "divergent_barrier", "traps", "bounded",
+                                        "warp_sum"], code=_BROKEN)
+
+
+def test_emulator_detects_a_race_by_schedule_order(broken):
+    x = np.arange(64, dtype=np.float32)
+    fn = broken.get_function("neighbour_sum<float>")
+    results = {}
+    for sync in (0, 1):
+        for order in (0, 1):
+            broken.order = order
+            y = np.zeros(64, np.float32)
+            fn((1,), (64,), (x, y, np.int32(64), np.int32(sync)), shared_mem=64 * 4)
+            results[sync, order] = y
+    ref = x + np.roll(x, -1)
+    np.testing.assert_array_equal(results[1, 0], ref)
+    np.testing.assert_array_equal(results[1, 1], ref)
+    assert not np.array_equal(results[0, 0], results[0, 1])  # the missing barrier shows
+
+
+def test_emulator_checks_shared_memory_barriers_traps_and_shuffles(broken):
+    x = np.arange(64, dtype=np.float32)
+    y = np.zeros(64, np.float32)
+    broken.order = 0
+    with pytest.raises(EmulatorError, match="outside the 128 dynamic bytes"):
+        broken.get_function("neighbour_sum<float>")((1,), (64,), (x, y, np.int32(64), np.int32(1)), shared_mem=128)
+    yi = np.zeros(64, np.int32)
+    with pytest.raises(EmulatorError, match="deadlock"):
+        broken.get_function("divergent_barrier")((1,), (32,), (yi,))
+    with pytest.raises(EmulatorError, match="__trap"):
+        broken.get_function("traps")((1,), (8,), (yi,))
+    xs = np.arange(128, dtype=np.uint64)
+    ys = np.zeros(4, np.uint64)
+    broken.get_function("warp_sum")((1,), (128,), (xs, ys))
+    np.testing.assert_array_equal(ys, xs.reshape(4, 32).sum(axis=1))
+
+
+def test_emulator_checks_launch_configuration_and_argument_types(broken):
+    x = np.zeros(64, np.float32)
+    fn = broken.get_function("neighbour_sum<float>")
+    with pytest.raises(EmulatorError, match=r"arguments \(pf4,pf4,i8,i4\) do not match"):
+        fn((1,), (64,), (x, x, np.int64(64), np.int32(1)), shared_mem=256)
+    with pytest.raises(EmulatorError, match=r"arguments \(pf8"):
+        fn((1,), (64,), (x.astype(np.float64), x, np.int32(64), np.int32(1)), shared_mem=256)
+    with pytest.raises(TypeError, match="argument 2 is a int"):
+        fn((1,), (64,), (x, x, 64, np.int32(1)), shared_mem=256)
+    with pytest.raises(EmulatorError, match="exceed the function's limit"):
+        fn((1,), (64,), (x, x, np.int32(64), np.int32(1)), shared_mem=64 * 1024)
+    with pytest.raises(EmulatorError, match="exceeds 64 threads"):
+        broken.get_function("bounded")((1,), (128,), (np.zeros(128, np.int32),))
+    with pytest.raises(EmulatorError, match="CUDA's limits"):
+        broken.get_function("bounded")((1, 70000), (1,), (np.zeros(1, np.int32),))
+    with pytest.raises(EmulatorError, match="empty launch"):
+        broken.get_function("bounded")((0,), (32,), (np.zeros(1, np.int32),))
+    with pytest.raises(EmulatorError):
+        fn.max_dynamic_shared_size_bytes = 300 * 1024
+
+
+# --- the butterfly chain kernels -----------------------------------------------------------
+
+@pytest.mark.parametrize("kernel", ["radix2", "radix", "passes"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("N", [2, 16, 256])
+@pytest.mark.parametrize("layout", ["cols", "rows"])
+def test_butterfly_kernels_match_dense(emulated_gpu, monkeypatch, kernel, dtype, N, layout):
+    monkeypatch.setenv("GPUFACT_GPU_BUTTERFLY", kernel)
+    rng = np.random.default_rng(N)
+    F = gpufact.transforms.random_butterfly(N, dtype=dtype, seed=N)
+    expect = {"radix2": "bf_chain_apply", "radix": "bf_chain_apply_radix", "passes": "bf_pass_cols"}[kernel]
+    if kernel == "passes" and layout == "rows":
+        expect = "bf_chain_apply"  # the pass kernel takes column batches only
+    for B in (1, 7, 70):  # one sample, a partial tile, several tiles with a partial last one
+        check_fused(F, rand((N, B), dtype, rng), layout, emulated_gpu, expect)
+
+
+@pytest.mark.parametrize("kernel", ["radix2", "radix", "passes"])
+def test_butterfly_kernels_any_level_order(emulated_gpu, monkeypatch, kernel):
+    """Levels in any order, repeated levels included (passes split before a repeated bit)."""
+    monkeypatch.setenv("GPUFACT_GPU_BUTTERFLY", kernel)
+    rng = np.random.default_rng(3)
+    N, L = 128, 7
+    expect = {"radix2": "bf_chain_apply", "radix": "bf_chain_apply_radix", "passes": "bf_pass_cols"}[kernel]
+    for levels in ([6, 5, 4, 3, 2, 1, 0], [0, 3, 3, 5, 1, 6, 2, 2, 4], list(rng.integers(0, L, 11))):
+        factors = [KSFactor.random((2**lv, 2, 2, N // 2**(lv + 1)), dtype=np.float64, seed=int(s))
+                   for s, lv in enumerate(levels)]
+        F = gpufact.FactorProduct(factors)
+        check_fused(F, rand((N, 33), np.float64, rng), "cols", emulated_gpu, expect)
+
+
+@pytest.mark.parametrize("kernel,dtype", [("radix", np.float32), ("radix", np.complex128),
+                                          ("passes", np.float32), ("passes", np.complex128)])
+def test_butterfly_kernels_large_N(emulated_gpu, monkeypatch, kernel, dtype):
+    """N = 4096: several groups per thread (radix), 64 groups of a radix-64 pass (passes)."""
+    monkeypatch.setenv("GPUFACT_GPU_BUTTERFLY", kernel)
+    rng = np.random.default_rng(5)
+    N = 4096
+    F = gpufact.transforms.hadamard(N).astype(dtype)
+    expect = "bf_chain_apply_radix" if kernel == "radix" else "bf_pass_cols"
+    X = rand((N, 3), dtype, rng)
+    chain = gpu_chain(F.factors)
+    out = run_chain(chain, X, "cols", emulated_gpu, 0)
+    assert {n.split("<")[0] for n, *_ in emulated_gpu["ks_apply.cu"].launches} == {expect}
+    ref = reference.ks_chain_apply([f.blocks for f in reversed(F.factors)], X)  # factor by factor
+    np.testing.assert_allclose(out, ref, rtol=0, atol=50 * tol(dtype) * np.abs(ref).max())
+
+
+def test_too_large_tiles_fall_back_to_one_launch_per_factor(emulated_gpu, monkeypatch):
+    """complex128 at N = 16384 does not fit a shared tile: ks_factor_apply, factor by factor."""
+    monkeypatch.setenv("GPUFACT_GPU_BUTTERFLY", "radix2")
+    N = 16384
+    F = gpufact.transforms.hadamard(N).astype(np.complex128)
+    X = rand((N, 1), np.complex128, np.random.default_rng(0))
+    out = run_chain(gpu_chain(F.factors), X, "rows", emulated_gpu, 0)
+    launched = [n for n, *_ in emulated_gpu["ks_apply.cu"].launches]
+    assert launched == ["ks_factor_apply<complex<double>>"] * 14
+    ref = reference.ks_chain_apply([f.blocks for f in reversed(F.factors)], X)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("layout", ["cols", "rows"])
+def test_generic_ks_factor_kernel_rectangular(emulated_gpu, dtype, layout):
+    """Rectangular Kronecker-sparse factors (b != c, odd sizes): ks_factor_apply per factor."""
+    rng = np.random.default_rng(1)
+    F = gpufact.FactorProduct([KSFactor.random((2, 3, 5, 4), dtype=dtype, seed=1),   # 24 x 40
+                               KSFactor.random((1, 5, 3, 8), dtype=dtype, seed=2)])  # 40 x 24
+    for B in (1, 9):
+        X = rand((F.shape[1], B), dtype, rng)
+        outs = [run_chain(gpu_chain(F.factors), X, layout, emulated_gpu, order) for order in (0, 1)]
+        np.testing.assert_array_equal(outs[0], outs[1])
+        ref = F.toarray() @ X
+        np.testing.assert_allclose(outs[0], ref, rtol=0, atol=50 * tol(dtype) * np.abs(ref).max())
+    assert {n.split("<")[0] for n, *_ in emulated_gpu["ks_apply.cu"].launches} == {"ks_factor_apply"}
+
+
+# --- top-k masks -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_topk_mask_kernel(emulated_gpu, dtype, axis):
+    """Radix select with index-ordered ties, against a stable argsort; vectors longer than
+    one block (1300 > 256 threads) run the scan in several chunks."""
+    rng = np.random.default_rng(2)
+    for shape, k in (((5, 1300), 1), ((5, 1300), 37), ((7, 9), 9), ((40, 6), 2)):
+        if axis == 0:
+            shape = shape[::-1]
+        mag = np.abs(rng.standard_normal(shape)).astype(dtype)
+        mag[mag < 0.5] = 0.5  # many exact ties
+        mag_before = mag.copy()
+        masks = []
+        for order in (0, 1, 7):
+            emulated_gpu["topk.cu"].order = order
+            masks.append(cuda.topk_mask(mag, k, axis))
+        np.testing.assert_array_equal(mag, mag_before)
+        for m in masks[1:]:
+            np.testing.assert_array_equal(m, masks[0])
+        vecs = mag if axis == 1 else mag.T
+        expect = np.zeros(vecs.shape, np.uint8)
+        order_idx = np.argsort(-vecs, axis=1, kind="stable")[:, :k]  # ties: smaller index first
+        np.put_along_axis(expect, order_idx, 1, axis=1)
+        np.testing.assert_array_equal(masks[0], expect if axis == 1 else expect.T)
