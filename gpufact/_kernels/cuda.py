@@ -182,8 +182,10 @@ def butterfly_kernel() -> str:
     * "passes": ``bf_pass_cols`` for column batches (unit sample stride), one kernel per
       radix-64 pass with the weights staged once per block (other layouts: "radix2").
 
-    The last two await a GPU run (their index arithmetic is tested on the CPU through
-    ``reference.bf_passes_apply``); the GPU tests and ``benchmarks/gpu_bench.py`` run all three.
+    All three are checked on every test run, GPU or not: the host emulator of
+    ``tests/test_kernels_emulated.py`` runs them through these launchers against dense
+    references. The last two await a GPU timing before one becomes the default; the GPU
+    tests and ``benchmarks/gpu_bench.py`` run and time all three.
     """
     choice = os.environ.get("GPUFACT_GPU_BUTTERFLY", "radix2")
     if choice not in BUTTERFLY_KERNELS:
