@@ -42,6 +42,15 @@ def check_bool(value, name: str) -> bool:
     return bool(value)
 
 
+def check_seed(seed, name: str = "seed") -> np.random.Generator:
+    """A NumPy Generator from ``seed``: None, an int >= 0, a SeedSequence or a Generator."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and not isinstance(seed, np.random.SeedSequence):
+        check_int(seed, name, min_value=0)
+    return np.random.default_rng(seed)
+
+
 def check_int(value, name: str, *, min_value: int | None = None, max_value: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from ._backend import Backend, get_backend
-from ._validation import check_dtype, check_int, float_dtype_for
+from ._validation import check_dtype, check_int, check_seed, float_dtype_for
 from .factors import CSRFactor, DenseFactor, DiagFactor, Factor, KSFactor, PermFactor
 from .factors._chain import KSChain
 
@@ -268,7 +268,7 @@ def spectral_norm(F, *, tol=1e-6, max_iter=200, seed=0, x0=None, return_vector=F
     xp = be.xp
     n = F.shape[1]
     if x0 is None:
-        rng = np.random.default_rng(seed)
+        rng = check_seed(seed)
         x = xp.asarray(rng.standard_normal(n)).astype(np.result_type(F.dtype, np.float32))
     else:
         x = x0

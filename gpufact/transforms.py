@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_dtype, check_power_of_two
+from ._validation import check_dtype, check_power_of_two, check_seed
 from .factors import KSFactor, PermFactor, butterfly_pattern
 from .product import FactorProduct
 
@@ -74,7 +74,7 @@ def random_butterfly(N: int, dtype=np.float64, seed=None, *, xp=np) -> FactorPro
     real and imaginary parts each), scaled so that E‖F x‖² = ‖x‖²."""
     N = check_power_of_two(N, "N")
     dt = check_dtype(dtype)
-    rng = np.random.default_rng(seed)
+    rng = check_seed(seed)
     factors = []
     for lvl in range(1, _levels(N) + 1):
         a, b, c, d = butterfly_pattern(N, lvl)

@@ -63,3 +63,20 @@ def test_bad_transform_arguments():
         transforms.dft(16, dtype=np.float64)
     with pytest.raises(ValueError, match="norm"):
         transforms.dft(16, norm="forward")
+
+
+def test_random_seeds():
+    """Seeds as int, SeedSequence or Generator give the same draws; bad seeds name 'seed'."""
+    from gpufact import KSFactor
+
+    a = transforms.random_butterfly(16, seed=3).toarray()
+    b = transforms.random_butterfly(16, seed=np.random.SeedSequence(3)).toarray()
+    c = transforms.random_butterfly(16, seed=np.random.default_rng(3)).toarray()
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    assert not np.array_equal(a, transforms.random_butterfly(16, seed=4).toarray())
+    for bad, err in (("x", TypeError), (1.5, TypeError), (True, TypeError), (-1, ValueError)):
+        with pytest.raises(err, match="seed"):
+            transforms.random_butterfly(16, seed=bad)
+        with pytest.raises(err, match="seed"):
+            KSFactor.random((1, 2, 2, 4), seed=bad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import get_backend, to_device as _to_device, to_numpy
-from .._validation import check_dtype, check_finite, check_int, float_dtype_for
+from .._validation import check_dtype, check_finite, check_int, check_seed, float_dtype_for
 from .base import Factor
 
 
@@ -81,7 +81,7 @@ class KSFactor(Factor):
         """Factor with i.i.d. standard normal blocks (complex: real and imaginary parts)."""
         a, b, c, d = _check_pattern(pattern)
         dt = check_dtype(dtype)
-        rng = np.random.default_rng(seed)
+        rng = check_seed(seed)
         shape = (a, d, b, c)
         if dt.kind == "c":
             data = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
