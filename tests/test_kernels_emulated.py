@@ -104,6 +104,11 @@ __global__ void divergent_barrier(int* y) {
 }
 __global__ void traps(int* y) { if (threadIdx.x == 3) __trap(); y[threadIdx.x] = 1; }
 __global__ void __launch_bounds__(64) bounded(int* y) { y[threadIdx.x] = threadIdx.x; }
+__global__ void big_locals(const int* x, int* y) {
+    volatile int local[40000];  // 160 kB: more than a fiber stack
+    for (int i = 0; i < 40000; ++i) local[i] = x[0] + i;
+    y[threadIdx.x] = local[39999];
+}
 __global__ void warp_sum(const unsigned long long* x, unsigned long long* y) {
     unsigned long long v = x[threadIdx.x];
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
@@ -116,7 +121,7 @@ template __global__ void neighbour_sum<float>(const float*, float*, int, int);
 @pytest.fixture(scope="module")
 def broken():
     return EmulatedModule("broken.cu", ["neighbour_sum<float>", "divergent_barrier", "traps", "bounded",
-                                        "warp_sum"], code=_BROKEN)
+                                        "warp_sum", "big_locals"], code=_BROKEN)
 
 
 def test_emulator_detects_a_race_by_schedule_order(broken):
@@ -146,6 +151,9 @@ def test_emulator_checks_shared_memory_barriers_traps_and_shuffles(broken):
         broken.get_function("divergent_barrier")((1,), (32,), (yi,))
     with pytest.raises(EmulatorError, match="__trap"):
         broken.get_function("traps")((1,), (8,), (yi,))
+    big = np.zeros(2, np.int32)  # a 160 kB local array (legal in CUDA: local memory) runs
+    broken.get_function("big_locals")((1,), (2,), (np.array([7], np.int32), big))
+    np.testing.assert_array_equal(big, [7 + 39999] * 2)
     xs = np.arange(128, dtype=np.uint64)
     ys = np.zeros(4, np.uint64)
     broken.get_function("warp_sum")((1,), (128,), (xs, ys))

@@ -17,8 +17,10 @@ checked here, so a launcher bug fails a CPU test instead of corrupting GPU memor
   dynamic shared memory with guard bands, ``__trap()``, and a schedule order (``order``:
   0 forward, 1 reverse, >= 2 seeded shuffles) so that races show as order-dependent results.
 
-Blocks run one after another and threads are cooperative fibers: this checks index
-arithmetic, synchronisation and launch configuration on small problems, not speed.
+Blocks run one after another and threads are cooperative fibers with 1 MiB stacks (local
+arrays as large as real kernels use; a thread that overflows hits a guard page and the
+process stops with SIGSEGV rather than corrupting memory). This checks index arithmetic,
+synchronisation and launch configuration on small problems, not speed.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 KERNELS = HERE.parent.parent / "kernels"
-CXX_FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-w", "-U_FORTIFY_SOURCE")  # fiber longjmps
+# -U_FORTIFY_SOURCE: longjmp between fiber stacks; stack-clash probes: overflows hit the guard
+CXX_FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-w", "-U_FORTIFY_SOURCE", "-fstack-clash-protection")
 MAX_THREADS = 1024
 MAX_GRID = (2**31 - 1, 65535, 65535)
 DEFAULT_DYNAMIC_SMEM = 48 * 1024

@@ -15,6 +15,7 @@
 // Static __shared__ arrays get the same treatment, fresh for each block (shared_array).
 #pragma once
 #include <setjmp.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -49,13 +50,43 @@ struct Fiber {
     State state = RUN;
 };
 
-constexpr std::size_t STACK_BYTES = 1 << 16;
+// Fiber stacks: 1 MiB each (lazily committed), a PROT_NONE page below each; with
+// -fstack-clash-protection every frame touches its pages, so an overflow faults at once.
+constexpr std::size_t STACK_BYTES = 1 << 20;
+constexpr std::size_t GUARD_PAGE = 1 << 16;  // >= the page size on x86-64 and arm64
 constexpr std::size_t GUARD_BYTES = 256;
 constexpr std::size_t SHFL_BYTES = 16;  // widest value a shuffle moves
 
+// n fiber stacks in one mapping, each above its own inaccessible guard page.
+class Stacks {
+   public:
+    ~Stacks() { release(); }
+    bool reserve(unsigned n) {
+        if (n <= n_) return true;
+        release();
+        const std::size_t bytes = (std::size_t)n * (STACK_BYTES + GUARD_PAGE);
+        void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) return false;
+        base_ = static_cast<char*>(p);
+        n_ = n;
+        for (unsigned i = 0; i < n; ++i) mprotect(base_ + (std::size_t)i * (STACK_BYTES + GUARD_PAGE), GUARD_PAGE, PROT_NONE);
+        return true;
+    }
+    char* at(unsigned i) const { return base_ + (std::size_t)i * (STACK_BYTES + GUARD_PAGE) + GUARD_PAGE; }
+
+   private:
+    void release() {
+        if (base_) munmap(base_, (std::size_t)n_ * (STACK_BYTES + GUARD_PAGE));
+        base_ = nullptr;
+        n_ = 0;
+    }
+    char* base_ = nullptr;
+    unsigned n_ = 0;
+};
+
 struct Launch {
     std::vector<Fiber> fibers;
-    std::vector<char> stacks;
+    Stacks stacks;
     std::vector<unsigned char> smem;  // guard | dynamic shared memory | guard
     std::vector<unsigned char> shfl;  // per warp: 32 lanes x SHFL_BYTES
     jmp_buf sched;
@@ -114,7 +145,10 @@ inline bool run_block(int order) {
     const unsigned nwarps = (n + 31) / 32;
     L->fibers.assign(n, Fiber{});
     L->static_smem.clear();
-    L->stacks.resize((std::size_t)n * STACK_BYTES);
+    if (!L->stacks.reserve(n)) {
+        L->error = "cannot map fiber stacks";
+        return false;
+    }
     L->shfl.assign((std::size_t)nwarps * 32 * SHFL_BYTES, 0);
     for (unsigned i = 0; i < n; ++i) {
         Fiber& f = L->fibers[i];
@@ -124,7 +158,7 @@ inline bool run_block(int order) {
         f.lane = (int)(i % 32);
         f.warp = (int)(i / 32);
         getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = L->stacks.data() + (std::size_t)i * STACK_BYTES;
+        f.ctx.uc_stack.ss_sp = L->stacks.at(i);
         f.ctx.uc_stack.ss_size = STACK_BYTES;
         f.ctx.uc_link = nullptr;  // fiber_entry never returns
         makecontext(&f.ctx, (void (*)())fiber_entry, 0);
