@@ -284,3 +284,45 @@ def test_topk_mask_kernel(emulated_gpu, dtype, axis):
         order_idx = np.argsort(-vecs, axis=1, kind="stable")[:, :k]  # ties: smaller index first
         np.put_along_axis(expect, order_idx, 1, axis=1)
         np.testing.assert_array_equal(masks[0], expect if axis == 1 else expect.T)
+
+
+@pytest.mark.parametrize("kernel", ["radix2", "radix"])
+def test_devices_without_the_shared_memory_opt_in(emulated_gpu, monkeypatch, kernel):
+    """If raising max_dynamic_shared_size_bytes fails, tiles fit the default 48 KiB (the
+    emulator refuses anything larger), and a sample that does not fit takes the per-factor
+    kernel."""
+    import cuda_emulator
+
+    def refuse(self, value):
+        raise cuda_emulator.EmulatorError("opt-in refused")
+
+    monkeypatch.setattr(cuda_emulator.EmulatedFunction, "max_dynamic_shared_size_bytes",
+                        property(lambda self: self._max_dyn, refuse))
+    monkeypatch.setenv("GPUFACT_GPU_BUTTERFLY", kernel)
+    rng = np.random.default_rng(4)
+    fused = "bf_chain_apply" if kernel == "radix2" else "bf_chain_apply_radix"
+    for N, expect in ((1024, fused), (16384, "ks_factor_apply")):  # 16384 float32: 64 KiB a sample
+        F = gpufact.transforms.hadamard(N).astype(np.float32)
+        X = rand((N, 40 if N == 1024 else 1), np.float32, rng)
+        emulated_gpu["ks_apply.cu"].launches.clear()
+        out = run_chain(gpu_chain(F.factors), X, "cols", emulated_gpu, 0)
+        launches = emulated_gpu["ks_apply.cu"].launches
+        assert {n.split("<")[0] for n, *_ in launches} == {expect}
+        assert max(smem for *_, smem in launches) <= 48 * 1024
+        ref = reference.ks_chain_apply([f.blocks for f in reversed(F.factors)], X)
+        np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
+def test_pass_kernel_grid_limit_falls_back(emulated_gpu, monkeypatch):
+    """More groups than gridDim.y allows: the chain takes the tile kernel instead; the pass
+    launcher itself refuses such a plan."""
+    monkeypatch.setenv("GPUFACT_GPU_BUTTERFLY", "passes")
+    monkeypatch.setattr(cuda, "MAX_GRID_Y", 2)
+    F = gpufact.transforms.random_butterfly(256, dtype=np.float64, seed=2)
+    check_fused(F, rand((256, 5), np.float64, np.random.default_rng(2)), "cols", emulated_gpu, "bf_chain_apply")
+    chain = gpu_chain(F.factors)
+    chain._butterfly_meta()
+    passes = chain._butterfly_passes(cuda.pass_radix_log2(np.float64))
+    X = np.ones((256, 3))
+    with pytest.raises(ValueError, match="grid limit"):
+        cuda.bf_pass_cols_apply(chain.weights(np.float64), passes, passes, 256, X, np.empty_like(X))
