@@ -80,26 +80,30 @@ def _cache_dir() -> Path:
 
 
 def build(tu: str, tag: str) -> Path:
-    """Compile a translation unit into a shared library (cached by content)."""
+    """Compile a translation unit into a shared library, cached by content, flags and compiler
+    version in ``$GPUFACT_EMULATOR_CACHE`` (default: a folder under the system temp dir)."""
     cxx = compiler()
     if cxx is None:
         raise EmulatorError("g++ not found")
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     header = (HERE / "emulator.h").read_text() + (HERE / "include/cuda/std/complex").read_text()
-    key = hashlib.sha256("\0".join((tu, header, " ".join(CXX_FLAGS), cxx)).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join((tu, header, " ".join(CXX_FLAGS), version)).encode()).hexdigest()[:16]
     lib = _cache_dir() / f"{tag}-{key}.so"
     if lib.is_file():
         return lib
-    work = Path(tempfile.mkdtemp(prefix="gpufact-emu-"))
-    src = work / f"{tag}.cpp"
-    src.write_text(tu)
-    tmp = work / "lib.so"
-    cmd = [cxx, *CXX_FLAGS, "-I", str(HERE / "include"), "-include", str(HERE / "emulator.h"),
-           str(src), "-o", str(tmp)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if res.returncode != 0:
-        raise EmulatorError(f"g++ failed on {tag}:\n{res.stderr[-4000:]}")
-    os.replace(tmp, lib)  # atomic: concurrent test runs never load half a file
-    shutil.rmtree(work, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=lib.parent))  # same filesystem: atomic replace
+    try:
+        src = work / f"{tag}.cpp"
+        src.write_text(tu)
+        tmp = work / "lib.so"
+        cmd = [cxx, *CXX_FLAGS, "-I", str(HERE / "include"), "-include", str(HERE / "emulator.h"),
+               str(src), "-o", str(tmp)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if res.returncode != 0:
+            raise EmulatorError(f"g++ failed on {tag}:\n{res.stderr[-4000:]}")
+        os.replace(tmp, lib)  # atomic: concurrent test runs never load half a file
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return lib
 
 
