@@ -17,6 +17,17 @@ from gpufact._timing import best_time  # noqa: F401  (re-exported for the script
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def interleaved_best(fns: dict, rounds: int = 3, repeat: int = 3) -> dict:
+    """Best time (s) of each named callable over ``rounds`` rounds that visit all of them in
+    turn (best of ``repeat`` each visit): a burst of load on this shared machine then hits
+    every contender, not just the one being timed."""
+    best = {name: np.inf for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], best_time(fn, repeat=repeat))
+    return best
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import scipy.fft
 
-from _common import best_time, write
+from _common import interleaved_best, write
 from gpufact import transforms
 
 
@@ -28,7 +28,7 @@ def main():
         pyfaust = None
     rng = np.random.default_rng(0)
     lines = ["Hadamard matrix as log2(N) butterfly factors, float32 (pyfaust gets the same factors as "
-             "scipy CSR float32). Best of 5 after a warm-up, one process. Ratios > 1: gpufact faster.",
+             "scipy CSR float32). Each time: the best of 3 rounds that visit every library in turn (best of 3 runs each, after a warm-up), one process. Ratios > 1: gpufact faster.",
              "", "| N | B | gpufact F@X (ms) | gpufact X@F.T rows (ms) | dense numpy (ms) | pyfaust (ms) | "
              "scipy.fft.rfft (ms) | vs dense | vs pyfaust | extra memory / (N·B) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -45,15 +45,13 @@ def main():
             Xr = np.ascontiguousarray(X.T)
             Y = F @ X
             assert np.allclose(Y, D @ X, atol=1e-3 * np.abs(Y).max())
-            t_f = best_time(lambda: F @ X)
-            t_r = best_time(lambda: Xr @ F.T)
-            t_d = best_time(lambda: D @ X)
-            t_fft = best_time(lambda: scipy.fft.rfft(X, axis=0))
+            fns = {"f": lambda: F @ X, "r": lambda: Xr @ F.T, "d": lambda: D @ X,
+                   "fft": lambda: scipy.fft.rfft(X, axis=0)}
             if Fp is not None:
                 assert np.allclose(Fp @ X, Y, atol=1e-3 * np.abs(Y).max())
-                t_p = best_time(lambda: Fp @ X)
-            else:
-                t_p = float("nan")
+                fns["p"] = lambda: Fp @ X
+            t = interleaved_best(fns)
+            t_f, t_r, t_d, t_fft, t_p = t["f"], t["r"], t["d"], t["fft"], t.get("p", float("nan"))
             extra = _peak_extra(lambda: F @ X, N * B * 4) / (N * B * 4)
             lines.append(f"| {N} | {B} | {t_f * 1e3:.3f} | {t_r * 1e3:.3f} | {t_d * 1e3:.3f} | {t_p * 1e3:.3f} | "
                          f"{t_fft * 1e3:.3f} | {t_d / t_f:.1f}x | {t_p / t_f:.1f}x | {extra:.2f} |")

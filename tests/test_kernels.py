@@ -15,6 +15,7 @@ CHAINS = [
     [(8, 2, 2, 1), (4, 2, 2, 2), (2, 2, 2, 4), (1, 2, 2, 8)],   # reversed order (F.T)
     [(1, 4, 4, 4), (4, 4, 4, 1)],                               # Monarch, N = 16
     [(2, 3, 2, 2), (1, 5, 12, 1), (1, 3, 5, 1)],                # rectangular chain 8 -> 3
+    [(1, 20, 20, 1), (2, 6, 10, 1)],                            # 20 -> 12: 8x8 blocks + leftovers
 ]
 
 
@@ -28,7 +29,7 @@ def _in_dim(chain):
 
 
 @pytest.mark.parametrize("chain", CHAINS)
-@pytest.mark.parametrize("B", [1, 7, 130])
+@pytest.mark.parametrize("B", [1, 7, 13, 130])
 @pytest.mark.parametrize("bt", [1, 4, 64])
 def test_numba_chain_matches_reference(chain, B, bt, dtype):
     rng = np.random.default_rng(0)
@@ -55,7 +56,7 @@ def test_numba_chain_matches_reference(chain, B, bt, dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("kernel", ["radix2", "radix", "passes"])
 @pytest.mark.parametrize("chain", CHAINS)
-@pytest.mark.parametrize("B", [1, 7, 130])
+@pytest.mark.parametrize("B", [1, 7, 13, 130])
 def test_cuda_chain_matches_numba(chain, B, dtype, kernel, cp, monkeypatch):
     monkeypatch.setenv("GPUFACT_GPU_BUTTERFLY", kernel)
     rng = np.random.default_rng(1)
@@ -70,6 +71,18 @@ def test_cuda_chain_matches_numba(chain, B, dtype, kernel, cp, monkeypatch):
         out = cp.empty((B, ref.shape[0]), dtype=dtype).T if rows else cp.empty(ref.shape, dtype=dtype)
         chain_gpu.apply_cols(Xg if not rows else cp.ascontiguousarray(Xg.T).T, out)
         np.testing.assert_allclose(host(out), ref, rtol=tol(dtype) * 10, atol=tol(dtype) * 10 * np.abs(ref).max())
+
+
+def test_cpu_tile_width():
+    from gpufact._kernels.cpu import TILE_BYTES, TILE_MAX_BYTES, tile_width
+
+    assert tile_width(4096, 4, 1024, 2, rows=False) == TILE_BYTES // 4  # 128 float32 samples
+    assert tile_width(4096, 4, 1024, 2, rows=True) == 64                # row tiles beyond L2
+    assert tile_width(256, 4, 2048, 2, rows=True) == TILE_BYTES // 4    # small row tiles stay wide
+    assert tile_width(1 << 16, 4, 4096, 2, rows=False) * (1 << 16) * 4 <= TILE_MAX_BYTES
+    assert tile_width(1 << 22, 8, 4096, 2, rows=False) == 8             # transposes' vector width
+    assert tile_width(4096, 4, 20, 2, rows=False) == 10                 # an even share of the batch
+    assert tile_width(4096, 16, 1, 4, rows=True) == 1
 
 
 def test_plan_marks_butterflies():

@@ -24,9 +24,30 @@ Works on row-major samples (X of shape (B, N): the ``X @ F.T`` case) and on colu
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core.extending import intrinsic
 
-TILE_BYTES = 512  # bytes per tile row: 128 float32 samples, 64 float64 (measured best, N=4096)
+TILE_BYTES = 512  # bytes per tile row, column batches: 128 float32 samples (best at N = 4096)
+TILE_ROWS_SAMPLES = 64  # row-major samples: tiles beyond TILE_ROWS_BYTES (L2-sized) keep 64
+TILE_ROWS_BYTES = 256 << 10  # samples at most (N = 1024-16384 float32: 1.1-1.4x faster)
+TILE_MAX_BYTES = 4 << 20  # one tile buffer at most: N = 16384 float32 -> 64 samples (1.3-1.4x)
+
+
+def tile_width(maxdim: int, itemsize: int, B: int, threads: int, rows: bool) -> int:
+    """Samples per tile of :func:`ks_chain_apply`: TILE_BYTES per tile row; when either side
+    is row-major, a tile larger than TILE_ROWS_BYTES keeps at most TILE_ROWS_SAMPLES (the
+    transposes move 8-sample strips across all rows of the tile); each of the two tile
+    buffers at most TILE_MAX_BYTES (but >= 8 samples, the transposes' vector width); and no
+    wider than an even share of the batch, so that the per-thread tiles (2·maxdim·bt each)
+    add up to ~2·maxdim·B at most."""
+    bt = TILE_BYTES // itemsize
+    if rows:
+        bt = min(bt, max(TILE_ROWS_SAMPLES, TILE_ROWS_BYTES // (maxdim * itemsize)))
+    bt = min(bt, max(8, TILE_MAX_BYTES // (maxdim * itemsize)))
+    return max(1, min(bt, -(-B // threads)))
+
+
 _FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
 # Rows of a tile are 1-D slices ``buf[i*bt:(i+1)*bt]``: loops over a slice with a runtime
@@ -57,21 +78,61 @@ def _generic_step(w, off, a, b, c, d, src, dst, bt):
                         y[t] += ws * x[t]
 
 
+# 8 x 8 block transpose as LLVM vector shuffles (Numba leaves a scalar transpose scalar:
+# 64 single-element loads and stores). Rows move as raw 8·itemsize-bit lanes, so one network
+# serves every dtype; the backend lowers it to the target's unpack/permute instructions.
+_LO, _HI = (0, 8, 1, 9, 4, 12, 5, 13), (2, 10, 3, 11, 6, 14, 7, 15)  # interleave pairs of rows
+_SLO, _SHI = (0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)  # then pairs of pairs
+_PLO, _PHI = (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)  # then halves
+
+
+@intrinsic
+def _transpose8(typingctx, src, so, ss, dst, do, ds):
+    """dst[do + i*ds + k] = src[so + k*ss + i] for i, k < 8: 1-D contiguous arrays of one
+    dtype, offsets and strides in elements (no bounds checks: the callers' loops guarantee)."""
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array) and src.dtype == dst.dtype
+            and src.ndim == 1 and dst.ndim == 1):
+        return None
+    sig = types.void(src, so, ss, dst, do, ds)
+
+    def codegen(context, builder, signature, args):
+        nbytes = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
+        vty = ir.VectorType(ir.IntType(8 * nbytes), 8)
+        mask_ty = ir.VectorType(ir.IntType(32), 8)
+        vals = {i: context.cast(builder, args[i], signature.args[i], types.intp) for i in (1, 2, 4, 5)}
+
+        def row_ptr(k, arr, off, stride):
+            data = context.make_array(signature.args[arr])(context, builder, args[arr]).data
+            idx = builder.add(vals[off], builder.mul(vals[stride], ir.Constant(vals[stride].type, k)))
+            return builder.bitcast(builder.gep(data, [idx]), vty.as_pointer())
+
+        def shuf(a, b, m):
+            return builder.shuffle_vector(a, b, ir.Constant(mask_ty, list(m)))
+
+        r = [builder.load(row_ptr(k, 0, 1, 2), align=nbytes) for k in range(8)]
+        t = [shuf(r[p - p % 2], r[p - p % 2 + 1], _HI if p % 2 else _LO) for p in range(8)]
+        u = [shuf(t[a], t[b], m) for a, b in ((0, 2), (1, 3), (4, 6), (5, 7)) for m in (_SLO, _SHI)]
+        out = [shuf(u[j], u[j + 4], _PLO) for j in range(4)] + [shuf(u[j], u[j + 4], _PHI) for j in range(4)]
+        for i in range(8):
+            builder.store(out[i], row_ptr(i, 3, 4, 5), align=nbytes)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True)
 def _load_rows(X, b0, nt, buf, bt):
-    """buf[i*bt + t] = X[b0 + t, i]: an in-cache transpose in 8 x 8 blocks."""
+    """buf[i*bt + t] = X[b0 + t, i]: 8 x 8 vector transposes, walking along 8 rows of X."""
     N = X.shape[1]
     n8 = N - N % 8
     t8 = nt - nt % 8
-    for i0 in range(0, n8, 8):
-        for t0 in range(0, t8, 8):
-            for i in range(i0, i0 + 8):
-                row = buf[i * bt + t0:i * bt + t0 + 8]
-                for k in range(8):
-                    row[k] = X[b0 + t0 + k, i]
-        for t in range(t8, nt):
-            for i in range(i0, i0 + 8):
-                buf[i * bt + t] = X[b0 + t, i]
+    x = X.reshape(-1)
+    for t0 in range(0, t8, 8):
+        for i0 in range(0, n8, 8):
+            _transpose8(x, (b0 + t0) * N + i0, N, buf, i0 * bt + t0, bt)
+    for t in range(t8, nt):
+        for i in range(n8):
+            buf[i * bt + t] = X[b0 + t, i]
     for i in range(n8, N):
         for t in range(nt):
             buf[i * bt + t] = X[b0 + t, i]
@@ -97,17 +158,15 @@ def _store_rows(buf, bt, Y, b0, nt):
     M = Y.shape[1]
     m8 = M - M % 8
     t8 = nt - nt % 8
-    for t0 in range(0, t8, 8):
-        for i0 in range(0, m8, 8):
-            for t in range(t0, t0 + 8):
-                row = Y[b0 + t, i0:i0 + 8]
-                for k in range(8):
-                    row[k] = buf[(i0 + k) * bt + t]
-        for i in range(m8, M):
-            for t in range(t0, t0 + 8):
-                Y[b0 + t, i] = buf[i * bt + t]
+    y = Y.reshape(-1)
+    for i0 in range(0, m8, 8):
+        for t0 in range(0, t8, 8):
+            _transpose8(buf, i0 * bt + t0, bt, y, (b0 + t0) * M + i0, M)
     for t in range(t8, nt):
-        for i in range(M):
+        for i in range(m8):
+            Y[b0 + t, i] = buf[i * bt + t]
+    for i in range(m8, M):
+        for t in range(nt):
             Y[b0 + t, i] = buf[i * bt + t]
 
 

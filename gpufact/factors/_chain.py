@@ -74,7 +74,7 @@ class KSChain:
     def _apply_cpu(self, Xc, out):
         import numba
 
-        from .._kernels.cpu import TILE_BYTES, ks_chain_apply, ks_chain_apply_serial
+        from .._kernels.cpu import ks_chain_apply, ks_chain_apply_serial, tile_width
 
         dt = out.dtype
         if Xc.dtype != dt:
@@ -95,10 +95,7 @@ class KSChain:
         if B <= _SMALL_B:  # one tile, one thread
             ks_chain_apply_serial(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows)
             return out
-        # tile width: TILE_BYTES per row, but no wider than an even share of the batch, so
-        # the per-thread tiles (2 * max_dim * bt each) add up to at most ~2 * max_dim * B
-        threads = numba.get_num_threads()
-        bt = max(1, min(TILE_BYTES // dt.itemsize, -(-B // threads)))
+        bt = tile_width(self.maxdim, dt.itemsize, B, numba.get_num_threads(), x_rows or y_rows)
         ks_chain_apply(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, bt)
         return out
 
