@@ -17,9 +17,11 @@ Plans (see :func:`gpufact._kernels.plan.make_plan`) are int64 arrays of steps
 (A fused radix-4 step, two butterfly factors per pass, was measured slower here: Numba's
 loops over 8 rows lose vectorisation to alias checks.)
 
-Time O(B * sum_j nnz_j); extra memory 2 * max_dim * bt per thread, independent of B.
-Works on row-major samples (X of shape (B, N): the ``X @ F.T`` case) and on column batches
-(X of shape (N, B)) without transposing the data in memory.
+Time O(B * sum_j nnz_j); extra memory 2 * max_dim * bt per thread (``tile_width``), at most
+~2 * max_dim * B. Works on column batches (X of shape (N, B)) and on row-major samples (X of
+shape (B, N): the ``X @ F.T`` case) without a transposed copy of the data: row-major tiles
+are transposed into the tile buffer and back while in cache, 8 x 8 blocks at a time as LLVM
+vector shuffles (``_transpose8``), so both layouts run at the same speed.
 """
 from __future__ import annotations
 
