@@ -132,3 +132,17 @@ def test_inputs_are_never_modified(xp):
     blocks0 = host(F.factors[0].blocks).copy()
     (F * 3.0) @ X
     np.testing.assert_array_equal(host(F.factors[0].blocks), blocks0)
+
+
+def test_factor_arrays_are_read_only_views():
+    """Products cache derived data (fused weights, dtype): writes through a factor are
+    refused, and the caller's own array keeps its flags (it is referenced, not copied)."""
+    blocks = np.ones((2, 4, 2, 2))
+    M, d, p = np.ones((3, 5)), np.arange(1.0, 5.0), np.array([2, 0, 1])
+    for factor, attr, given in ((KSFactor(blocks), "blocks", blocks), (DenseFactor(M), "matrix", M),
+                                (DiagFactor(d), "diag", d), (PermFactor(p), "perm", p)):
+        arr = getattr(factor, attr)
+        with pytest.raises(ValueError, match="read-only"):
+            arr[(0,) * arr.ndim] = 7
+        assert given.flags.writeable
+        assert np.shares_memory(arr, given)

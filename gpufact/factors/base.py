@@ -6,6 +6,15 @@ import numpy as np
 from .._backend import Backend
 
 
+def _readonly(a):
+    """A read-only view of a NumPy array (the caller's array keeps its flags); other arrays
+    (CuPy has no read-only flag) as they are."""
+    if isinstance(a, np.ndarray):
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
 class Factor:
     """A linear map stored in a fast format. Subclasses define the abstract members.
 
@@ -14,6 +23,12 @@ class Factor:
     ``astype``, ``to_device`` and ``apply_cols(Xc, out)`` computing ``out = F @ Xc`` for a
     logical (n, B) column batch ``Xc`` with any strides (``out`` is a preallocated (m, B)
     array of the result dtype). Nothing modifies its inputs.
+
+    Factors are immutable. They keep references to the arrays they are given (a copy only
+    for a dtype conversion or ``copy=True``), and their NumPy arrays (``blocks``, ``matrix``,
+    ``diag``, ``perm``) are read-only views: products cache derived data (a chain's
+    concatenated weights, the result dtype), which a write in place would leave stale.
+    To change a factor, build a new one from a modified copy.
     """
 
     # make ``ndarray @ F`` defer to F.__rmatmul__ (NumPy and CuPy)

@@ -5,7 +5,7 @@ import numpy as np
 
 from .._backend import get_backend, to_device as _to_device, to_numpy
 from .._validation import check_dtype, check_finite, float_dtype_for
-from .base import Factor
+from .base import Factor, _readonly
 
 
 class DenseFactor(Factor):
@@ -22,7 +22,7 @@ class DenseFactor(Factor):
         dt = float_dtype_for(matrix.dtype)
         if check:
             check_finite(matrix, "matrix", be.xp)
-        self.matrix = matrix.astype(dt) if matrix.dtype != dt else matrix
+        self.matrix = _readonly(matrix.astype(dt) if matrix.dtype != dt else matrix)
         self.backend = be
         self.shape = tuple(int(s) for s in matrix.shape)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .._backend import get_backend, to_device as _to_device, to_numpy
 from .._validation import check_dtype, check_finite, float_dtype_for
-from .base import Factor
+from .base import Factor, _readonly
 
 
 class DiagFactor(Factor):
@@ -20,7 +20,7 @@ class DiagFactor(Factor):
         dt = float_dtype_for(diag.dtype)
         if check:
             check_finite(diag, "diag", be.xp)
-        self.diag = diag.astype(dt) if diag.dtype != dt else diag
+        self.diag = _readonly(diag.astype(dt) if diag.dtype != dt else diag)
         self.backend = be
         n = int(diag.shape[0])
         self.shape = (n, n)

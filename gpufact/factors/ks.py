@@ -5,7 +5,7 @@ import numpy as np
 
 from .._backend import get_backend, to_device as _to_device, to_numpy
 from .._validation import check_dtype, check_finite, check_int, check_seed, float_dtype_for
-from .base import Factor
+from .base import Factor, _readonly
 
 
 def ks_support(a: int, b: int, c: int, d: int, xp=np):
@@ -58,7 +58,7 @@ class KSFactor(Factor):
         if check:
             check_finite(blocks, "blocks", be.xp)
         blocks = be.xp.array(blocks, dtype=dt, copy=True) if (copy or blocks.dtype != dt) else blocks
-        self.blocks = be.xp.ascontiguousarray(blocks)
+        self.blocks = _readonly(be.xp.ascontiguousarray(blocks))
         self.backend = be
         a, d, b, c = self.blocks.shape
         self.shape = (a * b * d, a * c * d)

@@ -5,7 +5,7 @@ import numpy as np
 
 from .._backend import get_backend, to_device as _to_device, to_numpy
 from .._validation import check_dtype
-from .base import Factor
+from .base import Factor, _readonly
 
 
 class PermFactor(Factor):
@@ -30,7 +30,7 @@ class PermFactor(Factor):
             h = np.sort(to_numpy(perm))
             if not np.array_equal(h, np.arange(n)):
                 raise ValueError("perm is not a permutation of 0..n-1")
-        self.perm = perm.astype(np.int64) if perm.dtype != np.int64 else perm
+        self.perm = _readonly(perm.astype(np.int64) if perm.dtype != np.int64 else perm)
         self._dtype = check_dtype(dtype)
         self.backend = be
         self.shape = (n, n)
