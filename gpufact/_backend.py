@@ -86,13 +86,13 @@ def _is_array(x) -> bool:
 def _backend_of(x) -> Backend | None:
     if type(x) is np.ndarray:  # fast path (called per PALM step)
         return NUMPY
+    be = getattr(x, "backend", None)  # gpufact objects (factors, products)
+    if isinstance(be, Backend):
+        return be
     if is_numpy_array(x) or isinstance(x, np.generic):
         return NUMPY
     if is_cupy_array(x):
         return _cupy_backend()
-    be = getattr(x, "backend", None)  # gpufact objects (factors, products)
-    if isinstance(be, Backend):
-        return be
     mod = type(x).__module__ or ""
     if mod.startswith("scipy.sparse"):
         return NUMPY

@@ -62,6 +62,8 @@ class FactorProduct:
         self.shape = (factors[0].shape[0], factors[-1].shape[1])
         self._segments = None
         self._T = None
+        self._dtype = np.result_type(*[f.dtype for f in factors])  # factors are immutable
+        self._result_dtypes = {}
 
     # --- description ---------------------------------------------------------------------
     @property
@@ -74,7 +76,7 @@ class FactorProduct:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.result_type(*[f.dtype for f in self._factors])
+        return self._dtype
 
     @property
     def device(self) -> str:
@@ -157,9 +159,12 @@ class FactorProduct:
         return self._segments
 
     def _result_dtype(self, X, name):
-        if X.dtype.kind not in "biufc":
-            raise TypeError(f"{name}: unsupported dtype {X.dtype}")
-        return np.result_type(self.dtype, float_dtype_for(X.dtype))
+        dt = self._result_dtypes.get(X.dtype)
+        if dt is None:
+            if X.dtype.kind not in "biufc":
+                raise TypeError(f"{name}: unsupported dtype {X.dtype}")
+            dt = self._result_dtypes[X.dtype] = np.result_type(self.dtype, float_dtype_for(X.dtype))
+        return dt
 
     def _apply_cols(self, Xc, out_rows: bool, dtype):
         """F @ Xc for a logical (N, B) view; returns a logical (M, B) view.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._kernels import cpu_kernels
 from .._kernels.plan import make_plan
 
 _SMALL_B = 8  # up to this many samples: one tile on one thread
@@ -72,10 +73,7 @@ class KSChain:
         return self._apply_cpu(Xc, out)
 
     def _apply_cpu(self, Xc, out):
-        import numba
-
-        from .._kernels.cpu import ks_chain_apply, ks_chain_apply_serial, tile_width
-
+        k = cpu_kernels()
         dt = out.dtype
         if Xc.dtype != dt:
             Xc = Xc.astype(dt)
@@ -93,10 +91,12 @@ class KSChain:
             raise ValueError("out must be C- or F-contiguous")
         B = Xc.shape[1]
         if B <= _SMALL_B:  # one tile, one thread
-            ks_chain_apply_serial(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows)
+            k.ks_chain_apply_serial(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows)
             return out
-        bt = tile_width(self.maxdim, dt.itemsize, B, numba.get_num_threads(), x_rows or y_rows)
-        ks_chain_apply(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, bt)
+        import numba
+
+        bt = k.tile_width(self.maxdim, dt.itemsize, B, numba.get_num_threads(), x_rows or y_rows)
+        k.ks_chain_apply(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, bt)
         return out
 
     def _apply_gpu(self, Xc, out):
