@@ -256,21 +256,32 @@ def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
+def _radix2_vector(w, off, a, d, src, dst):
+    """One butterfly factor on one vector: for each of the a blocks, the rows i and i + d as
+    1-D views (vectorised along the block, the weights read at stride 4; 2x faster than
+    indexing the flat buffers)."""
+    for al in range(a):
+        base = al * 2 * d
+        x0 = src[base:base + d]
+        x1 = src[base + d:base + 2 * d]
+        y0 = dst[base:base + d]
+        y1 = dst[base + d:base + 2 * d]
+        wk = w[off + al * d * 4:off + (al + 1) * d * 4]
+        for t in range(d):
+            u = x0[t]
+            v = x1[t]
+            y0[t] = wk[4 * t] * u + wk[4 * t + 1] * v
+            y1[t] = wk[4 * t + 2] * u + wk[4 * t + 3] * v
+
+
+@njit(cache=True, fastmath=_FASTMATH)
 def _run_plan_vector(w, plan, src, dst):
-    """Apply the plan to one vector held in ``src`` (scalar loops, no tile views: for tiny
-    batches the per-row view overhead of the tiled path dominates). Returns the result buffer."""
+    """Apply the plan to one vector held in ``src`` (no tiles: for tiny batches the per-row
+    view overhead of the tiled path dominates). Returns the result buffer."""
     for j in range(plan.shape[0]):
         kind, a, b, c, d, off = plan[j, 0], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], plan[j, 5]
         if kind == 1:
-            for al in range(a):
-                base = al * 2 * d
-                for de in range(d):
-                    k = off + (al * d + de) * 4
-                    i0 = base + de
-                    u = src[i0]
-                    v = src[i0 + d]
-                    dst[i0] = w[k] * u + w[k + 1] * v
-                    dst[i0 + d] = w[k + 2] * u + w[k + 3] * v
+            _radix2_vector(w, off, a, d, src, dst)
         else:
             for al in range(a):
                 for de in range(d):
