@@ -39,6 +39,7 @@ def kernel_source_path(name: str) -> Path:
     raise FileNotFoundError(f"CUDA source {name!r} not found next to gpufact (broken install?)")
 
 
+NVRTC_OPTIONS = ("-std=c++17",)  # what RawModule adds to CuPy's own (include paths, arch)
 _SOURCES = {  # file -> name expressions compiled from it
     "ks_apply.cu": tuple(f"{k}<{c}>" for k in _KERNELS for c in _CTYPE.values()),
     "topk.cu": ("topk_mask<float, unsigned int>", "topk_mask<double, unsigned long long>"),
@@ -52,7 +53,7 @@ def _module(source: str, device_id: int):
 
     src = kernel_source_path(source).read_text()
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=src, options=("-std=c++17",), name_expressions=list(_SOURCES[source]))
+        return cupy.RawModule(code=src, options=NVRTC_OPTIONS, name_expressions=list(_SOURCES[source]))
 
 
 def _get(source: str, name: str):
