@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gpufact._kernels import reference
-from gpufact._kernels.cpu import ks_chain_apply, ks_chain_apply_serial
+from gpufact._kernels.cpu import ks_chain_apply, ks_chain_apply_planar, ks_chain_apply_serial
 from gpufact._kernels.plan import make_plan
 from gpufact.factors._chain import KSChain
 from gpufact import KSFactor
@@ -51,6 +51,14 @@ def test_numba_chain_matches_reference(chain, B, bt, dtype):
                 ks_chain_apply_serial(w, plan, maxdim, Xin, x_rows, Y, y_rows)
                 got = Y.T if y_rows else Y
                 np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
+            if dtype.kind == "c":  # complex tiles held planar (the path _apply_cpu takes)
+                Y[...] = np.nan
+                X_before = Xin.copy()
+                ks_chain_apply_planar(np.ascontiguousarray(w.real), np.ascontiguousarray(w.imag), plan, maxdim,
+                                      Xin, x_rows, Y, y_rows, bt)
+                got = Y.T if y_rows else Y
+                np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
+                np.testing.assert_array_equal(Xin, X_before)
 
 
 @pytest.mark.gpu

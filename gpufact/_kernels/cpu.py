@@ -255,6 +255,141 @@ def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt):
         _apply_tile(w, plan, maxdim, X, x_rows, Y, y_rows, bt, ti)
 
 
+# ---- complex tiles held planar -------------------------------------------------------------
+# Numba's complex arithmetic on interleaved (re, im) rows vectorises poorly (shuffles around
+# every product); a tile row of bt complex samples is held as bt real parts then bt imaginary
+# parts in a real buffer, and every complex multiply-add becomes four real vector FMAs:
+# 4.2x faster per butterfly level (complex64, N = 4096, 64 samples). Weights are split into
+# real and imaginary arrays once (KSChain.weights_planar).
+
+
+@njit(cache=True)
+def _split_row(row, tmp, bt):
+    """In place: bt interleaved complex values (2·bt reals) -> bt real parts, bt imaginary."""
+    for t in range(bt):
+        tmp[t] = row[2 * t + 1]
+    for t in range(bt):  # row[t] <- row[2t]: index 2t >= t is read before it is written
+        row[t] = row[2 * t]
+    for t in range(bt):
+        row[bt + t] = tmp[t]
+
+
+@njit(cache=True)
+def _merge_row(row, tmp, bt):
+    """In place: the inverse of :func:`_split_row`."""
+    for t in range(bt):
+        tmp[t] = row[bt + t]
+    for t in range(bt - 1, -1, -1):  # row[2t] <- row[t], downwards: row[t] is still unwritten
+        row[2 * t] = row[t]
+    for t in range(bt):
+        row[2 * t + 1] = tmp[t]
+
+
+@njit(cache=True)
+def _copy_cols_planar(A, b0, buf, n, nt, bt, into_buf):
+    """Column batches: the first n rows of complex A[:, b0:b0+nt] <-> planar buffer rows."""
+    for i in range(n):
+        ar = A[i, b0:b0 + nt]
+        re = buf[2 * i * bt:2 * i * bt + nt]
+        im = buf[(2 * i + 1) * bt:(2 * i + 1) * bt + nt]
+        if into_buf:
+            for t in range(nt):
+                re[t] = ar[t].real
+                im[t] = ar[t].imag
+        else:
+            for t in range(nt):
+                ar[t] = complex(re[t], im[t])
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _radix2_step_planar(wr, wi, off, a, d, src, dst, bt):
+    for al in range(a):
+        for de in range(d):
+            k = off + (al * d + de) * 4
+            a00, a01, a10, a11 = wr[k], wr[k + 1], wr[k + 2], wr[k + 3]
+            b00, b01, b10, b11 = wi[k], wi[k + 1], wi[k + 2], wi[k + 3]
+            i0 = al * 2 * d + de
+            x0 = _row(src, i0, 2 * bt)
+            x1 = _row(src, i0 + d, 2 * bt)
+            y0 = _row(dst, i0, 2 * bt)
+            y1 = _row(dst, i0 + d, 2 * bt)
+            for t in range(bt):
+                ur = x0[t]
+                ui = x0[bt + t]
+                vr = x1[t]
+                vi = x1[bt + t]
+                y0[t] = a00 * ur - b00 * ui + a01 * vr - b01 * vi
+                y0[bt + t] = a00 * ui + b00 * ur + a01 * vi + b01 * vr
+                y1[t] = a10 * ur - b10 * ui + a11 * vr - b11 * vi
+                y1[bt + t] = a10 * ui + b10 * ur + a11 * vi + b11 * vr
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _generic_step_planar(wr, wi, off, a, b, c, d, src, dst, bt):
+    for al in range(a):
+        for de in range(d):
+            base = off + (al * d + de) * b * c
+            for r in range(b):
+                y = _row(dst, al * b * d + r * d + de, 2 * bt)
+                ar = wr[base + r * c]
+                ai = wi[base + r * c]
+                x = _row(src, al * c * d + de, 2 * bt)
+                for t in range(bt):
+                    y[t] = ar * x[t] - ai * x[bt + t]
+                    y[bt + t] = ar * x[bt + t] + ai * x[t]
+                for s_ in range(1, c):
+                    ar = wr[base + r * c + s_]
+                    ai = wi[base + r * c + s_]
+                    x = _row(src, al * c * d + s_ * d + de, 2 * bt)
+                    for t in range(bt):
+                        y[t] += ar * x[t] - ai * x[bt + t]
+                        y[bt + t] += ar * x[bt + t] + ai * x[t]
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _apply_tile_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt, ti):
+    """:func:`_apply_tile` for complex data: the tile planar in real buffers (2·bt per row)."""
+    N, B, M = _batch_dims(X, x_rows, Y, y_rows)
+    b0 = ti * bt
+    nt = min(bt, B - b0)
+    buf0 = np.zeros(maxdim * 2 * bt, dtype=wr.dtype)
+    buf1 = np.empty(maxdim * 2 * bt, dtype=wr.dtype)
+    tmp = np.empty(bt, dtype=wr.dtype)
+    if x_rows:  # transpose as complex (rows of bt complex = 2·bt reals), then split each row
+        _load_rows(X, b0, nt, buf0.view(X.dtype), bt)
+        for i in range(N):
+            _split_row(_row(buf0, i, 2 * bt), tmp, bt)
+    else:
+        _copy_cols_planar(X, b0, buf0, N, nt, bt, True)
+    cur = 0
+    for j in range(plan.shape[0]):
+        src = buf0 if cur == 0 else buf1
+        dst = buf1 if cur == 0 else buf0
+        if plan[j, 0] == 1:
+            _radix2_step_planar(wr, wi, plan[j, 5], plan[j, 1], plan[j, 4], src, dst, bt)
+        else:
+            _generic_step_planar(wr, wi, plan[j, 5], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4],
+                                 src, dst, bt)
+        cur = 1 - cur
+    res = buf0 if cur == 0 else buf1
+    if y_rows:
+        for i in range(M):
+            _merge_row(_row(res, i, 2 * bt), tmp, bt)
+        _store_rows(res.view(Y.dtype), bt, Y, b0, nt)
+    else:
+        _copy_cols_planar(Y, b0, res, M, nt, bt, False)
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def ks_chain_apply_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt):
+    """:func:`ks_chain_apply` for complex X, Y: weights given as real and imaginary parts
+    (``wr``, ``wi``: real arrays of the complex weights' precision); same tiles, same extra
+    memory (a tile row of bt complex values is 2·bt reals)."""
+    B = X.shape[0] if x_rows else X.shape[1]
+    for ti in prange((B + bt - 1) // bt):
+        _apply_tile_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt, ti)
+
+
 @njit(cache=True, fastmath=_FASTMATH)
 def _radix2_vector(w, off, a, d, src, dst):
     """One butterfly factor on one vector: for each of the a blocks, the rows i and i + d as

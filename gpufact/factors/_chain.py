@@ -35,6 +35,16 @@ class KSChain:
             self._w[dt] = w
         return w
 
+    def weights_planar(self, dtype):
+        """Complex weights as (real parts, imaginary parts), contiguous, cached per dtype."""
+        dt = np.dtype(dtype)
+        key = ("planar", dt)
+        w = self._w.get(key)
+        if w is None:
+            c = self.weights(dt)
+            w = self._w[key] = (np.ascontiguousarray(c.real), np.ascontiguousarray(c.imag))
+        return w
+
     # --- GPU: fused butterfly chain when every factor is a square power-of-two butterfly
     def _butterfly_meta(self):
         if self._gpu_meta is None:
@@ -96,7 +106,11 @@ class KSChain:
         import numba
 
         bt = k.tile_width(self.maxdim, dt.itemsize, B, numba.get_num_threads(), x_rows or y_rows)
-        k.ks_chain_apply(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, bt)
+        if dt.kind == "c":  # complex tiles held planar (real vector FMAs, no shuffles)
+            wr, wi = self.weights_planar(dt)
+            k.ks_chain_apply_planar(wr, wi, self.plan, self.maxdim, X, x_rows, Y, y_rows, bt)
+        else:
+            k.ks_chain_apply(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, bt)
         return out
 
     def _apply_gpu(self, Xc, out):
