@@ -5,6 +5,7 @@ import numpy as np
 
 from .._backend import get_backend, to_device as _to_device, to_numpy
 from .._validation import check_dtype
+from .._kernels import cpu_kernels
 from .base import Factor, _readonly
 
 
@@ -82,7 +83,23 @@ class PermFactor(Factor):
         return PermFactor(_to_device(self.perm, device), dtype=self.dtype, check=False)
 
     def apply_cols(self, Xc, out):
-        out[...] = Xc[self.perm]
+        """out = P @ Xc as a gather along the contiguous side of the data: rows of a column
+        batch, or within each sample of row-major data (no temporary, no strided gather)."""
+        xp = self.backend.xp
+        cols = Xc.flags.c_contiguous and out.flags.c_contiguous
+        rows = Xc.T.flags.c_contiguous and out.T.flags.c_contiguous
+        if Xc.dtype != out.dtype or not (cols or rows):
+            out[...] = Xc[self.perm]
+        elif xp is np:  # Numba, in parallel (the permutation is valid: no bounds to check)
+            k = cpu_kernels()
+            if cols:
+                k.permute_rows(Xc, self.perm, out)
+            else:
+                k.permute_within_rows(Xc.T, self.perm, out.T)
+        elif cols:
+            xp.take(Xc, self.perm, axis=0, out=out)
+        else:
+            xp.take(Xc.T, self.perm, axis=1, out=out.T)
         return out
 
     def _state(self):
