@@ -134,7 +134,7 @@ class _TopK(Constraint):
         host = type(M) is np.ndarray and M.shape == self.shape and M.dtype.kind in "fc"
         be = None if host else self._check_input(M)
         if self._axis is not None and (host or not be.is_gpu):  # one fused Numba call
-            return _kernels.cpu_kernels().topk_project(M, *self._row_col_k(), self.normalized)
+            return _kernels.cpu_solver_kernels().topk_project(M, *self._row_col_k(), self.normalized)
         return self._project_normalized(M, be or self._check_input(M))
 
     def _support(self, M, be):
@@ -142,7 +142,7 @@ class _TopK(Constraint):
             return _topk_global_mask(be.xp.abs(M), self.k, be.xp)
         kr, kc = self._row_col_k()
         if not be.is_gpu:
-            return _kernels.cpu_kernels().topk_rows_cols_mask(M, kr, kc)
+            return _kernels.cpu_solver_kernels().topk_rows_cols_mask(M, kr, kc)
         mag = be.xp.abs(M)
         mask = _topk_mask_gpu(mag, min(kr, mag.shape[1]), 1) if kr else None
         if kc:

@@ -105,7 +105,7 @@ def test_numba_topk_rows_cols_matches_reference(dtype):
     """Row+column top-k mask / projection vs the NumPy reference: random shapes and k (fused
     call with insertion buffer or heap; row-major small-k passes; partition thresholds),
     integer-valued matrices full of ties, Fortran-ordered input, input never modified."""
-    from gpufact._kernels.cpu import topk_project, topk_rows_cols_mask
+    from gpufact._kernels.cpu_solvers import topk_project, topk_rows_cols_mask
 
     rng = np.random.default_rng(7)
     for trial in range(330):
@@ -142,7 +142,7 @@ def test_numba_topk_rows_cols_matches_reference(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
 def test_numba_power_iteration_matches_spectral_norm(dtype):
-    from gpufact._kernels.cpu import power_norm2_small
+    from gpufact._kernels.cpu_solvers import power_norm2_small
 
     M = rand((30, 20), dtype, np.random.default_rng(3))
     for A in (M, M.conj().T):  # C and transposed (strided) layouts
@@ -222,7 +222,7 @@ def test_cuda_radix_passes_match_reference(N, dtype, cp):
 def test_numba_dense_to_csr_matches_scipy(dtype):
     import scipy.sparse as sp
 
-    from gpufact._kernels.cpu import dense_to_csr_arrays
+    from gpufact._kernels.cpu_solvers import dense_to_csr_arrays
 
     rng = np.random.default_rng(11)
     for shape in [(0, 5), (5, 0), (1, 1), (37, 53), (64, 64)]:

@@ -1,11 +1,13 @@
 """Apply kernels: NumPy references, Numba (CPU) twins and CUDA launchers.
 
 Each kernel exists three times with one semantics:
-``reference.py`` (plain NumPy, the ground truth used by the tests), ``cpu.py`` (Numba) and
-``cuda.py`` (CuPy ``RawModule`` launchers over ``kernels/*.cu``).
+``reference.py`` (plain NumPy, the ground truth used by the tests), ``cpu.py`` (Numba: applying
+factors) with ``cpu_solvers.py`` (Numba: the solvers' projections and norms), and ``cuda.py``
+(CuPy ``RawModule`` launchers over ``kernels/*.cu``).
 """
 
 _CPU = None
+_CPU_SOLVERS = None
 
 
 def cpu_kernels():
@@ -17,3 +19,13 @@ def cpu_kernels():
 
         _CPU = mod
     return _CPU
+
+
+def cpu_solver_kernels():
+    """The Numba kernels of the solvers (``cpu_solvers``), imported on first use, cached."""
+    global _CPU_SOLVERS
+    if _CPU_SOLVERS is None:
+        from . import cpu_solvers as mod
+
+        _CPU_SOLVERS = mod
+    return _CPU_SOLVERS

@@ -111,7 +111,7 @@ def _sqnorm(M, xp):
 def _power_norm2(M, v, xp, iters):
     """Squared spectral norm of M by ``iters`` power steps on MᴴM from v; returns (s², v)."""
     if type(M) is np.ndarray and M.size <= _SMALL_NORM_SIZE and M.dtype == v.dtype:
-        return _kernels.cpu_kernels().power_norm2_small(M, v, iters)
+        return _kernels.cpu_solver_kernels().power_norm2_small(M, v, iters)
     s2 = None
     MH = _herm(M)
     tiny = np.finfo(v.real.dtype).tiny  # v stays 0 if MᴴM v = 0

@@ -13,9 +13,9 @@ def dense_to_csr(M, be):
     nonzero positions in row-major order (sorted indices, no explicit zeros)."""
     xp = be.xp
     if not be.is_gpu and M.dtype.kind in "fc":
-        from .._kernels import cpu_kernels
+        from .._kernels import cpu_solver_kernels
 
-        return be.sparse.csr_matrix(cpu_kernels().dense_to_csr_arrays(M), shape=M.shape)
+        return be.sparse.csr_matrix(cpu_solver_kernels().dense_to_csr_arrays(M), shape=M.shape)
     rows, cols = xp.nonzero(M)
     indptr = xp.zeros(M.shape[0] + 1, dtype=xp.int32 if M.size < 2**31 else xp.int64)
     indptr[1:] = xp.cumsum(xp.bincount(rows, minlength=M.shape[0]))

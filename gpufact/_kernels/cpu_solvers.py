@@ -1,0 +1,353 @@
+"""Numba (CPU) kernels of the factorization solvers: the top-k masks and projections of the
+sparsity constraints (``topk_rows_cols_mask``, ``topk_project``), dense -> CSR arrays
+(``dense_to_csr_arrays``) and a small-matrix power iteration (``power_norm2_small``) for
+PALM4MSA. Each has a NumPy reference the tests compare against.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# ---- top-k supports of the sparsity projections ------------------------------------------
+# Thresholds (the k-th largest magnitude of each row / column) then marks: entries above the
+# threshold, then ties in index order until k are kept. Thresholds for k <= _SMALL_K come from
+# an insertion buffer (one predictable comparison per entry), above from np.partition (NumPy's
+# SIMD introselect: ~1 ns per entry whatever k; a heap or quickselect in Numba measured 2-3x
+# slower, branch mispredictions). Matrices up to _FUSED_MAX entries take one fused Numba call.
+_SMALL_K = 8
+_FUSED_MAX = 1 << 12
+
+
+@njit(cache=True)
+def _sift_down(heap, r, size):
+    """Restore the min-heap property below position r of heap[:size]."""
+    v = heap[r]
+    while True:
+        c = 2 * r + 1
+        if c >= size:
+            break
+        if c + 1 < size and heap[c + 1] < heap[c]:
+            c += 1
+        if not heap[c] < v:
+            break
+        heap[r] = heap[c]
+        r = c
+    heap[r] = v
+
+
+@njit(cache=True)
+def _kth_largest(row, kk, buf):
+    """The kk-th largest entry of row (1 <= kk <= len(row)); buf: scratch of length >= kk.
+    kk <= _SMALL_K: ascending insertion buffer; above: min-heap. O(n log kk) worst case."""
+    n = row.shape[0]
+    best = buf[:kk]
+    if kk <= _SMALL_K:
+        for j in range(kk):
+            v = row[j]
+            p = j
+            while p > 0 and best[p - 1] > v:
+                best[p] = best[p - 1]
+                p -= 1
+            best[p] = v
+        for j in range(kk, n):
+            v = row[j]
+            if v > best[0]:
+                p = 0
+                while p + 1 < kk and best[p + 1] < v:
+                    best[p] = best[p + 1]
+                    p += 1
+                best[p] = v
+        return best[0]
+    for j in range(kk):
+        best[j] = row[j]
+    for r in range(kk // 2 - 1, -1, -1):
+        _sift_down(best, r, kk)
+    for j in range(kk, n):
+        v = row[j]
+        if v > best[0]:
+            best[0] = v
+            _sift_down(best, 0, kk)
+    return best[0]
+
+
+@njit(cache=True)
+def _mark_row(row, thr, kk, out):
+    """out[j] = 1 for the kk largest row[j] given the kk-th largest value thr (ties: smaller j)."""
+    n = row.shape[0]
+    cnt = 0
+    for j in range(n):
+        if row[j] > thr:
+            out[j] = 1
+            cnt += 1
+    for j in range(n):
+        if cnt >= kk:
+            break
+        if row[j] == thr:
+            out[j] = 1
+            cnt += 1
+
+
+@njit(cache=True)
+def _kth_rows_small(mag, kk, thr):
+    buf = np.empty(kk, dtype=mag.dtype)
+    for i in range(mag.shape[0]):
+        thr[i] = _kth_largest(mag[i], kk, buf)
+
+
+@njit(cache=True)
+def _kth_cols_small(mag, kk, thr):
+    """Per-column kk-th largest (kk <= _SMALL_K) in one row-major pass: one ascending
+    insertion buffer per column."""
+    m, n = mag.shape
+    best = np.empty((kk, n), dtype=mag.dtype)
+    for i in range(kk):
+        for j in range(n):
+            v = mag[i, j]
+            p = i
+            while p > 0 and best[p - 1, j] > v:
+                best[p, j] = best[p - 1, j]
+                p -= 1
+            best[p, j] = v
+    for i in range(kk, m):
+        for j in range(n):
+            v = mag[i, j]
+            if v > best[0, j]:
+                p = 0
+                while p + 1 < kk and best[p + 1, j] < v:
+                    best[p, j] = best[p + 1, j]
+                    p += 1
+                best[p, j] = v
+    for j in range(n):
+        thr[j] = best[0, j]
+
+
+@njit(cache=True)
+def _mark_rows(mag, thr, kk, mask):
+    for i in range(mag.shape[0]):
+        _mark_row(mag[i], thr[i], kk, mask[i])
+
+
+@njit(cache=True)
+def _mark_cols(mag, thr, kk, mask):
+    """Column marks in two row-major passes (per-column counters): ties to smaller rows."""
+    m, n = mag.shape
+    cnt = np.zeros(n, dtype=np.int64)
+    for i in range(m):
+        for j in range(n):
+            if mag[i, j] > thr[j]:
+                mask[i, j] = 1
+                cnt[j] += 1
+    for i in range(m):
+        for j in range(n):
+            if cnt[j] < kk and mag[i, j] == thr[j]:
+                mask[i, j] = 1
+                cnt[j] += 1
+
+
+@njit(cache=True)
+def _abs(M):
+    """|M| as a new C-contiguous array (real dtype)."""
+    return np.abs(np.ascontiguousarray(M))
+
+
+@njit(cache=True)
+def _abs_transposed(M, out):
+    """out = |M|ᵀ (C-contiguous out). Strips of 8 rows: a power-of-two row stride otherwise
+    thrashes the cache sets (np.abs(M.T, order="C") measured 2x slower at 256 x 256)."""
+    m, n = M.shape
+    for i0 in range(0, m, 8):
+        i1 = min(i0 + 8, m)
+        for j in range(n):
+            for i in range(i0, i1):
+                out[j, i] = abs(M[i, j])
+
+
+@njit(cache=True)
+def _topk_mask_fused(M, kr, kc, mask):
+    """mask |= top-kr per row and top-kc per column of |M| (0: none), all in one call."""
+    mag = np.abs(M)
+    m, n = mag.shape
+    buf = np.empty(max(m, n), dtype=mag.dtype)
+    if kr > 0:
+        for i in range(m):
+            _mark_row(mag[i], _kth_largest(mag[i], kr, buf), kr, mask[i])
+    if kc > 0:
+        col = np.empty(m, dtype=mag.dtype)
+        cmask = np.empty(m, dtype=np.uint8)
+        for j in range(n):
+            for i in range(m):
+                col[i] = mag[i, j]
+                cmask[i] = 0
+            _mark_row(col, _kth_largest(col, kc, buf), kc, cmask)
+            for i in range(m):
+                if cmask[i]:
+                    mask[i, j] = 1
+
+
+@njit(cache=True)
+def _topk_mask_small_k(M, kr, kc, mask):
+    """Same result as _topk_mask_fused for kr, kc <= _SMALL_K, in row-major passes only
+    (cache-friendly at any size): row thresholds and marks, then column thresholds (one
+    insertion buffer per column) and marks."""
+    mag = np.abs(M)
+    m, n = mag.shape
+    if kr > 0:
+        thr_r = np.empty(m, dtype=mag.dtype)
+        _kth_rows_small(mag, kr, thr_r)
+        _mark_rows(mag, thr_r, kr, mask)
+    if kc > 0:
+        thr_c = np.empty(n, dtype=mag.dtype)
+        _kth_cols_small(mag, kc, thr_c)
+        _mark_cols(mag, thr_c, kc, mask)
+
+
+@njit(cache=True)
+def _topk_project_fused(M, kr, kc, normalized, tiny):
+    m, n = M.shape
+    mask = np.zeros((m, n), dtype=np.uint8)
+    if m * n <= _FUSED_MAX:
+        _topk_mask_fused(M, kr, kc, mask)
+    else:
+        _topk_mask_small_k(M, kr, kc, mask)
+    out = np.zeros((m, n), dtype=M.dtype)
+    s2 = 0.0
+    for i in range(m):
+        for j in range(n):
+            if mask[i, j]:
+                v = M[i, j]
+                out[i, j] = v
+                s2 += abs(v) ** 2
+    if normalized:
+        inv = 1.0 / (np.sqrt(s2) + tiny)
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = out[i, j] * inv
+    return out
+
+
+_TINY = {np.dtype(t).char: float(np.finfo(t).tiny) for t in (np.float32, np.float64, np.complex64, np.complex128)}
+
+
+def _clip_k(shape, k_row, k_col):
+    m, n = shape
+    return min(int(k_row), n), min(int(k_col), m)
+
+
+def topk_rows_cols_mask(M, k_row, k_col):
+    """Boolean mask: the k_row largest |M[i, :]| of each row united with the k_col largest
+    |M[:, j]| of each column (0 = none; ties to the smaller index). M: (m, n) NumPy, real
+    or complex, any strides. O(m n) time, O(m n) extra memory."""
+    m, n = M.shape
+    kr, kc = _clip_k(M.shape, k_row, k_col)
+    if (kr >= n and kr > 0) or (kc >= m and kc > 0):
+        return np.ones((m, n), dtype=bool)
+    mask = np.zeros((m, n), dtype=np.uint8)
+    if m == 0 or n == 0 or (kr == 0 and kc == 0):
+        return mask.view(bool)
+    if m * n <= _FUSED_MAX:
+        _topk_mask_fused(M, kr, kc, mask)
+        return mask.view(bool)
+    if kr <= _SMALL_K and kc <= _SMALL_K:
+        _topk_mask_small_k(M, kr, kc, mask)
+        return mask.view(bool)
+    mag = _abs(M)  # Numba's abs, like _abs_transposed: equal magnitudes compare equal
+    if kr > 0:
+        if kr <= _SMALL_K:
+            thr = np.empty(m, dtype=mag.dtype)
+            _kth_rows_small(mag, kr, thr)
+        else:
+            thr = np.ascontiguousarray(np.partition(mag, n - kr, axis=1)[:, n - kr])
+        _mark_rows(mag, thr, kr, mask)
+    if kc > 0:
+        if kc <= _SMALL_K:
+            thr = np.empty(n, dtype=mag.dtype)
+            _kth_cols_small(mag, kc, thr)
+        else:  # along rows of |M|ᵀ: partition along axis 0 measured 4x slower
+            magT = np.empty((n, m), dtype=mag.dtype)
+            _abs_transposed(M, magT)
+            magT.partition(m - kc, axis=1)  # in place: magT is scratch
+            thr = np.ascontiguousarray(magT[:, m - kc])
+        _mark_cols(mag, thr, kc, mask)
+    return mask.view(bool)
+
+
+def topk_project(M, k_row, k_col, normalized):
+    """M restricted to :func:`topk_rows_cols_mask` (a new C-contiguous array of M's dtype),
+    scaled to unit Frobenius norm if ``normalized`` (zero stays zero)."""
+    m, n = M.shape
+    kr, kc = _clip_k(M.shape, k_row, k_col)
+    tiny = _TINY[M.dtype.char]
+    full = (kr >= n and kr > 0) or (kc >= m and kc > 0)
+    if not full and (m * n <= _FUSED_MAX or (kr <= _SMALL_K and kc <= _SMALL_K)):
+        return _topk_project_fused(M, kr, kc, bool(normalized), tiny)
+    out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
+    if normalized:
+        flat = out.ravel()
+        out /= np.sqrt(np.vdot(flat, flat).real) + tiny
+    return out
+
+
+@njit(cache=True)
+def _dense_to_csr_arrays(M, index_dtype_sample):
+    m, n = M.shape
+    indptr = np.zeros(m + 1, dtype=index_dtype_sample.dtype)
+    for i in range(m):
+        c = 0
+        for j in range(n):
+            if M[i, j] != 0:
+                c += 1
+        indptr[i + 1] = indptr[i] + c
+    nnz = indptr[m]
+    data = np.empty(nnz, dtype=M.dtype)
+    indices = np.empty(nnz, dtype=index_dtype_sample.dtype)
+    for i in range(m):
+        p = indptr[i]
+        for j in range(n):
+            v = M[i, j]
+            if v != 0:
+                data[p] = v
+                indices[p] = j
+                p += 1
+    return data, indices, indptr
+
+
+def dense_to_csr_arrays(M):
+    """(data, indices, indptr) of the dense NumPy matrix M in CSR form: row-major order,
+    sorted indices, no explicit zeros; int32 indices below 2^31 entries. Two passes, no
+    index arrays of all nonzero positions (np.nonzero measured 4x slower at 512 x 512)."""
+    sample = np.zeros(1, dtype=np.int32 if M.size < 2**31 else np.int64)
+    return _dense_to_csr_arrays(M, sample)
+
+
+@njit(cache=True)
+def _power_norm2_loops(M, v, iters, tiny):
+    m, n = M.shape
+    u = np.zeros(m, dtype=M.dtype)
+    w = np.zeros(n, dtype=M.dtype)
+    vo = v.copy()
+    s = 0.0
+    for _ in range(iters):
+        for i in range(m):
+            u[i] = 0
+            for j in range(n):
+                u[i] += M[i, j] * vo[j]
+        w[:] = 0
+        for i in range(m):
+            ui = u[i]
+            for j in range(n):
+                w[j] += np.conj(M[i, j]) * ui
+        s2 = 0.0
+        for j in range(n):
+            s2 += abs(w[j]) ** 2
+        s = np.sqrt(s2)
+        inv = 1.0 / (s + tiny)
+        for j in range(n):
+            vo[j] = w[j] * inv
+    return s, vo
+
+
+def power_norm2_small(M, v, iters):
+    """(‖MᴴM v‖ after ``iters`` power steps, last unit iterate) for a small dense NumPy M
+    (m, n) and v (n,) of M's dtype: one Numba call instead of ~7 NumPy calls per step (PALM
+    on small factors is bound by per-call costs). O(iters · m n); BLAS wins above ~2^12 entries."""
+    return _power_norm2_loops(M, np.ascontiguousarray(v, dtype=M.dtype), int(iters), _TINY[M.dtype.char])
