@@ -43,9 +43,11 @@ def test_numba_chain_matches_reference(chain, B, bt, dtype):
         for y_rows in (False, True):
             Xin = np.ascontiguousarray(X.T) if x_rows else X
             Y = np.full((B, M) if y_rows else (M, B), np.nan, dtype=dtype)
-            ks_chain_apply(w, plan, maxdim, Xin, x_rows, Y, y_rows, bt)
-            got = Y.T if y_rows else Y
-            np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
+            for nthreads in (1, 3):  # tiles dealt round-robin to each thread's buffers
+                Y[...] = np.nan
+                ks_chain_apply(w, plan, maxdim, Xin, x_rows, Y, y_rows, bt, nthreads)
+                got = Y.T if y_rows else Y
+                np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
             if bt == 1:  # the one-sample-at-a-time path for tiny batches
                 Y[...] = np.nan
                 ks_chain_apply_serial(w, plan, maxdim, Xin, x_rows, Y, y_rows)
@@ -55,7 +57,7 @@ def test_numba_chain_matches_reference(chain, B, bt, dtype):
                 Y[...] = np.nan
                 X_before = Xin.copy()
                 ks_chain_apply_planar(np.ascontiguousarray(w.real), np.ascontiguousarray(w.imag), plan, maxdim,
-                                      Xin, x_rows, Y, y_rows, bt)
+                                      Xin, x_rows, Y, y_rows, bt, 3)
                 got = Y.T if y_rows else Y
                 np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
                 np.testing.assert_array_equal(Xin, X_before)

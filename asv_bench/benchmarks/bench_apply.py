@@ -40,3 +40,33 @@ class Apply:
 
     def peakmem_apply(self, backend, N, B, dtype):
         self.F @ self.X
+
+
+class ApplyDFT:
+    """The DFT (butterflies and the bit-reversal permutation) on complex data: the planar
+    complex tiles and the permutation gather, column batches and row-major samples."""
+
+    params = (["numpy", "cupy"], [2 ** 10, 2 ** 12], [1, 1024], ["complex64", "complex128"])
+    param_names = ["backend", "N", "B", "dtype"]
+    timeout = 120
+
+    def setup(self, backend, N, B, dtype):
+        xp = self.xp = _xp(backend)
+        self.F = transforms.dft(N, dtype=dtype, xp=xp)
+        self.FT = self.F.T
+        rng = np.random.default_rng(0)
+        X = (rng.standard_normal((N, B)) + 1j * rng.standard_normal((N, B))).astype(dtype)
+        self.X = xp.asarray(X)
+        self.Xr = xp.asarray(np.ascontiguousarray(X.T))  # samples as rows
+        self.F @ self.X
+        self.Xr @ self.FT
+
+    def time_apply(self, backend, N, B, dtype):
+        self.F @ self.X
+        if self.xp is not np:
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def time_apply_rows(self, backend, N, B, dtype):
+        self.Xr @ self.FT
+        if self.xp is not np:
+            self.xp.cuda.get_current_stream().synchronize()

@@ -226,17 +226,28 @@ def _batch_dims(X, x_rows, Y, y_rows):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _apply_tile(w, plan, maxdim, X, x_rows, Y, y_rows, bt, ti):
-    """Apply the plan to tile ``ti`` (samples ti*bt ... ti*bt + bt - 1)."""
+def _zero_tail(buf, nrows, start, length, row_len):
+    """Zero entries start .. length-1 of each of the first nrows rows of length row_len (the
+    padding of a partial tile: a reused buffer holds stale values, possibly slow denormals)."""
+    for i in range(nrows):
+        r = buf[i * row_len + start:i * row_len + length]
+        for t in range(r.shape[0]):
+            r[t] = 0
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _apply_tile(w, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1):
+    """Apply the plan to tile ``ti`` (samples ti*bt ... ti*bt + bt - 1) in the work buffers
+    buf0, buf1 (maxdim * bt each)."""
     N, B, M = _batch_dims(X, x_rows, Y, y_rows)
     b0 = ti * bt
     nt = min(bt, B - b0)
-    buf0 = np.zeros(maxdim * bt, dtype=Y.dtype)
-    buf1 = np.empty(maxdim * bt, dtype=Y.dtype)
     if x_rows:
         _load_rows(X, b0, nt, buf0, bt)
     else:
         _copy_cols(X, b0, buf0, N, nt, bt, True)
+    if nt < bt:
+        _zero_tail(buf0, N, nt, bt, bt)
     res = buf0 if _run_plan(w, plan, buf0, buf1, bt) == 0 else buf1
     if y_rows:
         _store_rows(res, bt, Y, b0, nt)
@@ -245,16 +256,23 @@ def _apply_tile(w, plan, maxdim, X, x_rows, Y, y_rows, bt, ti):
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt):
+def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt, nthreads):
     """Y <- (chain of KS factors) X, tiles of ``bt`` samples in parallel.
 
     w : 1-D weights (every factor's blocks (a, d, b, c), concatenated), dtype of Y.
     plan : int64 (S, 6) steps, see the module docstring.  maxdim : largest row count.
     X : C-contiguous, (B, N) if ``x_rows`` else (N, B); Y : (B, M) if ``y_rows`` else (M, B).
+    bt : samples per tile (:func:`tile_width`). nthreads : Numba's thread count (each thread
+    allocates its two work buffers once and takes every nthreads-th tile).
     """
     B = X.shape[0] if x_rows else X.shape[1]
-    for ti in prange((B + bt - 1) // bt):
-        _apply_tile(w, plan, maxdim, X, x_rows, Y, y_rows, bt, ti)
+    ntiles = (B + bt - 1) // bt
+    nth = max(1, min(nthreads, ntiles))
+    for th in prange(nth):  # one pair of work buffers per thread, tiles dealt round-robin
+        buf0 = np.empty(maxdim * bt, dtype=Y.dtype)
+        buf1 = np.empty(maxdim * bt, dtype=Y.dtype)
+        for ti in range(th, ntiles, nth):
+            _apply_tile(w, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1)
 
 
 # ---- complex tiles held planar -------------------------------------------------------------
@@ -349,20 +367,20 @@ def _generic_step_planar(wr, wi, off, a, b, c, d, src, dst, bt):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _apply_tile_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt, ti):
+def _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1, tmp):
     """:func:`_apply_tile` for complex data: the tile planar in real buffers (2·bt per row)."""
     N, B, M = _batch_dims(X, x_rows, Y, y_rows)
     b0 = ti * bt
     nt = min(bt, B - b0)
-    buf0 = np.zeros(maxdim * 2 * bt, dtype=wr.dtype)
-    buf1 = np.empty(maxdim * 2 * bt, dtype=wr.dtype)
-    tmp = np.empty(bt, dtype=wr.dtype)
     if x_rows:  # transpose as complex (rows of bt complex = 2·bt reals), then split each row
         _load_rows(X, b0, nt, buf0.view(X.dtype), bt)
         for i in range(N):
             _split_row(_row(buf0, i, 2 * bt), tmp, bt)
     else:
         _copy_cols_planar(X, b0, buf0, N, nt, bt, True)
+    if nt < bt:  # real and imaginary tails of each planar row
+        _zero_tail(buf0, N, nt, bt, 2 * bt)
+        _zero_tail(buf0[bt:], N, nt, bt, 2 * bt)
     cur = 0
     for j in range(plan.shape[0]):
         src = buf0 if cur == 0 else buf1
@@ -383,13 +401,19 @@ def _apply_tile_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt, ti):
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def ks_chain_apply_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt):
+def ks_chain_apply_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt, nthreads):
     """:func:`ks_chain_apply` for complex X, Y: weights given as real and imaginary parts
     (``wr``, ``wi``: real arrays of the complex weights' precision); same tiles, same extra
     memory (a tile row of bt complex values is 2·bt reals)."""
     B = X.shape[0] if x_rows else X.shape[1]
-    for ti in prange((B + bt - 1) // bt):
-        _apply_tile_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt, ti)
+    ntiles = (B + bt - 1) // bt
+    nth = max(1, min(nthreads, ntiles))
+    for th in prange(nth):
+        buf0 = np.empty(maxdim * 2 * bt, dtype=wr.dtype)
+        buf1 = np.empty(maxdim * 2 * bt, dtype=wr.dtype)
+        tmp = np.empty(bt, dtype=wr.dtype)
+        for ti in range(th, ntiles, nth):
+            _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1, tmp)
 
 
 @njit(cache=True, fastmath=_FASTMATH)

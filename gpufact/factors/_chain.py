@@ -105,12 +105,13 @@ class KSChain:
             return out
         import numba
 
-        bt = k.tile_width(self.maxdim, dt.itemsize, B, numba.get_num_threads(), x_rows or y_rows)
+        threads = numba.get_num_threads()
+        bt = k.tile_width(self.maxdim, dt.itemsize, B, threads, x_rows or y_rows)
         if dt.kind == "c":  # complex tiles held planar (real vector FMAs, no shuffles)
             wr, wi = self.weights_planar(dt)
-            k.ks_chain_apply_planar(wr, wi, self.plan, self.maxdim, X, x_rows, Y, y_rows, bt)
+            k.ks_chain_apply_planar(wr, wi, self.plan, self.maxdim, X, x_rows, Y, y_rows, bt, threads)
         else:
-            k.ks_chain_apply(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, bt)
+            k.ks_chain_apply(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows, bt, threads)
         return out
 
     def _apply_gpu(self, Xc, out):
