@@ -88,14 +88,17 @@ class PermFactor(Factor):
         xp = self.backend.xp
         cols = Xc.flags.c_contiguous and out.flags.c_contiguous
         rows = Xc.T.flags.c_contiguous and out.T.flags.c_contiguous
-        if Xc.dtype != out.dtype or not (cols or rows):
+        if not (cols or rows) or not np.can_cast(Xc.dtype, out.dtype, "same_kind"):
             out[...] = Xc[self.perm]
-        elif xp is np:  # Numba, in parallel (the permutation is valid: no bounds to check)
+        elif xp is np:  # Numba, in parallel (valid permutation: no bounds to check), casting
+            # on the fly (a real batch into a complex product: no converted copy)
             k = cpu_kernels()
             if cols:
                 k.permute_rows(Xc, self.perm, out)
             else:
                 k.permute_within_rows(Xc.T, self.perm, out.T)
+        elif Xc.dtype != out.dtype:
+            out[...] = Xc[self.perm]
         elif cols:
             xp.take(Xc, self.perm, axis=0, out=out)
         else:
