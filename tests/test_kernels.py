@@ -61,6 +61,15 @@ def test_numba_chain_matches_reference(chain, B, bt, dtype):
                 got = Y.T if y_rows else Y
                 np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
                 np.testing.assert_array_equal(Xin, X_before)
+                # a real batch loaded as is (real parts; imaginary parts zero)
+                Xre = np.ascontiguousarray(Xin.real)
+                ref_re = reference.ks_chain_apply([b.astype(np.complex128) for b in blocks],
+                                                  X.real.astype(np.complex128))
+                Y[...] = np.nan
+                ks_chain_apply_planar(np.ascontiguousarray(w.real), np.ascontiguousarray(w.imag), plan, maxdim,
+                                      Xre, x_rows, Y, y_rows, bt, 3)
+                got = Y.T if y_rows else Y
+                np.testing.assert_allclose(got, ref_re, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref_re).max())
 
 
 @pytest.mark.gpu

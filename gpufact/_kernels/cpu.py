@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
 
 TILE_BYTES = 512  # bytes per tile row, column batches: 128 float32 samples (best at N = 4096)
 TILE_ROWS_SAMPLES = 64  # row-major samples: tiles beyond TILE_ROWS_BYTES (L2-sized) keep 64
@@ -366,18 +366,45 @@ def _generic_step_planar(wr, wi, off, a, b, c, d, src, dst, bt):
                         y[bt + t] += ar * x[bt + t] + ai * x[t]
 
 
+def _load_planar(X, x_rows, b0, nt, buf, bt, tmp):
+    """Load tile samples b0 .. b0+nt-1 of X into the planar buffer (rows of 2·bt reals).
+    Typed per dtype by the overload below: complex X is transposed or copied then split;
+    real X (a real batch into a complex product) fills the real parts, imaginary parts 0."""
+    raise NotImplementedError("compiled through its Numba overload")
+
+
+@overload(_load_planar, jit_options={"cache": True})
+def _load_planar_typed(X, x_rows, b0, nt, buf, bt, tmp):
+    if isinstance(X.dtype, types.Complex):
+        def load_complex(X, x_rows, b0, nt, buf, bt, tmp):
+            if x_rows:  # transpose as complex (a row of bt complex = 2·bt reals), then split
+                _load_rows(X, b0, nt, buf.view(X.dtype), bt)
+                for i in range(X.shape[1]):
+                    _split_row(_row(buf, i, 2 * bt), tmp, bt)
+            else:
+                _copy_cols_planar(X, b0, buf, X.shape[0], nt, bt, True)
+        return load_complex
+
+    def load_real(X, x_rows, b0, nt, buf, bt, tmp):
+        N = X.shape[1] if x_rows else X.shape[0]
+        if x_rows:  # the real loaders, with planar rows as a row stride of 2·bt
+            _load_rows(X, b0, nt, buf, 2 * bt)
+        else:
+            _copy_cols(X, b0, buf, N, nt, 2 * bt, True)
+        for i in range(N):
+            im = buf[(2 * i + 1) * bt:(2 * i + 2) * bt]
+            for t in range(bt):
+                im[t] = 0
+    return load_real
+
+
 @njit(cache=True, fastmath=_FASTMATH)
 def _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1, tmp):
     """:func:`_apply_tile` for complex data: the tile planar in real buffers (2·bt per row)."""
     N, B, M = _batch_dims(X, x_rows, Y, y_rows)
     b0 = ti * bt
     nt = min(bt, B - b0)
-    if x_rows:  # transpose as complex (rows of bt complex = 2·bt reals), then split each row
-        _load_rows(X, b0, nt, buf0.view(X.dtype), bt)
-        for i in range(N):
-            _split_row(_row(buf0, i, 2 * bt), tmp, bt)
-    else:
-        _copy_cols_planar(X, b0, buf0, N, nt, bt, True)
+    _load_planar(X, x_rows, b0, nt, buf0, bt, tmp)
     if nt < bt:  # real and imaginary tails of each planar row
         _zero_tail(buf0, N, nt, bt, 2 * bt)
         _zero_tail(buf0[bt:], N, nt, bt, 2 * bt)
@@ -402,9 +429,9 @@ def _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1, t
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def ks_chain_apply_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt, nthreads):
-    """:func:`ks_chain_apply` for complex X, Y: weights given as real and imaginary parts
-    (``wr``, ``wi``: real arrays of the complex weights' precision); same tiles, same extra
-    memory (a tile row of bt complex values is 2·bt reals)."""
+    """:func:`ks_chain_apply` for complex Y; X complex, or real of the same precision (loaded
+    as is, no converted copy). Weights as real and imaginary parts (``wr``, ``wi``: real
+    arrays); same tiles, same extra memory (a tile row of bt complex values is 2·bt reals)."""
     B = X.shape[0] if x_rows else X.shape[1]
     ntiles = (B + bt - 1) // bt
     nth = max(1, min(nthreads, ntiles))
