@@ -90,38 +90,115 @@ _SLO, _SHI = (0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)  # then pa
 _PLO, _PHI = (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)  # then halves
 
 
+def _ir_index_ptr(context, builder, aryty, ary, idx, vty):
+    """Pointer to element ``idx`` of a 1-D array, typed as a pointer to ``vty``."""
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.bitcast(builder.gep(data, [idx]), vty.as_pointer())
+
+
+def _ir_shuffle(builder, a, b, mask):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), len(mask)), list(mask)))
+
+
+def _ir_transpose8(builder, r):
+    """The 8 x 8 transpose of 8 row vectors: interleave pairs, pairs of pairs, then halves."""
+    t = [_ir_shuffle(builder, r[p - p % 2], r[p - p % 2 + 1], _HI if p % 2 else _LO) for p in range(8)]
+    u = [_ir_shuffle(builder, t[a], t[b], m) for a, b in ((0, 2), (1, 3), (4, 6), (5, 7)) for m in (_SLO, _SHI)]
+    return ([_ir_shuffle(builder, u[j], u[j + 4], _PLO) for j in range(4)]
+            + [_ir_shuffle(builder, u[j], u[j + 4], _PHI) for j in range(4)])
+
+
+def _ir_index(context, builder, signature, args, off, stride, k):
+    """args[off] + k * args[stride], as intp."""
+    o = context.cast(builder, args[off], signature.args[off], types.intp)
+    st = context.cast(builder, args[stride], signature.args[stride], types.intp)
+    return builder.add(o, builder.mul(st, ir.Constant(st.type, k)))
+
+
+def _is_1d(*arys):
+    return all(isinstance(a, types.Array) and a.ndim == 1 for a in arys)
+
+
 @intrinsic
 def _transpose8(typingctx, src, so, ss, dst, do, ds):
     """dst[do + i*ds + k] = src[so + k*ss + i] for i, k < 8: 1-D contiguous arrays of one
     dtype, offsets and strides in elements (no bounds checks: the callers' loops guarantee)."""
-    if not (isinstance(src, types.Array) and isinstance(dst, types.Array) and src.dtype == dst.dtype
-            and src.ndim == 1 and dst.ndim == 1):
+    if not (_is_1d(src, dst) and src.dtype == dst.dtype):
         return None
-    sig = types.void(src, so, ss, dst, do, ds)
 
     def codegen(context, builder, signature, args):
         nbytes = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
         vty = ir.VectorType(ir.IntType(8 * nbytes), 8)
-        mask_ty = ir.VectorType(ir.IntType(32), 8)
-        vals = {i: context.cast(builder, args[i], signature.args[i], types.intp) for i in (1, 2, 4, 5)}
-
-        def row_ptr(k, arr, off, stride):
-            data = context.make_array(signature.args[arr])(context, builder, args[arr]).data
-            idx = builder.add(vals[off], builder.mul(vals[stride], ir.Constant(vals[stride].type, k)))
-            return builder.bitcast(builder.gep(data, [idx]), vty.as_pointer())
-
-        def shuf(a, b, m):
-            return builder.shuffle_vector(a, b, ir.Constant(mask_ty, list(m)))
-
-        r = [builder.load(row_ptr(k, 0, 1, 2), align=nbytes) for k in range(8)]
-        t = [shuf(r[p - p % 2], r[p - p % 2 + 1], _HI if p % 2 else _LO) for p in range(8)]
-        u = [shuf(t[a], t[b], m) for a, b in ((0, 2), (1, 3), (4, 6), (5, 7)) for m in (_SLO, _SHI)]
-        out = [shuf(u[j], u[j + 4], _PLO) for j in range(4)] + [shuf(u[j], u[j + 4], _PHI) for j in range(4)]
-        for i in range(8):
-            builder.store(out[i], row_ptr(i, 3, 4, 5), align=nbytes)
+        r = [builder.load(_ir_index_ptr(context, builder, signature.args[0], args[0],
+                                        _ir_index(context, builder, signature, args, 1, 2, k), vty), align=nbytes)
+             for k in range(8)]
+        for i, v in enumerate(_ir_transpose8(builder, r)):
+            builder.store(v, _ir_index_ptr(context, builder, signature.args[3], args[3],
+                                           _ir_index(context, builder, signature, args, 4, 5, i), vty), align=nbytes)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return types.void(src, so, ss, dst, do, ds), codegen
+
+
+_EVEN, _ODD = tuple(range(0, 16, 2)), tuple(range(1, 16, 2))
+_ZIP = tuple(j for k in range(8) for j in (k, k + 8))  # (re_0, im_0, re_1, im_1, ...)
+
+
+@intrinsic
+def _transpose8_split(typingctx, src, so, ss, dst, do, ds, half):
+    """The 8 x 8 transpose of complex values into planar rows: for i, k < 8,
+    dst[do + i*ds + k] = src[so + k*ss + i].real, dst[do + i*ds + half + k] = its .imag.
+    src complex, dst real of its precision (little-endian: re, im in memory order)."""
+    if not (_is_1d(src, dst) and isinstance(src.dtype, types.Complex) and dst.dtype == src.dtype.underlying_float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        nbytes = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
+        vty = ir.VectorType(ir.IntType(8 * nbytes), 8)
+        hty = ir.VectorType(ir.IntType(4 * nbytes), 8)
+        wide = ir.VectorType(ir.IntType(4 * nbytes), 16)
+        r = [builder.load(_ir_index_ptr(context, builder, signature.args[0], args[0],
+                                        _ir_index(context, builder, signature, args, 1, 2, k), vty), align=nbytes)
+             for k in range(8)]
+        hv = context.cast(builder, args[6], signature.args[6], types.intp)
+        for i, v in enumerate(_ir_transpose8(builder, r)):
+            v = builder.bitcast(v, wide)
+            idx = _ir_index(context, builder, signature, args, 4, 5, i)
+            builder.store(_ir_shuffle(builder, v, v, _EVEN),
+                          _ir_index_ptr(context, builder, signature.args[3], args[3], idx, hty), align=nbytes // 2)
+            builder.store(_ir_shuffle(builder, v, v, _ODD),
+                          _ir_index_ptr(context, builder, signature.args[3], args[3], builder.add(idx, hv), hty),
+                          align=nbytes // 2)
+        return context.get_dummy_value()
+
+    return types.void(src, so, ss, dst, do, ds, half), codegen
+
+
+@intrinsic
+def _transpose8_merge(typingctx, src, so, ss, half, dst, do, ds):
+    """The inverse of :func:`_transpose8_split`: for t, i < 8, dst[do + t*ds + i] =
+    complex(src[so + i*ss + t], src[so + i*ss + half + t]). src real, dst complex."""
+    if not (_is_1d(src, dst) and isinstance(dst.dtype, types.Complex) and src.dtype == dst.dtype.underlying_float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        nbytes = context.get_abi_sizeof(context.get_data_type(signature.args[4].dtype))
+        vty = ir.VectorType(ir.IntType(8 * nbytes), 8)
+        hty = ir.VectorType(ir.IntType(4 * nbytes), 8)
+        hv = context.cast(builder, args[3], signature.args[3], types.intp)
+        r = []
+        for k in range(8):
+            idx = _ir_index(context, builder, signature, args, 1, 2, k)
+            re = builder.load(_ir_index_ptr(context, builder, signature.args[0], args[0], idx, hty), align=nbytes // 2)
+            im = builder.load(_ir_index_ptr(context, builder, signature.args[0], args[0], builder.add(idx, hv), hty),
+                              align=nbytes // 2)
+            r.append(builder.bitcast(_ir_shuffle(builder, re, im, _ZIP), vty))
+        for t, v in enumerate(_ir_transpose8(builder, r)):
+            builder.store(v, _ir_index_ptr(context, builder, signature.args[4], args[4],
+                                           _ir_index(context, builder, signature, args, 5, 6, t), vty), align=nbytes)
+        return context.get_dummy_value()
+
+    return types.void(src, so, ss, half, dst, do, ds), codegen
 
 
 @njit(cache=True)
@@ -284,25 +361,45 @@ def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt, nthreads):
 
 
 @njit(cache=True)
-def _split_row(row, tmp, bt):
-    """In place: bt interleaved complex values (2·bt reals) -> bt real parts, bt imaginary."""
-    for t in range(bt):
-        tmp[t] = row[2 * t + 1]
-    for t in range(bt):  # row[t] <- row[2t]: index 2t >= t is read before it is written
-        row[t] = row[2 * t]
-    for t in range(bt):
-        row[bt + t] = tmp[t]
+def _load_rows_planar(X, b0, nt, buf, bt):
+    """Planar tile rows from complex row-major samples: buf[2i·bt + t] = X[b0 + t, i].real,
+    buf[(2i + 1)·bt + t] = its .imag (8 x 8 vector transposes that de-interleave)."""
+    N = X.shape[1]
+    n8 = N - N % 8
+    t8 = nt - nt % 8
+    x = X.reshape(-1)
+    for t0 in range(0, t8, 8):
+        for i0 in range(0, n8, 8):
+            _transpose8_split(x, (b0 + t0) * N + i0, N, buf, 2 * i0 * bt + t0, 2 * bt, bt)
+    for t in range(t8, nt):
+        for i in range(n8):
+            v = X[b0 + t, i]
+            buf[2 * i * bt + t] = v.real
+            buf[(2 * i + 1) * bt + t] = v.imag
+    for i in range(n8, N):
+        for t in range(nt):
+            v = X[b0 + t, i]
+            buf[2 * i * bt + t] = v.real
+            buf[(2 * i + 1) * bt + t] = v.imag
 
 
 @njit(cache=True)
-def _merge_row(row, tmp, bt):
-    """In place: the inverse of :func:`_split_row`."""
-    for t in range(bt):
-        tmp[t] = row[bt + t]
-    for t in range(bt - 1, -1, -1):  # row[2t] <- row[t], downwards: row[t] is still unwritten
-        row[2 * t] = row[t]
-    for t in range(bt):
-        row[2 * t + 1] = tmp[t]
+def _store_rows_planar(buf, bt, Y, b0, nt):
+    """Y[b0 + t, i] = complex(buf[2i·bt + t], buf[(2i + 1)·bt + t]): the inverse of
+    :func:`_load_rows_planar`."""
+    M = Y.shape[1]
+    m8 = M - M % 8
+    t8 = nt - nt % 8
+    y = Y.reshape(-1)
+    for i0 in range(0, m8, 8):
+        for t0 in range(0, t8, 8):
+            _transpose8_merge(buf, 2 * i0 * bt + t0, 2 * bt, bt, y, (b0 + t0) * M + i0, M)
+    for t in range(t8, nt):
+        for i in range(m8):
+            Y[b0 + t, i] = complex(buf[2 * i * bt + t], buf[(2 * i + 1) * bt + t])
+    for i in range(m8, M):
+        for t in range(nt):
+            Y[b0 + t, i] = complex(buf[2 * i * bt + t], buf[(2 * i + 1) * bt + t])
 
 
 @njit(cache=True)
@@ -366,26 +463,24 @@ def _generic_step_planar(wr, wi, off, a, b, c, d, src, dst, bt):
                         y[bt + t] += ar * x[bt + t] + ai * x[t]
 
 
-def _load_planar(X, x_rows, b0, nt, buf, bt, tmp):
+def _load_planar(X, x_rows, b0, nt, buf, bt):
     """Load tile samples b0 .. b0+nt-1 of X into the planar buffer (rows of 2·bt reals).
-    Typed per dtype by the overload below: complex X is transposed or copied then split;
+    Typed per dtype by the overload below: complex X is transposed or copied into planar rows;
     real X (a real batch into a complex product) fills the real parts, imaginary parts 0."""
     raise NotImplementedError("compiled through its Numba overload")
 
 
 @overload(_load_planar, jit_options={"cache": True})
-def _load_planar_typed(X, x_rows, b0, nt, buf, bt, tmp):
+def _load_planar_typed(X, x_rows, b0, nt, buf, bt):
     if isinstance(X.dtype, types.Complex):
-        def load_complex(X, x_rows, b0, nt, buf, bt, tmp):
-            if x_rows:  # transpose as complex (a row of bt complex = 2·bt reals), then split
-                _load_rows(X, b0, nt, buf.view(X.dtype), bt)
-                for i in range(X.shape[1]):
-                    _split_row(_row(buf, i, 2 * bt), tmp, bt)
+        def load_complex(X, x_rows, b0, nt, buf, bt):
+            if x_rows:
+                _load_rows_planar(X, b0, nt, buf, bt)
             else:
                 _copy_cols_planar(X, b0, buf, X.shape[0], nt, bt, True)
         return load_complex
 
-    def load_real(X, x_rows, b0, nt, buf, bt, tmp):
+    def load_real(X, x_rows, b0, nt, buf, bt):
         N = X.shape[1] if x_rows else X.shape[0]
         if x_rows:  # the real loaders, with planar rows as a row stride of 2·bt
             _load_rows(X, b0, nt, buf, 2 * bt)
@@ -399,12 +494,12 @@ def _load_planar_typed(X, x_rows, b0, nt, buf, bt, tmp):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1, tmp):
+def _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1):
     """:func:`_apply_tile` for complex data: the tile planar in real buffers (2·bt per row)."""
     N, B, M = _batch_dims(X, x_rows, Y, y_rows)
     b0 = ti * bt
     nt = min(bt, B - b0)
-    _load_planar(X, x_rows, b0, nt, buf0, bt, tmp)
+    _load_planar(X, x_rows, b0, nt, buf0, bt)
     if nt < bt:  # real and imaginary tails of each planar row
         _zero_tail(buf0, N, nt, bt, 2 * bt)
         _zero_tail(buf0[bt:], N, nt, bt, 2 * bt)
@@ -420,9 +515,7 @@ def _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1, t
         cur = 1 - cur
     res = buf0 if cur == 0 else buf1
     if y_rows:
-        for i in range(M):
-            _merge_row(_row(res, i, 2 * bt), tmp, bt)
-        _store_rows(res.view(Y.dtype), bt, Y, b0, nt)
+        _store_rows_planar(res, bt, Y, b0, nt)
     else:
         _copy_cols_planar(Y, b0, res, M, nt, bt, False)
 
@@ -438,9 +531,8 @@ def ks_chain_apply_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt, nthrea
     for th in prange(nth):
         buf0 = np.empty(maxdim * 2 * bt, dtype=wr.dtype)
         buf1 = np.empty(maxdim * 2 * bt, dtype=wr.dtype)
-        tmp = np.empty(bt, dtype=wr.dtype)
         for ti in range(th, ntiles, nth):
-            _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1, tmp)
+            _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
