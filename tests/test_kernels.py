@@ -286,13 +286,14 @@ def test_numba_permutation_gathers_match_numpy(shape, dtype):
 
 def test_permutation_factor_in_both_layouts_and_dtypes():
     """P @ X through a product: column batches, row-major samples, and a real input to a
-    complex product (the gather then falls back to indexing with a cast)."""
+    complex product (cast on the fly by the Numba gather; by indexing for small batches)."""
     from gpufact import FactorProduct, PermFactor
 
     rng = np.random.default_rng(6)
-    perm = rng.permutation(64)
-    P = FactorProduct([PermFactor(perm, dtype=np.complex64)])
-    X = rng.standard_normal((64, 9))
-    for Xin, expect in ((X.astype(np.complex64), X[perm]), (X.astype(np.float32), X[perm])):
-        np.testing.assert_allclose(P @ Xin, expect, rtol=1e-6)
-        np.testing.assert_allclose(np.ascontiguousarray(Xin.T) @ P.T, expect.T, rtol=1e-6)
+    for n in (64, 4096):  # 4096 x 9 samples: the parallel Numba gather; 64: NumPy's take
+        perm = rng.permutation(n)
+        P = FactorProduct([PermFactor(perm, dtype=np.complex64)])
+        X = rng.standard_normal((n, 9))
+        for Xin, expect in ((X.astype(np.complex64), X[perm]), (X.astype(np.float32), X[perm])):
+            np.testing.assert_allclose(P @ Xin, expect, rtol=1e-6)
+            np.testing.assert_allclose(np.ascontiguousarray(Xin.T) @ P.T, expect.T, rtol=1e-6)

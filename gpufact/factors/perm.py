@@ -9,6 +9,9 @@ from .._kernels import cpu_kernels
 from .base import Factor, _readonly
 
 
+_PARALLEL_MIN = 1 << 15  # elements: below, NumPy's serial take beats a Numba parallel launch
+
+
 class PermFactor(Factor):
     """Permutation matrix P with ``P[i, perm[i]] = 1``, i.e. ``(P x)_i = x[perm[i]]``.
 
@@ -90,8 +93,8 @@ class PermFactor(Factor):
         rows = Xc.T.flags.c_contiguous and out.T.flags.c_contiguous
         if not (cols or rows) or not np.can_cast(Xc.dtype, out.dtype, "same_kind"):
             out[...] = Xc[self.perm]
-        elif xp is np:  # Numba, in parallel (valid permutation: no bounds to check), casting
-            # on the fly (a real batch into a complex product: no converted copy)
+        elif xp is np and Xc.size >= _PARALLEL_MIN:  # Numba, in parallel (valid permutation:
+            # no bounds to check), casting on the fly (a real batch into a complex product)
             k = cpu_kernels()
             if cols:
                 k.permute_rows(Xc, self.perm, out)
@@ -99,10 +102,12 @@ class PermFactor(Factor):
                 k.permute_within_rows(Xc.T, self.perm, out.T)
         elif Xc.dtype != out.dtype:
             out[...] = Xc[self.perm]
-        elif cols:
-            xp.take(Xc, self.perm, axis=0, out=out)
-        else:
-            xp.take(Xc.T, self.perm, axis=1, out=out.T)
+        else:  # CuPy, or a small batch (a parallel launch would cost more than the gather)
+            kw = {"mode": "wrap"} if xp is np else {}  # valid indices: skip NumPy's buffered out
+            if cols:
+                xp.take(Xc, self.perm, axis=0, out=out, **kw)
+            else:
+                xp.take(Xc.T, self.perm, axis=1, out=out.T, **kw)
         return out
 
     def _state(self):
