@@ -90,12 +90,6 @@ _SLO, _SHI = (0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)  # then pa
 _PLO, _PHI = (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)  # then halves
 
 
-def _ir_index_ptr(context, builder, aryty, ary, idx, vty):
-    """Pointer to element ``idx`` of a 1-D array, typed as a pointer to ``vty``."""
-    data = context.make_array(aryty)(context, builder, ary).data
-    return builder.bitcast(builder.gep(data, [idx]), vty.as_pointer())
-
-
 def _ir_shuffle(builder, a, b, mask):
     return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), len(mask)), list(mask)))
 
@@ -108,11 +102,59 @@ def _ir_transpose8(builder, r):
             + [_ir_shuffle(builder, u[j], u[j + 4], _PHI) for j in range(4)])
 
 
-def _ir_index(context, builder, signature, args, off, stride, k):
-    """args[off] + k * args[stride], as intp."""
-    o = context.cast(builder, args[off], signature.args[off], types.intp)
-    st = context.cast(builder, args[stride], signature.args[stride], types.intp)
-    return builder.add(o, builder.mul(st, ir.Constant(st.type, k)))
+_EVEN, _ODD = tuple(range(0, 16, 2)), tuple(range(1, 16, 2))
+_ZIP = tuple(j for k in range(8) for j in (k, k + 8))  # (re_0, im_0, re_1, im_1, ...)
+_TRANSPOSE8_ARGS = {"plain": ("src", "so", "ss", "dst", "do", "ds"),
+                    "split": ("src", "so", "ss", "dst", "do", "ds", "half"),
+                    "merge": ("src", "so", "ss", "half", "dst", "do", "ds")}
+
+
+def _transpose8_codegen(mode):
+    """LLVM IR of the 8 x 8 block transposes: 8 vector loads (rows src[so + k*ss :+8]), the
+    shuffle network, 8 vector stores (rows dst[do + i*ds :+8]). Elements move as raw
+    8·itemsize-bit lanes. "split" stores each output row's real parts at dst[...] and its
+    imaginary parts ``half`` elements further (complex -> planar); "merge" builds each input
+    row from real parts and imaginary parts ``half`` further (planar -> complex)."""
+    names = _TRANSPOSE8_ARGS[mode]
+
+    def codegen(context, builder, signature, args):
+        arg = {n: (v, t) for n, v, t in zip(names, args, signature.args)}
+
+        def intp(name):
+            return context.cast(builder, arg[name][0], arg[name][1], types.intp)
+
+        def ptr(name, idx, vty):
+            data = context.make_array(arg[name][1])(context, builder, arg[name][0]).data
+            return builder.bitcast(builder.gep(data, [idx]), vty.as_pointer())
+
+        def row(off, stride, k):
+            return builder.add(intp(off), builder.mul(intp(stride), ir.Constant(ir.IntType(64), k)))
+
+        moved = arg["dst" if mode == "merge" else "src"][1].dtype  # the element type transposed
+        nbytes = context.get_abi_sizeof(context.get_data_type(moved))
+        vty = ir.VectorType(ir.IntType(8 * nbytes), 8)
+        hty = ir.VectorType(ir.IntType(4 * nbytes), 8)  # real or imaginary parts of a row
+        rows = []
+        for k in range(8):
+            idx = row("so", "ss", k)
+            if mode == "merge":
+                re = builder.load(ptr("src", idx, hty), align=nbytes // 2)
+                im = builder.load(ptr("src", builder.add(idx, intp("half")), hty), align=nbytes // 2)
+                rows.append(builder.bitcast(_ir_shuffle(builder, re, im, _ZIP), vty))
+            else:
+                rows.append(builder.load(ptr("src", idx, vty), align=nbytes))
+        for i, v in enumerate(_ir_transpose8(builder, rows)):
+            idx = row("do", "ds", i)
+            if mode == "split":
+                v = builder.bitcast(v, ir.VectorType(ir.IntType(4 * nbytes), 16))
+                builder.store(_ir_shuffle(builder, v, v, _EVEN), ptr("dst", idx, hty), align=nbytes // 2)
+                builder.store(_ir_shuffle(builder, v, v, _ODD), ptr("dst", builder.add(idx, intp("half")), hty),
+                              align=nbytes // 2)
+            else:
+                builder.store(v, ptr("dst", idx, vty), align=nbytes)
+        return context.get_dummy_value()
+
+    return codegen
 
 
 def _is_1d(*arys):
@@ -125,23 +167,7 @@ def _transpose8(typingctx, src, so, ss, dst, do, ds):
     dtype, offsets and strides in elements (no bounds checks: the callers' loops guarantee)."""
     if not (_is_1d(src, dst) and src.dtype == dst.dtype):
         return None
-
-    def codegen(context, builder, signature, args):
-        nbytes = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
-        vty = ir.VectorType(ir.IntType(8 * nbytes), 8)
-        r = [builder.load(_ir_index_ptr(context, builder, signature.args[0], args[0],
-                                        _ir_index(context, builder, signature, args, 1, 2, k), vty), align=nbytes)
-             for k in range(8)]
-        for i, v in enumerate(_ir_transpose8(builder, r)):
-            builder.store(v, _ir_index_ptr(context, builder, signature.args[3], args[3],
-                                           _ir_index(context, builder, signature, args, 4, 5, i), vty), align=nbytes)
-        return context.get_dummy_value()
-
-    return types.void(src, so, ss, dst, do, ds), codegen
-
-
-_EVEN, _ODD = tuple(range(0, 16, 2)), tuple(range(1, 16, 2))
-_ZIP = tuple(j for k in range(8) for j in (k, k + 8))  # (re_0, im_0, re_1, im_1, ...)
+    return types.void(src, so, ss, dst, do, ds), _transpose8_codegen("plain")
 
 
 @intrinsic
@@ -151,27 +177,7 @@ def _transpose8_split(typingctx, src, so, ss, dst, do, ds, half):
     src complex, dst real of its precision (little-endian: re, im in memory order)."""
     if not (_is_1d(src, dst) and isinstance(src.dtype, types.Complex) and dst.dtype == src.dtype.underlying_float):
         return None
-
-    def codegen(context, builder, signature, args):
-        nbytes = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
-        vty = ir.VectorType(ir.IntType(8 * nbytes), 8)
-        hty = ir.VectorType(ir.IntType(4 * nbytes), 8)
-        wide = ir.VectorType(ir.IntType(4 * nbytes), 16)
-        r = [builder.load(_ir_index_ptr(context, builder, signature.args[0], args[0],
-                                        _ir_index(context, builder, signature, args, 1, 2, k), vty), align=nbytes)
-             for k in range(8)]
-        hv = context.cast(builder, args[6], signature.args[6], types.intp)
-        for i, v in enumerate(_ir_transpose8(builder, r)):
-            v = builder.bitcast(v, wide)
-            idx = _ir_index(context, builder, signature, args, 4, 5, i)
-            builder.store(_ir_shuffle(builder, v, v, _EVEN),
-                          _ir_index_ptr(context, builder, signature.args[3], args[3], idx, hty), align=nbytes // 2)
-            builder.store(_ir_shuffle(builder, v, v, _ODD),
-                          _ir_index_ptr(context, builder, signature.args[3], args[3], builder.add(idx, hv), hty),
-                          align=nbytes // 2)
-        return context.get_dummy_value()
-
-    return types.void(src, so, ss, dst, do, ds, half), codegen
+    return types.void(src, so, ss, dst, do, ds, half), _transpose8_codegen("split")
 
 
 @intrinsic
@@ -180,25 +186,7 @@ def _transpose8_merge(typingctx, src, so, ss, half, dst, do, ds):
     complex(src[so + i*ss + t], src[so + i*ss + half + t]). src real, dst complex."""
     if not (_is_1d(src, dst) and isinstance(dst.dtype, types.Complex) and src.dtype == dst.dtype.underlying_float):
         return None
-
-    def codegen(context, builder, signature, args):
-        nbytes = context.get_abi_sizeof(context.get_data_type(signature.args[4].dtype))
-        vty = ir.VectorType(ir.IntType(8 * nbytes), 8)
-        hty = ir.VectorType(ir.IntType(4 * nbytes), 8)
-        hv = context.cast(builder, args[3], signature.args[3], types.intp)
-        r = []
-        for k in range(8):
-            idx = _ir_index(context, builder, signature, args, 1, 2, k)
-            re = builder.load(_ir_index_ptr(context, builder, signature.args[0], args[0], idx, hty), align=nbytes // 2)
-            im = builder.load(_ir_index_ptr(context, builder, signature.args[0], args[0], builder.add(idx, hv), hty),
-                              align=nbytes // 2)
-            r.append(builder.bitcast(_ir_shuffle(builder, re, im, _ZIP), vty))
-        for t, v in enumerate(_ir_transpose8(builder, r)):
-            builder.store(v, _ir_index_ptr(context, builder, signature.args[4], args[4],
-                                           _ir_index(context, builder, signature, args, 5, 6, t), vty), align=nbytes)
-        return context.get_dummy_value()
-
-    return types.void(src, so, ss, half, dst, do, ds), codegen
+    return types.void(src, so, ss, half, dst, do, ds), _transpose8_codegen("merge")
 
 
 @njit(cache=True)
