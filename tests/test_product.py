@@ -169,3 +169,20 @@ def test_mixing_numpy_and_cupy_is_a_type_error(cp):
         F @ G
     np.testing.assert_allclose(host(G @ cp.ones((16, 2))), F @ np.ones((16, 2)))
     assert G.to_device("cpu").device == "cpu"
+
+
+@pytest.mark.parametrize("cdtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("shape", [(64,), (64, 3), (64, 20)])
+def test_real_batch_into_complex_product(cdtype, shape):
+    """A real batch of the product's precision is loaded as is (no converted copy) by the
+    one-vector, small-batch and tiled paths, in both layouts; the DFT's permutation casts it."""
+    rng = np.random.default_rng(8)
+    rdt = np.finfo(np.dtype(cdtype)).dtype
+    X = rng.standard_normal(shape).astype(rdt)
+    for F in (gpufact.transforms.random_butterfly(64, dtype=cdtype, seed=1), gpufact.transforms.dft(64, dtype=cdtype)):
+        ref = F.toarray() @ X.astype(cdtype)
+        Y = F @ X
+        assert Y.dtype == cdtype
+        np.testing.assert_allclose(Y, ref, rtol=0, atol=50 * tol(cdtype) * np.abs(ref).max())
+        Yr = np.ascontiguousarray(X.T) @ F.T
+        np.testing.assert_allclose(Yr, ref.T, rtol=0, atol=50 * tol(cdtype) * np.abs(ref).max())
