@@ -91,23 +91,23 @@ class PermFactor(Factor):
         xp = self.backend.xp
         cols = Xc.flags.c_contiguous and out.flags.c_contiguous
         rows = Xc.T.flags.c_contiguous and out.T.flags.c_contiguous
-        if not (cols or rows) or not np.can_cast(Xc.dtype, out.dtype, "same_kind"):
-            out[...] = Xc[self.perm]
-        elif xp is np and Xc.size >= _PARALLEL_MIN:  # Numba, in parallel (valid permutation:
-            # no bounds to check), casting on the fly (a real batch into a complex product)
+        gather = (cols or rows) and np.can_cast(Xc.dtype, out.dtype, "same_kind")
+        if gather and xp is np and Xc.size >= _PARALLEL_MIN:  # Numba, in parallel (valid
+            # permutation: no bounds to check), casting on the fly (real batch, complex product)
             k = cpu_kernels()
             if cols:
                 k.permute_rows(Xc, self.perm, out)
             else:
                 k.permute_within_rows(Xc.T, self.perm, out.T)
-        elif Xc.dtype != out.dtype:
-            out[...] = Xc[self.perm]
-        else:  # CuPy, or a small batch (a parallel launch would cost more than the gather)
+        elif gather and Xc.dtype == out.dtype:  # CuPy, or a small batch (a parallel launch
+            # would cost more than the gather)
             kw = {"mode": "wrap"} if xp is np else {}  # valid indices: skip NumPy's buffered out
             if cols:
                 xp.take(Xc, self.perm, axis=0, out=out, **kw)
             else:
                 xp.take(Xc.T, self.perm, axis=1, out=out.T, **kw)
+        else:  # other layouts, or a cast the gathers do not do
+            out[...] = Xc[self.perm]
         return out
 
     def _state(self):
