@@ -68,6 +68,22 @@ __device__ __forceinline__ void tile_load(T* s, const T* __restrict__ X, long lo
     }
 }
 
+// Start of the fused chain kernels: this block's tile (samples b0 .. b0 + nt - 1; the last
+// tile may be partial) loaded into dynamic shared memory by tile_load, then a barrier.
+template <typename T>
+__device__ __forceinline__ T* tile_begin(const T* __restrict__ X, long long x_si, long long x_sb,
+                                         int N, int Np, int pad, int log2bt, long long B,
+                                         long long& b0, int& nt) {
+    extern __shared__ unsigned char smem_raw[];
+    T* s = reinterpret_cast<T*>(smem_raw);
+    const int bt = 1 << log2bt;
+    b0 = (long long)blockIdx.x * bt;
+    nt = (int)((B - b0) < bt ? (B - b0) : bt);
+    tile_load(s, X, x_si, x_sb, N, Np, pad, log2bt, b0, nt);
+    __syncthreads();
+    return s;
+}
+
 template <typename T>
 __device__ __forceinline__ void tile_store(const T* s, T* __restrict__ Y, long long y_si,
                                            long long y_sb, int N, int Np, int pad, int log2bt,
@@ -95,13 +111,10 @@ __global__ void bf_chain_apply(const T* __restrict__ w, const long long* __restr
                                int J, int N, long long B, int log2bt,
                                const T* __restrict__ X, long long x_si, long long x_sb,
                                T* __restrict__ Y, long long y_si, long long y_sb) {
-    extern __shared__ unsigned char smem_raw[];
-    T* s = reinterpret_cast<T*>(smem_raw);
+    long long b0;
+    int nt;
+    T* s = tile_begin(X, x_si, x_sb, N, N, NO_PAD, log2bt, B, b0, nt);
     const int bt = 1 << log2bt;
-    const long long b0 = (long long)blockIdx.x * bt;
-    const int nt = (int)((B - b0) < bt ? (B - b0) : bt);
-    tile_load(s, X, x_si, x_sb, N, N, NO_PAD, log2bt, b0, nt);
-    __syncthreads();
     const int half = N >> 1;
     for (int j = 0; j < J; ++j) {
         const int ld = (int)meta[2 * j];
@@ -175,13 +188,10 @@ __global__ void __launch_bounds__(256) bf_chain_apply_radix(
     // banks (unpadded: up to 8-way conflicts for float).
     constexpr int PAD = sizeof(T) == 4 ? 5 : (sizeof(T) == 8 ? 4 : 3);
     const int Np = N + (N >> PAD);
-    extern __shared__ unsigned char smem_raw[];
-    T* s = reinterpret_cast<T*>(smem_raw);
+    long long b0;
+    int nt;
+    T* s = tile_begin(X, x_si, x_sb, N, Np, PAD, log2bt, B, b0, nt);
     const int bt = 1 << log2bt;
-    const long long b0 = (long long)blockIdx.x * bt;
-    const int nt = (int)((B - b0) < bt ? (B - b0) : bt);
-    tile_load(s, X, x_si, x_sb, N, Np, PAD, log2bt, b0, nt);
-    __syncthreads();
     for (int p = 0; p < P; ++p) {
         const long long* ps = passes + (long long)PASS_FIELDS * p;
         const int R = (int)ps[0];
