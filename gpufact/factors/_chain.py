@@ -85,8 +85,8 @@ class KSChain:
     def _apply_cpu(self, Xc, out):
         k = cpu_kernels()
         dt = out.dtype
-        real_into_complex = dt.kind == "c" and Xc.dtype == np.finfo(dt).dtype  # loaded as is
-        if Xc.dtype != dt and not real_into_complex:
+        # convert, except a real batch into a complex product: the planar tiles load it as is
+        if Xc.dtype != dt and not (dt.kind == "c" and Xc.dtype == np.finfo(dt).dtype):
             Xc = Xc.astype(dt)
         if Xc.flags.c_contiguous:
             X, x_rows = Xc, False
