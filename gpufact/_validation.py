@@ -97,3 +97,37 @@ def check_matrix(A, name: str = "A", be=None, *, allow_empty: bool = False, fini
     if A.dtype != dt:
         A = A.astype(dt)
     return A
+
+
+def check_samples(est, X, *, reset: bool, name: str = "X"):
+    """Validate a sample matrix ``X`` (n_samples, n_features) for the estimator ``est``.
+
+    NumPy input and array-likes go through scikit-learn's ``validate_data`` (float64 or
+    float32 kept, other dtypes converted to float64, NaN/inf refused, ``n_features_in_``
+    set when ``reset`` and checked otherwise); read-only and memory-mapped arrays are kept
+    as they are (never copied for their flags). CuPy arrays are checked with
+    :func:`check_matrix` (never moved to the host). Complex data is a ``TypeError``.
+    Returns ``(X, backend)``.
+    """
+    from sklearn.utils.validation import validate_data
+
+    from ._backend import get_backend
+
+    be = get_backend(X)
+    if be.is_gpu:
+        X = validate_data(est, X, skip_check_array=True, reset=reset)
+        X = check_matrix(X, name, be)
+        if X.dtype.kind == "c":
+            raise TypeError(f"{name}: complex data is not supported, got dtype {X.dtype}")
+        return X, be
+    if getattr(X, "dtype", None) is not None and np.dtype(X.dtype).kind == "c":
+        raise TypeError(f"{name}: complex data is not supported, got dtype {X.dtype}")
+    X = validate_data(est, X, dtype=[np.float64, np.float32], reset=reset)
+    return X, be
+
+
+def chunk_rows(n_rows: int, row_bytes: int, budget_bytes: int = 64 << 20, *, min_rows: int = 1):
+    """Row ranges ``(start, stop)`` covering ``n_rows`` in chunks of at most ``budget_bytes``
+    (each row costing ``row_bytes``), so a temporary per chunk stays within the budget."""
+    rows = max(min_rows, int(budget_bytes // max(1, row_bytes)))
+    return [(i, min(n_rows, i + rows)) for i in range(0, n_rows, rows)]
