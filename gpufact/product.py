@@ -215,6 +215,47 @@ class FactorProduct:
             return self.T._apply_cols(X[:, None], False, dt)[:, 0]
         return self.T._apply_cols(X.T, True, dt).T
 
+    def argmin_affine(self, X, bias, alpha: float = -2.0, *, chunk_bytes: int = 32 << 20):
+        """Nearest-row search through F: for row-major samples ``X`` (B, N) and F of shape
+        (K, N), ``labels[b] = argmin_k bias[k] + alpha · (X @ F.T)[b, k]`` and ``values[b]``
+        the minimum (ties go to the smaller k). With ``bias = ‖v_k‖²`` and ``alpha = -2`` this
+        is the K-means assignment to the rows v_k of F (add ‖x_b‖² to ``values`` for the
+        squared distance).
+
+        ``bias``: (K,) array of X's namespace. Returns ``(labels, values)``: int32 (B,) and
+        (B,) of the result dtype, in X's namespace. The (B, K) score matrix is never held
+        whole: samples are processed in chunks of about ``chunk_bytes``. Cost
+        O(nnz(F) · B). Raises ValueError on shape mismatches, TypeError on NumPy/CuPy mixes.
+        """
+        get_backend(self, X, bias)
+        K, n = self.shape
+        if not hasattr(X, "ndim") or X.ndim != 2 or X.shape[1] != n:
+            raise ValueError(f"X: expected shape (B, {n}), got {tuple(getattr(X, 'shape', ()))}")
+        if not hasattr(bias, "ndim") or tuple(bias.shape) != (K,):
+            raise ValueError(f"bias: expected shape ({K},), got {tuple(getattr(bias, 'shape', ()))}")
+        xp = self.backend.xp
+        dt = self._result_dtype(X, "X")
+        if dt.kind == "c":
+            raise TypeError("argmin_affine needs a real operator and real X")
+        B = X.shape[0]
+        labels = xp.empty(B, dtype=xp.int32)
+        values = xp.empty(B, dtype=dt)
+        if B == 0:
+            return labels, values
+        FT = self.T
+        b = bias.astype(dt, copy=False)
+        a = dt.type(alpha)
+        step = max(1, int(chunk_bytes // max(1, K * dt.itemsize)))
+        for i in range(0, B, step):
+            j = min(B, i + step)
+            S = X[i:j] @ FT
+            S *= a
+            S += b
+            lab = xp.argmin(S, axis=1)
+            labels[i:j] = lab
+            values[i:j] = xp.take_along_axis(S, lab[:, None], axis=1)[:, 0]
+        return labels, values
+
     def matvec(self, x):
         return self @ x
 
