@@ -9,6 +9,7 @@ from ._backend import Backend, get_backend
 from ._validation import check_dtype, check_int, check_seed, float_dtype_for
 from .factors import CSRFactor, DenseFactor, DiagFactor, Factor, KSFactor, PermFactor
 from .factors._chain import KSChain
+from .factors._csr_chain import CSRChain
 
 
 def _as_factor(f) -> Factor:
@@ -62,6 +63,7 @@ class FactorProduct:
         self.shape = (factors[0].shape[0], factors[-1].shape[1])
         self._segments = None
         self._T = None
+        self._rest = None  # argmin_affine: the factors applied before a leading CSR chain, transposed
         self._dtype = np.result_type(*[f.dtype for f in factors])  # factors are immutable
         self._result_dtypes = {}
 
@@ -143,18 +145,31 @@ class FactorProduct:
 
     # --- apply ---------------------------------------------------------------------------
     def _get_segments(self):
+        """Factors in product order, with runs of consecutive KS factors as a KSChain and
+        runs of CSR and diagonal factors (at least one CSR) as a CSRChain."""
         if self._segments is None:
-            segs, run = [], []
-            for f in self._factors:
-                if isinstance(f, KSFactor):
-                    run.append(f)
-                    continue
-                if run:
+            segs, run, kind = [], [], None
+
+            def close():
+                if kind == "ks":
                     segs.append(KSChain(run))
+                elif any(isinstance(f, CSRFactor) for f in run):
+                    segs.append(CSRChain(run))
+                else:
+                    segs.extend(run)
+
+            for f in self._factors:
+                k = "ks" if isinstance(f, KSFactor) else "csr" if isinstance(f, (CSRFactor, DiagFactor)) else None
+                if run and k != kind:
+                    close()
                     run = []
-                segs.append(f)
+                if k is None:
+                    segs.append(f)
+                else:
+                    run.append(f)
+                kind = k
             if run:
-                segs.append(KSChain(run))
+                close()
             self._segments = segs
         return self._segments
 
@@ -218,14 +233,20 @@ class FactorProduct:
     def argmin_affine(self, X, bias, alpha: float = -2.0, *, chunk_bytes: int = 32 << 20):
         """Nearest-row search through F: for row-major samples ``X`` (B, N) and F of shape
         (K, N), ``labels[b] = argmin_k bias[k] + alpha · (X @ F.T)[b, k]`` and ``values[b]``
-        the minimum (ties go to the smaller k). With ``bias = ‖v_k‖²`` and ``alpha = -2`` this
-        is the K-means assignment to the rows v_k of F (add ‖x_b‖² to ``values`` for the
-        squared distance).
+        the minimum (ties go to the smaller k; a NaN score wins, the first one, as
+        ``numpy.argmin``). With ``bias = ‖v_k‖²`` and ``alpha = -2`` this is the K-means
+        assignment to the rows v_k of F (add ‖x_b‖² to ``values`` for the squared distance).
 
-        ``bias``: (K,) array of X's namespace. Returns ``(labels, values)``: int32 (B,) and
-        (B,) of the result dtype, in X's namespace. The (B, K) score matrix is never held
-        whole: samples are processed in chunks of about ``chunk_bytes``. Cost
-        O(nnz(F) · B). Raises ValueError on shape mismatches, TypeError on NumPy/CuPy mixes.
+        ``bias``: real (K,) array of X's namespace. Returns ``(labels, values)``: int32 (B,)
+        and (B,) of the result dtype, in X's namespace. The (B, K) score matrix is never held
+        whole. When F's leading factors (those applied last) are CSR or diagonal factors, the
+        assignment is fused into their chain (Numba on the CPU, ``kernels/csr_chain.cu`` on
+        the GPU): each of the last factor's rows is reduced into a running minimum per sample
+        as soon as it is computed, so no K-sized score row is stored at all; a chain of CSR
+        factors only (the QuickMeans centroid operator, a scalar or DiagFactor in front
+        included) reads X once and writes labels and values once. Otherwise samples are
+        processed in chunks of about ``chunk_bytes`` of scores. Cost O(nnz(F) · B).
+        Raises ValueError on shape mismatches, TypeError on complex data and NumPy/CuPy mixes.
         """
         get_backend(self, X, bias)
         K, n = self.shape
@@ -233,6 +254,9 @@ class FactorProduct:
             raise ValueError(f"X: expected shape (B, {n}), got {tuple(getattr(X, 'shape', ()))}")
         if not hasattr(bias, "ndim") or tuple(bias.shape) != (K,):
             raise ValueError(f"bias: expected shape ({K},), got {tuple(getattr(bias, 'shape', ()))}")
+        if bias.dtype.kind not in "biuf":
+            raise TypeError(f"bias: expected a real array, got dtype {bias.dtype}")
+        chunk_bytes = check_int(chunk_bytes, "chunk_bytes", min_value=1)
         xp = self.backend.xp
         dt = self._result_dtype(X, "X")
         if dt.kind == "c":
@@ -242,9 +266,12 @@ class FactorProduct:
         values = xp.empty(B, dtype=dt)
         if B == 0:
             return labels, values
-        FT = self.T
-        b = bias.astype(dt, copy=False)
+        b = xp.ascontiguousarray(bias.astype(dt, copy=False))
         a = dt.type(alpha)
+        head = self._get_segments()[0]
+        if isinstance(head, CSRChain) and head.argmin_fits(dt):
+            return self._argmin_fused(head, X, b, a, labels, values, chunk_bytes)
+        FT = self.T
         step = max(1, int(chunk_bytes // max(1, K * dt.itemsize)))
         for i in range(0, B, step):
             j = min(B, i + step)
@@ -254,6 +281,28 @@ class FactorProduct:
             lab = xp.argmin(S, axis=1)
             labels[i:j] = lab
             values[i:j] = xp.take_along_axis(S, lab[:, None], axis=1)[:, 0]
+        return labels, values
+
+    def _argmin_fused(self, head, X, b, a, labels, values, chunk_bytes):
+        """argmin_affine through the CSR chain ``head`` (F's leading factors): the other
+        factors are applied first, in chunks of about ``chunk_bytes`` of their output."""
+        dt = values.dtype
+        rest = self._factors[len(head.factors):]
+        if not rest and X.dtype == dt:  # one fused pass over the whole batch
+            head.argmin_cols(X.T, b, a, labels, values)
+            return labels, values
+        if rest:
+            if self._rest is None:
+                self._rest = FactorProduct(list(rest)).T
+            width = self._rest.shape[1]
+        else:
+            width = X.shape[1]
+        B = X.shape[0]
+        step = max(1, int(chunk_bytes // max(1, width * dt.itemsize)))
+        for i in range(0, B, step):
+            j = min(B, i + step)
+            Z = X[i:j] @ self._rest if rest else X[i:j].astype(dt)
+            head.argmin_cols(Z.astype(dt, copy=False).T, b, a, labels[i:j], values[i:j])
         return labels, values
 
     def matvec(self, x):

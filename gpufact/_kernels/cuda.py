@@ -1,4 +1,4 @@
-"""CuPy launchers for ``kernels/ks_apply.cu`` (imported only when CuPy arrays are used).
+"""CuPy launchers for ``kernels/*.cu`` (imported only when CuPy arrays are used).
 
 The module is compiled once per (device, source) with NVRTC through ``cupy.RawModule``
 with one name expression per dtype; CuPy also caches the binary on disk. Launchers check
@@ -43,6 +43,8 @@ NVRTC_OPTIONS = ("-std=c++17",)  # what RawModule adds to CuPy's own (include pa
 _SOURCES = {  # file -> name expressions compiled from it
     "ks_apply.cu": tuple(f"{k}<{c}>" for k in _KERNELS for c in _CTYPE.values()),
     "topk.cu": ("topk_mask<float, unsigned int>", "topk_mask<double, unsigned long long>"),
+    "csr_chain.cu": tuple(f"csr_chain_apply<{c}>" for c in _CTYPE.values())
+    + ("csr_chain_argmin<float>", "csr_chain_argmin<double>"),
 }
 
 
@@ -279,3 +281,111 @@ def bf_pass_cols_apply(w, passes_host, passes, N: int, Xc, Yc):
            (w, passes[p], np.int32(N), np.int64(B), src, np.int64(s_si), Yc, np.int64(ys)))
         src, s_si = Yc, ys
     return Yc
+
+
+# ---- chains of CSR factors (kernels/csr_chain.cu) ---------------------------------------------
+CSR_THREADS = 256  # the kernels' __launch_bounds__
+_CSR_MAX_BT = 32  # samples per tile: a warp shares one output row
+
+
+@functools.lru_cache(maxsize=None)
+def _csr_smem_limit(kernel: str) -> int:
+    """Dynamic shared memory a block of ``kernel`` (a csr_chain.cu name expression) may use:
+    opt in beyond 48 KiB where the device allows it (per function), else 48 KiB."""
+    fn = _get("csr_chain.cu", kernel)
+    try:
+        fn.max_dynamic_shared_size_bytes = _SMEM_MAX_BYTES
+        return _SMEM_MAX_BYTES
+    except Exception:  # attribute missing or the device refuses: default 48 KiB
+        return 48 * 1024
+
+
+def _csr_name(kernel: str, dtype) -> str:
+    dt = np.dtype(dtype)
+    if dt not in _CTYPE or (kernel == "csr_chain_argmin" and dt.kind == "c"):
+        raise TypeError(f"{kernel}: unsupported dtype {dt}")
+    return f"{kernel}<{_CTYPE[dt]}>"
+
+
+def _csr_smem(rows: int, bt: int, itemsize: int, argmin: bool) -> int:
+    red = CSR_THREADS * (itemsize + 4) if argmin else 0
+    return rows * (bt | 1) * itemsize + red
+
+
+def csr_chain_tile(rows: int, dtype, B: int, argmin: bool = False) -> int:
+    """Samples per thread block of the csr_chain.cu kernels for tile buffers of ``rows``
+    rows in all (0: not even one sample fits the shared memory): the largest power of two
+    <= 32, <= the batch, whose tile fits _SMEM_TILE_BYTES; else 1 if one sample fits the
+    device's limit."""
+    dt = np.dtype(dtype)
+    limit = _csr_smem_limit(_csr_name("csr_chain_argmin" if argmin else "csr_chain_apply", dt))
+    bt = min(_CSR_MAX_BT, _pow2_at_least(max(1, B)))
+    while bt > 1 and _csr_smem(rows, bt, dt.itemsize, argmin) > min(_SMEM_TILE_BYTES, limit):
+        bt //= 2
+    return bt if _csr_smem(rows, bt, dt.itemsize, argmin) <= limit else 0
+
+
+def _check_chain(plan, indptr, indices, data, dtype):
+    if plan.dtype != np.int64 or plan.ndim != 2 or plan.shape[1] != 3 or plan.shape[0] == 0:
+        raise ValueError("plan must be a non-empty int64 (J, 3) array")
+    if indptr.dtype != np.int64 or indices.dtype != np.int32 or data.dtype != dtype:
+        raise TypeError(f"chain arrays must be int64 indptr, int32 indices and {dtype} data")
+    for a in (plan, indptr, indices, data):
+        if not a.flags.c_contiguous:
+            raise ValueError("chain arrays must be C-contiguous")
+
+
+def csr_chain_apply(plan, indptr, indices, data, rows0: int, rows1: int, bt: int, Xc, Yc):
+    """Yc (M, B) <- chain @ Xc (N, B), logical column views with any non-negative strides,
+    all of data's dtype. plan/indptr/indices/data: the concatenated chain on the device
+    (kernels/csr_chain.cu); rows0, rows1: ping-pong buffer rows; bt: samples per block
+    (:func:`csr_chain_tile`, a power of two)."""
+    M, B = Yc.shape
+    if M * B == 0:
+        return Yc
+    _check_chain(plan, indptr, indices, data, Yc.dtype)
+    if Xc.dtype != Yc.dtype or Xc.shape[1] != B:
+        raise ValueError("Xc and Yc must share the dtype and the batch size")
+    if bt < 1 or bt & (bt - 1):
+        raise ValueError(f"bt must be a power of two, got {bt}")
+    name = _csr_name("csr_chain_apply", Yc.dtype)
+    smem = _csr_smem(rows0 + rows1, bt, Yc.itemsize, False)
+    if smem > _csr_smem_limit(name):
+        raise ValueError(f"a tile of {bt} samples needs {smem} bytes of shared memory")
+    xs, xb = _elem_strides(Xc)
+    ys, yb = _elem_strides(Yc)
+    fn = _get("csr_chain.cu", name)
+    fn(((B + bt - 1) // bt,), (CSR_THREADS,),
+       (plan, np.int32(plan.shape[0]), indptr, indices, data, np.int32(rows0), np.int64(B),
+        np.int32(bt.bit_length() - 1), Xc, np.int64(xs), np.int64(xb), Yc, np.int64(ys), np.int64(yb)),
+       shared_mem=smem)
+    return Yc
+
+
+def csr_chain_argmin(plan, indptr, indices, data, rows0: int, rows1: int, bt: int, Xc, bias, alpha,
+                     labels, values):
+    """labels (B,) int32, values (B,) <- argmin / min over k of bias[k] + alpha · (chain @ Xc)[k]
+    for a logical (N, B) view Xc (any non-negative strides); real data, Xc, bias (K,
+    contiguous) and values of one dtype; rows0, rows1 cover all steps but the last."""
+    B = Xc.shape[1]
+    if B == 0:
+        return labels, values
+    dt = values.dtype
+    _check_chain(plan, indptr, indices, data, dt)
+    if Xc.dtype != dt or bias.dtype != dt or not bias.flags.c_contiguous:
+        raise TypeError(f"Xc and a contiguous bias must have dtype {dt}")
+    if labels.dtype != np.int32 or labels.shape != (B,) or values.shape != (B,):
+        raise ValueError("labels must be int32 (B,) and values (B,)")
+    if bt < 1 or bt & (bt - 1) or bt > CSR_THREADS:
+        raise ValueError(f"bt must be a power of two <= {CSR_THREADS}, got {bt}")
+    name = _csr_name("csr_chain_argmin", dt)
+    smem = _csr_smem(rows0 + rows1, bt, dt.itemsize, True)
+    if smem > _csr_smem_limit(name):
+        raise ValueError(f"a tile of {bt} samples needs {smem} bytes of shared memory")
+    xs, xb = _elem_strides(Xc)
+    fn = _get("csr_chain.cu", name)
+    fn(((B + bt - 1) // bt,), (CSR_THREADS,),
+       (plan, np.int32(plan.shape[0]), indptr, indices, data, np.int32(rows0), np.int32(rows1), np.int64(B),
+        np.int32(bt.bit_length() - 1), Xc, np.int64(xs), np.int64(xb), bias, dt.type(alpha), labels, values),
+       shared_mem=smem)
+    return labels, values

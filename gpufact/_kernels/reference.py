@@ -98,3 +98,39 @@ def bf_passes_apply(w: np.ndarray, passes: np.ndarray, X: np.ndarray) -> np.ndar
         for k, i in enumerate(idx):
             s[i] = v[k]
     return s
+
+
+# ---- chains of general sparse (CSR) factors --------------------------------------------------
+# A chain is given in *application order* (first element applied first) as a list of CSR
+# triples (indptr, indices, data) with their shapes; kernels/csr_chain.cu and
+# gpufact/_kernels/cpu_sparse.py hold the same matrices concatenated (see
+# gpufact.factors._csr_chain.CSRChain.arrays).
+
+
+def csr_apply(indptr, indices, data, m: int, X: np.ndarray) -> np.ndarray:
+    """(m, n) CSR matrix times X (n, B): row i of the result is Σ_p data[p] X[indices[p]]
+    over p in indptr[i] .. indptr[i+1] - 1 (duplicates add up)."""
+    indptr = np.asarray(indptr)
+    rows = np.repeat(np.arange(m), np.diff(indptr))
+    Y = np.zeros((m, X.shape[1]), dtype=np.result_type(data, X))
+    np.add.at(Y, rows, np.asarray(data)[:, None] * X[np.asarray(indices)])
+    return Y
+
+
+def csr_chain_apply(mats, X: np.ndarray) -> np.ndarray:
+    """Apply CSR factors ``mats`` = [(indptr, indices, data, (m, n)), ...] in application
+    order to X (N, B)."""
+    for indptr, indices, data, (m, _n) in mats:
+        X = csr_apply(indptr, indices, data, m, X)
+    return X
+
+
+def csr_chain_argmin(mats, X: np.ndarray, bias: np.ndarray, alpha):
+    """The fused assignment: with S = bias[:, None] + alpha · (chain @ X) of shape (K, B),
+    ``labels[b] = argmin_k S[k, b]`` (first minimum, i.e. ties to the smaller k; a NaN
+    score wins, the first NaN) and ``values[b] = S[labels[b], b]``. Returns int32 labels
+    and values of the scores' dtype."""
+    Y = csr_chain_apply(mats, X)
+    S = alpha * Y + bias[:, None]
+    labels = np.argmin(S, axis=0).astype(np.int32) if S.shape[1] else np.zeros(0, np.int32)
+    return labels, S[labels, np.arange(S.shape[1])]
