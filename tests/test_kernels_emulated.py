@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(compiler() is None, reason="g++ not installed")
 
 @pytest.fixture(scope="module")
 def modules():
-    return {src: EmulatedModule(src) for src in ("ks_apply.cu", "topk.cu")}
+    return {src: EmulatedModule(src) for src in ("ks_apply.cu", "topk.cu", "csr_chain.cu")}
 
 
 @pytest.fixture
@@ -34,11 +34,13 @@ def emulated_gpu(modules, monkeypatch):
     """Route the launchers' kernel lookups to the emulated modules (undone afterwards)."""
     monkeypatch.setattr(cuda, "_get", lambda source, name: modules[source].get_function(name))
     cuda._smem_limit.cache_clear()
+    cuda._csr_smem_limit.cache_clear()
     for m in modules.values():
         m.order = 0
         m.launches.clear()
     yield modules
     cuda._smem_limit.cache_clear()
+    cuda._csr_smem_limit.cache_clear()
 
 
 def gpu_chain(factors):
@@ -326,3 +328,145 @@ def test_pass_kernel_grid_limit_falls_back(emulated_gpu, monkeypatch):
     X = np.ones((256, 3))
     with pytest.raises(ValueError, match="grid limit"):
         cuda.bf_pass_cols_apply(chain.weights(np.float64), passes, passes, 256, X, np.empty_like(X))
+
+
+# --- chains of CSR factors (kernels/csr_chain.cu) ----------------------------------------------
+
+def gpu_csr_chain(F):
+    """The CSRChain of a CSR-only product, taking its GPU path (the emulated kernels)."""
+    from gpufact.factors._csr_chain import CSRChain
+
+    (chain,) = F._get_segments()
+    assert isinstance(chain, CSRChain)
+    chain.backend = types.SimpleNamespace(xp=np, is_gpu=True, name="emulated")
+    return chain
+
+
+def _csr_product(dtype, rng, shapes, density=0.3):
+    import scipy.sparse as sps
+
+    fs = []
+    for m, n in shapes:
+        S = sps.random(m, n, density=density, random_state=rng, format="csr")
+        S.data = rand(S.data.shape, dtype, rng)
+        fs.append(gpufact.CSRFactor(S.astype(dtype)))
+    return gpufact.FactorProduct([gpufact.DiagFactor(rand((shapes[0][0],), dtype, rng))] + fs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("layout", ["cols", "rows"])
+def test_csr_chain_apply_kernel(emulated_gpu, dtype, layout):
+    """csr_chain_apply: one fused launch, against the dense product, both schedules, output
+    written only inside its view, input untouched; partial tiles and B = 1."""
+    rng = np.random.default_rng(11)
+    F = _csr_product(dtype, rng, [(9, 20), (20, 20), (20, 13)])
+    chain = gpu_csr_chain(F)
+    mod = emulated_gpu["csr_chain.cu"]
+    for B in (1, 7, 70):
+        X = rand((13, B), dtype, rng)
+        outs = []
+        for order in (0, 1):
+            mod.launches.clear()
+            mod.order = order
+            outs.append(run_chain(chain, X, layout, emulated_gpu, order))
+            assert [n.split("<")[0] for n, *_ in mod.launches] == ["csr_chain_apply"]
+        np.testing.assert_array_equal(outs[0], outs[1])
+        ref = F.toarray() @ X
+        np.testing.assert_allclose(outs[0], ref, rtol=0, atol=50 * tol(dtype) * np.abs(ref).max())
+
+
+def _emulated_argmin(chain, Xr, bias, alpha, mod, order):
+    B = Xr.shape[0]
+    mod.order = order
+    big_l = np.full(B + 2, -7, np.int32)
+    big_v = np.full(B + 2, np.nan, Xr.dtype)
+    lab, val = big_l[1:B + 1], big_v[1:B + 1]
+    X_before = Xr.copy()
+    chain.argmin_cols(Xr.T, bias, Xr.dtype.type(alpha), lab, val)
+    np.testing.assert_array_equal(Xr, X_before)
+    assert big_l[0] == big_l[-1] == -7 and np.isnan(big_v[[0, -1]]).all()
+    return lab.copy(), val.copy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_csr_chain_argmin_kernel(emulated_gpu, dtype):
+    """csr_chain_argmin against the NumPy reference: labels exactly (ties to the smaller k,
+    the first NaN wins), both schedules and a shuffled one, K smaller and larger than the
+    256 / bt threads that share a sample, B = 1 and partial tiles, row-major and column
+    batches."""
+    rng = np.random.default_rng(12)
+    mod = emulated_gpu["csr_chain.cu"]
+    for K in (5, 300):
+        F = _csr_product(dtype, rng, [(K, 16), (16, 12)], density=0.4)
+        chain = gpu_csr_chain(F)
+        X = rand((40, 12), dtype, rng)
+        X[:4] = 0  # every score equals its bias: ties between equal biases
+        X[6, 3] = np.nan
+        bias = rand((K,), dtype, rng)
+        bias[[1, 2]] = bias.min() - 1  # tie between k = 1 and k = 2
+        ref_lab, ref_val = reference.csr_chain_argmin(chain.mats(), X.T.astype(np.float64), bias.astype(np.float64),
+                                                     -2.0)
+        assert (ref_lab[:4] == 1).all()
+        for B in (1, 9, 40):
+            res = [_emulated_argmin(chain, np.ascontiguousarray(X[:B]), bias, -2.0, mod, order) for order in (0, 1, 5)]
+            for lab, val in res:
+                np.testing.assert_array_equal(lab, ref_lab[:B])
+                np.testing.assert_array_equal(lab, res[0][0])
+                np.testing.assert_allclose(val, ref_val[:B], rtol=0, atol=50 * tol(dtype) * np.nanmax(np.abs(ref_val)))
+            assert [n.split("<")[0] for n, *_ in mod.launches[-3:]] == ["csr_chain_argmin"] * 3
+        # column batches (strided view of an (N, B) array)
+        Xc = np.ascontiguousarray(X.T)
+        lab = np.empty(40, np.int32)
+        val = np.empty(40, dtype)
+        chain.argmin_cols(Xc, bias, dtype(-2.0), lab, val)
+        np.testing.assert_array_equal(lab, ref_lab)
+
+
+def test_csr_chain_tiles_and_fallback(emulated_gpu, monkeypatch):
+    """Tiles shrink to fit the shared memory (no launch asks for more than the limit); a
+    chain whose single sample does not fit runs factor by factor and has no fused argmin."""
+    import cuda_emulator
+
+    def refuse(self, value):
+        raise cuda_emulator.EmulatorError("opt-in refused")
+
+    monkeypatch.setattr(cuda_emulator.EmulatedFunction, "max_dynamic_shared_size_bytes",
+                        property(lambda self: self._max_dyn, refuse))
+    rng = np.random.default_rng(13)
+    mod = emulated_gpu["csr_chain.cu"]
+    F = _csr_product(np.float64, rng, [(8, 2000), (2000, 10)], density=0.002)  # 2010 rows: 1-2 samples a tile
+    chain = gpu_csr_chain(F)
+    X = rand((10, 5), np.float64, rng)
+    out = run_chain(chain, X, "rows", emulated_gpu, 0)
+    np.testing.assert_allclose(out, F.toarray() @ X, atol=1e-12)
+    assert mod.launches and max(smem for *_, smem in mod.launches) <= 48 * 1024
+    assert cuda.csr_chain_tile(2010, np.float64, 64) == 2
+    assert chain.argmin_fits(np.float64)
+    big = _csr_product(np.float64, rng, [(8, 7000), (7000, 10)], density=0.0005)  # 56 kB a sample
+    chain = gpu_csr_chain(big)
+    mod.launches.clear()
+    out = run_chain(chain, X, "cols", emulated_gpu, 0)
+    np.testing.assert_allclose(out, big.toarray() @ X, atol=1e-12)
+    assert mod.launches == [] and not chain.argmin_fits(np.float64)
+
+
+def test_csr_chain_launchers_check_their_arguments(emulated_gpu):
+    rng = np.random.default_rng(14)
+    F = _csr_product(np.float32, rng, [(6, 8)])
+    chain = gpu_csr_chain(F)
+    plan_h, plan, ip, ix, data = chain.arrays(np.float32)
+    X = rand((8, 3), np.float32, rng)
+    Y = np.empty((6, 3), np.float32)
+    with pytest.raises(TypeError, match="int64 indptr"):
+        cuda.csr_chain_apply(plan, ip.astype(np.int32), ix, data, 8, 6, 4, X, Y)
+    with pytest.raises(ValueError, match="dtype and the batch"):
+        cuda.csr_chain_apply(plan, ip, ix, data, 8, 6, 4, X.astype(np.float64), Y)
+    with pytest.raises(ValueError, match="power of two"):
+        cuda.csr_chain_apply(plan, ip, ix, data, 8, 6, 3, X, Y)
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        cuda.csr_chain_tile(10, np.complex64, 4, argmin=True)
+    lab = np.empty(3, np.int32)
+    with pytest.raises(TypeError, match="contiguous bias"):
+        cuda.csr_chain_argmin(plan, ip, ix, data, 8, 0, 4, X, np.zeros(6), np.float32(-2), lab, np.empty(3, np.float32))
+    cuda.csr_chain_apply(plan, ip, ix, data, 8, 6, 4, X[:, :0], Y[:, :0])  # empty: no launch
+    assert emulated_gpu["csr_chain.cu"].launches == []
