@@ -105,10 +105,13 @@ class CSRChain:
     def buffer_rows(self, argmin: bool):
         """Rows of the two ping-pong tile buffers: the largest state each holds (the input,
         then every step's output alternately; with ``argmin`` not the last output)."""
-        dims = [self.mats()[0][3][1]] + [s[0] for *_, s in self.mats()]
-        if argmin:
-            dims = dims[:-1]
-        return max(dims[0::2]), max(dims[1::2], default=0)
+        rows = self._cache.get(("rows", argmin))
+        if rows is None:
+            dims = [self.mats()[0][3][1]] + [s[0] for *_, s in self.mats()]
+            if argmin:
+                dims = dims[:-1]
+            rows = self._cache[("rows", argmin)] = (max(dims[0::2]), max(dims[1::2], default=0))
+        return rows
 
     # --- apply ----------------------------------------------------------------------------
     def apply_cols(self, Xc, out):
@@ -188,12 +191,17 @@ class CSRChain:
     def argmin_fits(self, dtype) -> bool:
         """Whether :meth:`argmin_cols` runs fused for ``dtype`` on this backend."""
         dt = np.dtype(dtype)
-        r0, r1 = self.buffer_rows(True)
-        if self.backend.is_gpu:
-            from .._kernels import cuda
+        fits = self._cache.get(("fits", dt))
+        if fits is None:
+            r0, r1 = self.buffer_rows(True)
+            if self.backend.is_gpu:
+                from .._kernels import cuda
 
-            return cuda.csr_chain_tile(r0 + r1, dt, 1, argmin=True) > 0
-        return (r0 + r1) * 8 * dt.itemsize <= _CPU_MAX_TILE8_BYTES
+                fits = cuda.csr_chain_tile(r0 + r1, dt, 1, argmin=True) > 0
+            else:
+                fits = (r0 + r1) * 8 * dt.itemsize <= _CPU_MAX_TILE8_BYTES
+            self._cache[("fits", dt)] = fits
+        return fits
 
     def argmin_cols(self, Xc, bias, alpha, labels, values):
         """labels (B,) int32, values (B,) <- argmin / min over k of bias[k] + alpha ·
