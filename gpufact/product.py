@@ -32,8 +32,10 @@ class FactorProduct:
     ``X @ F.T`` take row-major samples (B, M) / (B, N) without transposing them in memory.
     Results live in the namespace (NumPy/CuPy) of the inputs and have dtype
     ``result_type(F.dtype, X.dtype)``; integer data compute in float64. Runs of consecutive
-    :class:`KSFactor` are applied in one fused pass (Numba on the CPU, CUDA on the GPU);
-    other factors use their own apply. The apply allocates at most two (M_j, B) work arrays
+    :class:`KSFactor`, and runs of :class:`CSRFactor` (diagonal factors among them folded
+    in), are applied in one fused pass each (Numba on the CPU, CUDA on the GPU: tiles of
+    samples held in cache or shared memory through the whole run, input read once, output
+    written once); other factors use their own apply. The apply allocates at most two (M_j, B) work arrays
     at a time besides input and output.
 
     Cost of ``F @ X``: O(nnz(F) · B) time.

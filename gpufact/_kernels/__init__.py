@@ -2,7 +2,8 @@
 
 Each kernel exists three times with one semantics:
 ``reference.py`` (plain NumPy, the ground truth used by the tests), ``cpu.py`` (Numba: applying
-factors) with ``cpu_solvers.py`` (Numba: the solvers' projections and norms), and ``cuda.py``
+factors) with ``cpu_sparse.py`` (Numba: fused CSR chains and the fused assignment) and
+``cpu_solvers.py`` (Numba: the solvers' projections and norms), and ``cuda.py``
 (CuPy ``RawModule`` launchers over ``kernels/*.cu``).
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import _readonly
 from .csr import CSRFactor
 from .diag import DiagFactor
 
@@ -137,6 +138,9 @@ class CSRChain:
 
     @staticmethod
     def _cpu_views(Xc, out):
+        """The C-contiguous NumPy array behind Xc, read-only (a view: the kernels are then
+        compiled once per dtype, whether the caller's array is writable, read-only or
+        memory-mapped), whether it holds samples as rows, and the same for ``out``."""
         X = np.asarray(Xc)  # a plain ndarray view (np.memmap and other subclasses)
         if X.flags.c_contiguous:
             X, x_rows = X, False
@@ -144,6 +148,7 @@ class CSRChain:
             X, x_rows = X.T, True
         else:
             X, x_rows = np.ascontiguousarray(X), False
+        X = _readonly(X)
         if out is None:
             return X, x_rows, None, False
         if out.flags.c_contiguous:
@@ -222,6 +227,7 @@ class CSRChain:
         from .._kernels import cpu_sparse as k
 
         X, x_rows, _, _ = self._cpu_views(Xc, None)
+        bias = _readonly(bias)
         if B <= k.SMALL_B:
             k.csr_chain_argmin_serial(plan_h, ip, ix, data, r0, r1, X, x_rows, bias, alpha, labels, values)
             return labels, values
