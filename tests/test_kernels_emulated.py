@@ -470,3 +470,18 @@ def test_csr_chain_launchers_check_their_arguments(emulated_gpu):
         cuda.csr_chain_argmin(plan, ip, ix, data, 8, 0, 4, X, np.zeros(6), np.float32(-2), lab, np.empty(3, np.float32))
     cuda.csr_chain_apply(plan, ip, ix, data, 8, 6, 4, X[:, :0], Y[:, :0])  # empty: no launch
     assert emulated_gpu["csr_chain.cu"].launches == []
+
+
+def test_csr_chain_negative_strides(emulated_gpu):
+    """A batch with a negative stride is copied (the kernels take non-negative strides)."""
+    rng = np.random.default_rng(15)
+    F = _csr_product(np.float64, rng, [(5, 9), (9, 6)])
+    chain = gpu_csr_chain(F)
+    X = rand((6, 12), np.float64, rng)
+    out = np.empty((5, 12))
+    chain.apply_cols(X[:, ::-1], out)
+    np.testing.assert_allclose(out, F.toarray() @ X[:, ::-1], atol=1e-12)
+    lab = np.empty(12, np.int32)
+    val = np.empty(12)
+    chain.argmin_cols(X[:, ::-1], np.zeros(5), np.float64(-2), lab, val)
+    np.testing.assert_array_equal(lab, (-2 * (F.toarray() @ X[:, ::-1])).argmin(0))

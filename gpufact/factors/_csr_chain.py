@@ -181,8 +181,17 @@ class CSRChain:
         k.csr_chain_apply(plan, ip, ix, data, r0, r1, X, x_rows, Y, y_rows, bt, threads)
         return out
 
+    def _gpu_view(self, Xc):
+        """Xc, or a C-contiguous copy where its strides are negative or not whole elements
+        (the kernels address batches with two non-negative element strides)."""
+        if all(s >= 0 and s % Xc.itemsize == 0 for s in Xc.strides):
+            return Xc
+        return self.backend.xp.ascontiguousarray(Xc)
+
     def _apply_gpu(self, Xc, out):
         from .._kernels import cuda
+
+        Xc = self._gpu_view(Xc)
 
         dt = out.dtype
         r0, r1 = self.buffer_rows(False)
@@ -223,7 +232,8 @@ class CSRChain:
             from .._kernels import cuda
 
             bt = cuda.csr_chain_tile(r0 + r1, dt, B, argmin=True)
-            return cuda.csr_chain_argmin(plan_d, ip, ix, data, r0, r1, bt, Xc, bias, alpha, labels, values)
+            return cuda.csr_chain_argmin(plan_d, ip, ix, data, r0, r1, bt, self._gpu_view(Xc), bias, alpha,
+                                         labels, values)
         from .._kernels import cpu_sparse as k
 
         X, x_rows, _, _ = self._cpu_views(Xc, None)
