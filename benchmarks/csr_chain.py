@@ -10,6 +10,8 @@ Run: python benchmarks/csr_chain.py   (writes results/csr_chain_cpu.md)
 """
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 from sklearn.cluster import KMeans
@@ -98,10 +100,15 @@ def main():
         "scipy per-factor | sklearn / fused | dense / fused | scipy / fused |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    load0 = os.getloadavg()[0]
     lines += case(fm_name, fm, 256, 3, 8, rng)
     lines += case(fm_name, fm, 64, 3, 9, rng)
     lines += case("Blobs-like", blobs, 512, 3, 10, rng)
     lines += case("Blobs-like", blobs, 256, 3, 10, rng, batch=False)
+    lines += ["", f"Load average of the (shared) machine during the run: {load0:.1f} at the start, "
+              f"{os.getloadavg()[0]:.1f} at the end (1-minute averages; {os.cpu_count()} cores): absolute times "
+              "are inflated, the interleaved ratios much less so. Dense single-vector times at D = 2000 "
+              "include BLAS thread wake-ups under that load."]
     write("csr_chain_cpu.md", "Fused sparse-chain K-means assignment (CPU)", lines)
 
 

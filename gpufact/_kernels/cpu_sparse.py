@@ -6,8 +6,8 @@ a tile is copied into a thread-local buffer laid out (rows, bt) (row-major sampl
 transposed into it while in cache by ``cpu._load_rows``' 8 x 8 vector transposes), every
 factor is applied there, and the result is written out once. A CSR row with entries
 (c_p, w_p) is then Σ_p w_p · row(c_p): a few scalar × vector FMAs on contiguous bt-long
-rows (three at a time, so an output row is written once per three entries), whatever the
-support. Tiles run in parallel (``prange``), each thread with its own two buffers.
+rows (up to four at a time, so an output row is written once per four entries), whatever
+the support. Tiles run in parallel (``prange``), each thread with its own two buffers.
 
 The chain is held concatenated (application order, :class:`gpufact.factors._csr_chain.CSRChain`):
 
@@ -23,7 +23,7 @@ sample as soon as it is computed, so nothing of size K x B exists, even per tile
 Tie rule (as ``numpy.argmin`` and the reference): the first minimum in k order; a NaN score
 wins (the first NaN).
 
-Time O(B · nnz); extra memory (rows0 + rows1 + 3) · bt per thread.
+Time O(B · nnz); extra memory (rows0 + rows1 + 3) · bt per thread (at most ~1 MiB).
 """
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ from numba import njit, prange
 from .cpu import _FASTMATH, _copy_cols, _load_rows, _store_rows
 
 # Samples per tile: a longer tile row amortises each CSR row's fixed cost (its indptr, the
-# three (index, value) pairs, the loop set-up) over more samples; measured (CPU time, one
-# thread, K = 256, D = 784, 8 splincol(3) factors, float32): 16 samples 3.3x, 32 1.9x,
-# 64 1.35x the time of 128; 256 about the same as 128.
+# (index, value) pairs, the loop set-up) over more samples; measured (CPU time, one thread,
+# K = 256, D = 784, 8 splincol(3) factors, float32, argmin): 16 samples 2.1x, 32 1.2x the
+# time of 128; 64 and 256 within the noise of 128.
 TILE_BYTES = 512  # bytes per tile row: 128 float32 samples, 64 float64
 TILE_MAX_BYTES = 1 << 20  # a thread's two tile buffers at most (about its L2), but >= 8 samples
 SMALL_B = 8  # up to this many samples: one sample at a time, one thread, no tiles
