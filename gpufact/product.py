@@ -258,6 +258,8 @@ class FactorProduct:
             raise ValueError(f"bias: expected shape ({K},), got {tuple(getattr(bias, 'shape', ()))}")
         if bias.dtype.kind not in "biuf":
             raise TypeError(f"bias: expected a real array, got dtype {bias.dtype}")
+        if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha):
+            raise TypeError(f"alpha must be a finite real number, got {alpha!r}")
         chunk_bytes = check_int(chunk_bytes, "chunk_bytes", min_value=1)
         xp = self.backend.xp
         dt = self._result_dtype(X, "X")

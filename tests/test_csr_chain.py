@@ -245,3 +245,6 @@ def test_argmin_affine_bad_input():
         _chain(np.complex128, rng, np).argmin_affine(X, np.zeros(7))
     with pytest.raises(ValueError, match="chunk_bytes"):
         F.argmin_affine(X, np.zeros(7), chunk_bytes=0)
+    for alpha in (1j, np.nan, "2", None):
+        with pytest.raises(TypeError, match="alpha"):
+            F.argmin_affine(X, np.zeros(7), alpha)
