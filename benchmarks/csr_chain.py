@@ -85,8 +85,8 @@ def main():
     fm = np.ascontiguousarray(fm - fm.mean(axis=0), dtype=np.float32)
     blobs = rng.standard_normal((10_000, 2000)).astype(np.float32)
     lines = [
-        "Assignment argmin_k ‖v_k‖² − 2⟨v_k, x⟩ to K centroids V = S_1⋯S_Q (QuickMeans shapes K×A, A×A, …, "
-        "A×D, splincol(s) projections of random matrices, float32), one process, each time the best of 3 "
+        "Assignment argmin_k ‖v_k‖² − 2⟨v_k, x⟩ to K centroids V = S_1⋯S_Q (QuickMeans shapes K×A, "
+        "A×A, …, A×D, splincol(s) projections of random matrices, float32), one process, each time the best of 3 "
         "rounds visiting every method in turn (best of `repeat` runs each). **fused**: "
         "`FactorProduct.argmin_affine` (one pass over X, CSR chain and argmin fused, Numba tiles in "
         "parallel); apply: `X @ F.T` alone (fused chain, (B, K) written); dense: BLAS `X @ V.T` + argmin; "

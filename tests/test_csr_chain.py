@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sps
 
-import gpufact
 from gpufact import CSRFactor, DenseFactor, DiagFactor, FactorProduct, KSFactor, PermFactor, proj
 from gpufact._kernels import reference
 from gpufact.factors._csr_chain import CSRChain
