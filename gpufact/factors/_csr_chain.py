@@ -24,7 +24,7 @@ def _csr_arrays(f, xp):
 
 def _entry_rows(indptr, nnz, xp):
     """Row index of every stored entry (searchsorted: no array-valued repeat in CuPy)."""
-    return xp.searchsorted(indptr, xp.arange(nnz), side="right") - 1
+    return xp.searchsorted(indptr.astype(np.int64), xp.arange(nnz, dtype=np.int64), side="right") - 1
 
 
 class CSRChain:
