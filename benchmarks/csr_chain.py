@@ -74,6 +74,14 @@ def case(name, X, K, s, Q, rng, batch=True):
     return rows
 
 
+def vector_isa() -> str:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return next((name for name in ("avx512f", "avx2", "avx", "sse4_2") if name in flags), "unknown").upper()
+
+
 def main():
     rng = np.random.default_rng(0)
     if datasets.fashion_mnist_available():
@@ -93,7 +101,7 @@ def main():
         "sklearn: `KMeans.predict` with `cluster_centers_ = V`; scipy: one scipy CSR SpMM per factor + "
         "argmin (the published QuicK-means code path). Ratios: time of the other method / fused time "
         "(> 1: fused faster). All methods return the same labels (checked).",
-        f"Threads: Numba {numba.get_num_threads()}, BLAS as below. Data: {fm_name} (centred) and "
+        f"Vector ISA: {vector_isa()}. Threads: Numba {numba.get_num_threads()}, BLAS as below. Data: {fm_name} (centred) and "
         "Blobs-like Gaussian data (D = 2000).",
         "",
         "| data | K | D | s | Q | nnz(F) | assignment | fused | apply X@F.T | dense BLAS | sklearn predict | "
