@@ -1,10 +1,11 @@
 """scikit-learn's estimator checks on the kernel-approximation transformers."""
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from gpufact.kernel_approximation import (Fastfood, FastNystroem, OrthogonalRandomFeatures,
+from gpufact.kernel_approximation import (Fastfood, FastNystroem, LearnedStructuredFeatures, OrthogonalRandomFeatures,
                                           StructuredOrthogonalFeatures)
 
 ESTIMATORS = [
+    LearnedStructuredFeatures(n_components=16, n_iter=3, batch_size=8, random_state=0),
     Fastfood(n_components=16, random_state=0),
     Fastfood(n_components=16, features="sincos", random_state=0),
     StructuredOrthogonalFeatures(n_components=16, random_state=0),

@@ -11,8 +11,9 @@ All approximate the RBF kernel ``exp(-gamma ‖x − y‖²)`` with the conventi
 scikit-learn's ``RBFSampler`` / ``Nystroem``; fitted operators live in X's namespace and dtype.
 """
 from ._fastfood import Fastfood, fastfood_operator
+from ._learned import LearnedStructuredFeatures, sorf_loss_grad
 from ._nystroem import FastNystroem
 from ._sorf import OrthogonalRandomFeatures, StructuredOrthogonalFeatures
 
 __all__ = ["Fastfood", "fastfood_operator", "StructuredOrthogonalFeatures", "OrthogonalRandomFeatures",
-           "FastNystroem"]
+           "FastNystroem", "LearnedStructuredFeatures", "sorf_loss_grad"]

@@ -16,7 +16,7 @@ class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     """Random Fourier features of the RBF kernel ``k(x, y) = exp(-gamma ‖x − y‖²)`` through k
     structured N x N blocks (inputs zero-padded to N = 2^L ≥ n_features).
 
-    Subclasses define ``_draw(rng, N, k, sigma)`` returning ``(runs1, perm, runs2, factors)``:
+    Subclasses define ``_draw(rng, N, k, sigma, X)`` returning ``(runs1, perm, runs2, factors)``:
     host float64 runs (application order) of the fused kernel, the per-block permutations
     ((k, N) int64, or None) and a function ``dtype, xp -> list of factors`` (product order,
     without the padding) of the same operator.
@@ -51,12 +51,14 @@ class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         m = n if features == "cos" else -(-n // 2)
         k = -(-m // N)
         sigma = 1.0 / math.sqrt(2.0 * gamma)
-        runs1, perm, runs2, make_factors = self._draw(rng, N, k, sigma)
+        runs1, perm, runs2, make_factors = self._draw(rng, N, k, sigma, X)
         self.padded_features_ = N
         self.n_blocks_ = k
         self.n_components_ = k * N * (1 if features == "cos" else 2)
         self._n_features_out = self.n_components_
-        offset = rng.uniform(0.0, 2.0 * np.pi, size=k * N) if features == "cos" else None
+        offset = self.__dict__.pop("_learned_offset", None)  # offsets a subclass trained with
+        if offset is None and features == "cos":
+            offset = rng.uniform(0.0, 2.0 * np.pi, size=k * N)
         self.random_offset_ = None if offset is None else xp.asarray(offset.astype(dt))
         factors = make_factors(dt, xp)
         from ._structured import pad_factor

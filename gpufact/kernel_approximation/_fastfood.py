@@ -92,6 +92,6 @@ class Fastfood(StructuredFeaturesBase):
     n_features) and O(D · n_features) for ``RBFSampler``.
     """
 
-    def _draw(self, rng, N, k, sigma):
+    def _draw(self, rng, N, k, sigma, X):
         runs1, perm, runs2 = fastfood_draw(N, k, sigma, rng)
         return runs1, perm, runs2, lambda dt, xp: _factors(runs1, perm, runs2, dt, xp)

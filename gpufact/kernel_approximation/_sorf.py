@@ -53,7 +53,7 @@ class StructuredOrthogonalFeatures(StructuredFeaturesBase):
     O(n_samples · D · n_features) for ``RBFSampler``; O(D) stored numbers.
     """
 
-    def _draw(self, rng, N, k, sigma):
+    def _draw(self, rng, N, k, sigma, X):
         runs = sorf_runs(N, k, sigma, rng)
         return runs, None, [], lambda dt, xp: ks_factors(runs, dt, xp)
 
