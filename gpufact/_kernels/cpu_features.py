@@ -154,16 +154,71 @@ def _poly_typed(r, like):
     return lambda r, like: _poly64(r)
 
 
+KIND_HADAMARD = 2  # a plain [[1, 1], [1, -1]] butterfly level: add/sub in place, no weights read
+
+
 @njit(cache=True, fastmath=_FM)
-def _run_steps(w, plan, src, buf0, buf1, bt):
+def _hadamard_step_inplace(a, d, buf, bt):
+    """One ±1 butterfly level (pattern (a, 2, 2, d)) in place on the tile rows."""
+    for al in range(a):
+        for de in range(d):
+            i0 = al * 2 * d + de
+            x0 = buf[i0 * bt:(i0 + 1) * bt]
+            x1 = buf[(i0 + d) * bt:(i0 + d + 1) * bt]
+            for t in range(bt):
+                u = x0[t]
+                v = x1[t]
+                x0[t] = u + v
+                x1[t] = u - v
+
+
+@njit(cache=True, fastmath=_FM)
+def _hadamard_step4_inplace(a, d, buf, bt):
+    """Two ±1 butterfly levels, (a, 2, 2, d) then (2a, 2, 2, d/2), in one pass over the tile:
+    four rows per group loaded once, both levels in registers, stored once."""
+    h = d // 2
+    for al in range(a):
+        for de in range(h):
+            i0 = al * 2 * d + de
+            x0 = buf[i0 * bt:(i0 + 1) * bt]
+            x1 = buf[(i0 + h) * bt:(i0 + h + 1) * bt]
+            x2 = buf[(i0 + d) * bt:(i0 + d + 1) * bt]
+            x3 = buf[(i0 + d + h) * bt:(i0 + d + h + 1) * bt]
+            for t in range(bt):
+                u0 = x0[t] + x2[t]
+                u2 = x0[t] - x2[t]
+                u1 = x1[t] + x3[t]
+                u3 = x1[t] - x3[t]
+                x0[t] = u0 + u1
+                x1[t] = u0 - u1
+                x2[t] = u2 + u3
+                x3[t] = u2 - u3
+
+
+@njit(cache=True, fastmath=_FM)
+def _run_steps(w, plan, src, buf0, buf1, bt, radix4):
     """Apply the plan's steps to ``src`` (left unchanged) through buf0/buf1; returns 0 or 1,
-    the buffer that holds the result (0 if the plan is empty and src is buf0)."""
+    the buffer that holds the result (0 if the plan is empty and src is buf0). Steps of
+    kind KIND_HADAMARD run in place (the weights they carry are the plain butterfly)."""
     cur = -1
+    skip = False
     for j in range(plan.shape[0]):
+        if skip:
+            skip = False
+            continue
+        if plan[j, 0] == KIND_HADAMARD and cur != -1:
+            buf = buf0 if cur == 0 else buf1
+            if (radix4 and j + 1 < plan.shape[0] and plan[j + 1, 0] == KIND_HADAMARD
+                    and plan[j + 1, 1] == 2 * plan[j, 1] and 2 * plan[j + 1, 4] == plan[j, 4]):
+                _hadamard_step4_inplace(plan[j, 1], plan[j, 4], buf, bt)
+                skip = True
+            else:
+                _hadamard_step_inplace(plan[j, 1], plan[j, 4], buf, bt)
+            continue
         s = src if cur == -1 else (buf0 if cur == 0 else buf1)
         nxt = 1 if cur == 0 else 0
         dst = buf0 if nxt == 0 else buf1
-        if plan[j, 0] == 1:
+        if plan[j, 0] == 1 or plan[j, 0] == KIND_HADAMARD:
             _radix2_step(w, plan[j, 5], plan[j, 1], plan[j, 4], s, dst, bt)
         else:
             _generic_step(w, plan[j, 5], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], s, dst, bt)
@@ -226,7 +281,8 @@ def _permute_rows(src, perm, dst, bt):
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
-def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sincos, bt, nthreads):
+def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sincos, bt, nthreads,
+                        radix4=True):
     """Random features of k structured N x N blocks, fused with their cosine.
 
     X : (B, d) C-contiguous samples, d <= N (zero-padded to N in the tile).
@@ -236,7 +292,8 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
     (``sincos``: cosines in the first k·N columns, sines in the last), C-contiguous, dtype
     of X and the weights. Block j's features land in columns j·N … (j+1)·N − 1.
     cos: Y = scale · cos(Z + offset) (offset (k·N,)); sincos: scale · [cos Z, sin Z].
-    Time O(B · k · (N log N)); memory three N x bt tiles per thread.
+    Plain ±1 butterfly levels (plan kind KIND_HADAMARD) run in place as add/sub, two levels
+    per pass when ``radix4``. Time O(B · k · (N log N)); memory three N x bt tiles per thread.
     """
     B, d = X.shape
     k = W1.shape[0]
@@ -256,13 +313,13 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
             if nt < bt:
                 _zero_tail(bin_, d, nt, bt, bt)
             for j in range(k):
-                cur = _run_steps(W1[j], plan1, bin_, buf0, buf1, bt)
+                cur = _run_steps(W1[j], plan1, bin_, buf0, buf1, bt, radix4)
                 if has_perm:
                     _permute_rows(buf0 if cur == 0 else buf1, perm[j], buf1 if cur == 0 else buf0, bt)
                     cur = 1 - cur
                 if plan2.shape[0] > 0:  # from buffer cur; first step writes the other one
                     c2 = _run_steps(W2[j], plan2, buf0 if cur == 0 else buf1,
-                                    buf1 if cur == 0 else buf0, buf0 if cur == 0 else buf1, bt)
+                                    buf1 if cur == 0 else buf0, buf0 if cur == 0 else buf1, bt, radix4)
                     cur = (1 - cur) if c2 == 0 else cur
                 res = buf0 if cur == 0 else buf1
                 spare = buf1 if cur == 0 else buf0

@@ -95,7 +95,7 @@ def check_features(features):
     return features
 
 
-def block_program(runs1, replicated: bool, k: int, dtype, runs2=()):
+def block_program(runs1, replicated: bool, k: int, dtype, runs2=(), *, inplace_hadamard: bool = True):
     """Per-block weights and plans of the fused CPU kernel
     (:func:`gpufact._kernels.cpu_features.structured_features`) from host runs in application
     order: returns ``(W1 (k, n1), plan1, W2 (k, n2), plan2)`` with plans from ``make_plan``."""
@@ -118,6 +118,12 @@ def block_program(runs1, replicated: bool, k: int, dtype, runs2=()):
             return np.zeros((k, 0), dtype=dtype), np.zeros((0, 6), dtype=np.int64)
         W = np.stack([np.concatenate(p) for p in per_block]).astype(dtype)
         plan, _, _ = make_plan(patterns)
+        if inplace_hadamard:  # plain ±1 levels (no folded scaling) run as in-place add/sub
+            from .._kernels.cpu_features import KIND_HADAMARD
+
+            for i, arr in enumerate(runs):
+                if arr.shape[2:] == (2, 2) and np.array_equal(arr, np.broadcast_to(_H2, arr.shape)):
+                    plan[i, 0] = KIND_HADAMARD
         return np.ascontiguousarray(W), plan
 
     W1, plan1 = split(runs1, replicated)
