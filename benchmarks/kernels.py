@@ -1,7 +1,7 @@
 """Kernel approximation: gpufact's Fastfood / SORF / FastNystroem against scikit-learn's
 RBFSampler and Nystroem (and scikit-learn-extra's Fastfood where it imports).
 
-Sections (all by default; ``--only kernel,nystroem,downstream``):
+Sections (all by default; ``--only kernel,split,nystroem,learned,downstream``):
 
 1. kernel: RBF kernel blocks (Fashion-MNIST 2 000 samples, digits 1 797), γ = 1/(mean squared
    pairwise distance): relative error ‖K − ZZᵀ‖_F/‖K‖_F and transform time per sample
@@ -9,7 +9,8 @@ Sections (all by default; ``--only kernel,nystroem,downstream``):
    (structured product alone, cosine alone).
 2. nystroem: landmarks quickmeans / kmeans / uniform / fast-nys and scikit-learn's Nystroem at
    K ∈ {64, 256}: error, fit and transform time.
-3. downstream: Fashion-MNIST 60 000 train / 10 000 test, features + RidgeClassifier at equal
+4. learned: LearnedStructuredFeatures vs random SORF and RBFSampler at D and 4D.
+5. downstream: Fashion-MNIST 60 000 train / 10 000 test, features + RidgeClassifier at equal
    D, accuracy and total time (fit + transform + classifier); exact RBF SVC on a subsample.
 
 Writes benchmarks/results/kernels_cpu.md. ``--quick`` shrinks every size for a smoke run.
@@ -170,7 +171,7 @@ def section_downstream(n_train, D, n_svc, lines):
     Xte, yte = load_fashion_mnist(subset="test", return_X_y=True)
     Xtr, ytr = Xtr[:n_train], ytr[:n_train]
     gamma = gamma_of(Xtr[:2000])
-    lines += [f"## 3. Downstream: Fashion-MNIST, {len(Xtr)} train / {len(Xte)} test, D = {D}, float32", "",
+    lines += [f"## 5. Downstream: Fashion-MNIST, {len(Xtr)} train / {len(Xte)} test, D = {D}, float32", "",
               "Features + RidgeClassifier(alpha=1); total = feature fit + transform (train and test) + "
               "classifier fit + predict.", "",
               "| pipeline | accuracy | feature time s | total s |", "|---|---:|---:|---:|"]
@@ -197,10 +198,44 @@ def section_downstream(n_train, D, n_svc, lines):
     lines.append("")
 
 
+def section_learned(datasets, Ds_by_name, n_iter, lines):
+    """Learned SORF diagonals vs random SORF at equal D and vs RBFSampler at D and 4D, errors on
+    held-out samples (the diagonals are trained on the other samples)."""
+    from gpufact.kernel_approximation import LearnedStructuredFeatures
+
+    lines += ["## 4. Learned structured features (held-out kernel error)", "",
+              f"LearnedStructuredFeatures (sincos, {n_iter} Adam steps, lr 0.02, batches of 256 training "
+              "samples) against random SORF sincos at equal D (mean of 3 seeds) and RBFSampler at D and 4·D "
+              "(mean of 3 seeds). Train / held-out split of each block.", ""]
+    for name, X in datasets.items():
+        n = len(X)
+        Xtr, Xte = X[: n // 2], X[n // 2:]
+        gamma = gamma_of(X)
+        K = rbf_block(Xte, gamma)
+        lines += [f"### {name}: train {len(Xtr)}, held out {len(Xte)}", "",
+                  "| D | learned | random SORF | RBFSampler D | RBFSampler 4·D | learned ≤ RFF 4·D? | fit s |",
+                  "|---:|---:|---:|---:|---:|---|---:|"]
+        for D in Ds_by_name[name]:
+            t0 = time.perf_counter()
+            le = LearnedStructuredFeatures(gamma=gamma, n_components=D, n_iter=n_iter, learning_rate=0.02,
+                                           random_state=0).fit(Xtr)
+            tfit = time.perf_counter() - t0
+            el = rel_err(K, le.transform(Xte))
+            es = np.mean([rel_err(K, StructuredOrthogonalFeatures(gamma=gamma, n_components=D, features="sincos",
+                                                                  random_state=s).fit(Xtr).transform(Xte))
+                          for s in range(3)])
+            er = [np.mean([rel_err(K, RBFSampler(gamma=gamma, n_components=m * D, random_state=s)
+                                   .fit(Xtr).transform(Xte)) for s in range(3)]) for m in (1, 4)]
+            lines.append(f"| {D} | {el:.4f} | {es:.4f} | {er[0]:.4f} | {er[1]:.4f} | "
+                         f"{'yes' if el <= er[1] else 'no'} | {tfit:.1f} |")
+            print(lines[-1], flush=True)
+        lines.append("")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="kernel,split,nystroem,downstream")
+    ap.add_argument("--only", default="kernel,split,nystroem,learned,downstream")
     ap.add_argument("--out", default="kernels_cpu.md")
     a = ap.parse_args()
     only = set(a.only.split(","))
@@ -211,7 +246,9 @@ def main():
     datasets["digits"] = load_digits(return_X_y=True)[0][: n_block]
     import numba
 
-    lines = [f"Threads: Numba {numba.get_num_threads()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. "
+    flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "") if os.path.exists("/proc/cpuinfo") else ""
+    isa = "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "SSE")
+    lines = [f"Vector ISA: {isa}. Threads: Numba {numba.get_num_threads()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. "
              "The box is shared (load average given below); all ratios are measured side by side "
              "in one run.", ""]
     ske, why = sklearn_extra_fastfood()
@@ -222,6 +259,9 @@ def main():
         section_split(datasets["Fashion-MNIST"][:1000], 4096 if a.quick else 16384, lines)
     if "nystroem" in only:
         section_nystroem(datasets, [64, 256], lines)
+    if "learned" in only:
+        section_learned(datasets, {"Fashion-MNIST": [256, 1024], "digits": [64, 128, 256, 512]},
+                        20 if a.quick else 100, lines)
     if "downstream" in only and fashion_mnist_available():
         section_downstream(5000 if a.quick else 60000, 512 if a.quick else 2048, 1000 if a.quick else 4000, lines)
     lines += [f"Load average at the end: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores."]

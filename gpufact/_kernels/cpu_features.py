@@ -288,16 +288,18 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
     X : (B, d) C-contiguous samples, d <= N (zero-padded to N in the tile).
     W1 : (k, n1) per-block weights of ``plan1`` (KS steps, see ``make_plan``); perm : (k, N)
     int64 per-block row permutations applied after plan1, or shape (k, 0) for none;
-    W2 : (k, n2) weights of ``plan2`` (may have no steps). Y : (B, k·N) (cos) or (B, 2·k·N)
-    (``sincos``: cosines in the first k·N columns, sines in the last), C-contiguous, dtype
-    of X and the weights. Block j's features land in columns j·N … (j+1)·N − 1.
-    cos: Y = scale · cos(Z + offset) (offset (k·N,)); sincos: scale · [cos Z, sin Z].
+    W2 : (k, n2) weights of ``plan2`` (may have no steps). Y : (B, M) (cos) or (B, 2·M)
+    (``sincos``: cosines in the first M columns, sines in the last), C-contiguous, dtype of
+    X and the weights, with (k−1)·N < M ≤ k·N: the first M rows of the stacked blocks are
+    kept (block j's in columns j·N …). cos: Y = scale · cos(Z + offset) (offset (≥ M,));
+    sincos: scale · [cos Z, sin Z].
     Plain ±1 butterfly levels (plan kind KIND_HADAMARD) run in place as add/sub, two levels
     per pass when ``radix4``. Time O(B · k · (N log N)); memory three N x bt tiles per thread.
     """
     B, d = X.shape
     k = W1.shape[0]
     ldy = Y.shape[1]
+    M = ldy // 2 if sincos else ldy  # rows of the stacked blocks kept (≤ k·N)
     y = Y.reshape(-1)
     ntiles = (B + bt - 1) // bt
     nth = max(1, min(nthreads, ntiles))
@@ -313,6 +315,7 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
             if nt < bt:
                 _zero_tail(bin_, d, nt, bt, bt)
             for j in range(k):
+                rows = min(N, M - j * N)  # the last block may be cut to the M rows kept
                 cur = _run_steps(W1[j], plan1, bin_, buf0, buf1, bt, radix4)
                 if has_perm:
                     _permute_rows(buf0 if cur == 0 else buf1, perm[j], buf1 if cur == 0 else buf0, bt)
@@ -324,9 +327,9 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
                 res = buf0 if cur == 0 else buf1
                 spare = buf1 if cur == 0 else buf0
                 if sincos:
-                    _sincos_rows(res, spare, N, bt, scale)
-                    _store_block(res, bt, y, ldy, j * N, b0, nt, N)
-                    _store_block(spare, bt, y, ldy, (k + j) * N, b0, nt, N)
+                    _sincos_rows(res, spare, rows, bt, scale)
+                    _store_block(res, bt, y, ldy, j * N, b0, nt, rows)
+                    _store_block(spare, bt, y, ldy, M + j * N, b0, nt, rows)
                 else:
-                    _cos_rows(res, N, bt, offset, j * N, scale)
-                    _store_block(res, bt, y, ldy, j * N, b0, nt, N)
+                    _cos_rows(res, rows, bt, offset, j * N, scale)
+                    _store_block(res, bt, y, ldy, j * N, b0, nt, rows)

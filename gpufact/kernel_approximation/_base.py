@@ -33,9 +33,11 @@ class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """Draw the structured operator for X's number of features.
 
         X : (n_samples, n_features) NumPy or CuPy array (float32 stays float32; ints become
-        float64). Only ``X.shape[1]`` is used. ``n_components`` is rounded up to whole blocks:
-        ``n_components_ = ceil(n_components / N) · N`` for ``features="cos"`` and
-        ``2 · ceil(ceil(n_components / 2) / N) · N`` for ``"sincos"`` (N = ``padded_features_``).
+        float64). Only ``X.shape[1]`` is used. ``n_blocks_ = ceil(m / N)`` blocks of N =
+        ``padded_features_`` rows are drawn for the m = n_components ("cos") or
+        ceil(n_components / 2) ("sincos") frequencies, the last one cut to the rows kept:
+        ``n_components_`` = n_components ("cos"), 2·ceil(n_components / 2) ("sincos": an odd
+        count is rounded up by one).
         Raises ValueError (gamma ≤ 0, n_components ≤ 0, bad ``features``, NaN/inf in X) and
         TypeError (non-numeric arguments).
         """
@@ -54,17 +56,21 @@ class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         runs1, perm, runs2, make_factors = self._draw(rng, N, k, sigma, X)
         self.padded_features_ = N
         self.n_blocks_ = k
-        self.n_components_ = k * N * (1 if features == "cos" else 2)
+        self.n_components_ = m * (1 if features == "cos" else 2)
         self._n_features_out = self.n_components_
         offset = self.__dict__.pop("_learned_offset", None)  # offsets a subclass trained with
         if offset is None and features == "cos":
             offset = rng.uniform(0.0, 2.0 * np.pi, size=k * N)
+        if offset is not None:
+            offset = offset[:m]
         self.random_offset_ = None if offset is None else xp.asarray(offset.astype(dt))
         factors = make_factors(dt, xp)
-        from ._structured import pad_factor
+        from ._structured import pad_factor, row_selection
 
         pad = pad_factor(d, N, dt, xp)
-        self.operator_ = FactorProduct(factors + ([pad] if pad is not None else []))
+        sel = row_selection(m, k * N, dt, xp)
+        self.operator_ = FactorProduct(([sel] if sel is not None else []) + factors
+                                       + ([pad] if pad is not None else []))
         self._host = (runs1, perm, runs2, offset)
         self._programs = {}
         self._operators = {dt: self.operator_}

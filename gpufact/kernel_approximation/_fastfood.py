@@ -9,7 +9,7 @@ from .._validation import check_dtype, check_int, check_seed
 from ..factors import PermFactor
 from ..product import FactorProduct
 from ._base import StructuredFeaturesBase
-from ._structured import check_gamma, hadamard_run, ks_factors, pad_factor, padded_size
+from ._structured import check_gamma, hadamard_run, ks_factors, pad_factor, padded_size, row_selection
 
 
 def fastfood_draw(N: int, k: int, sigma: float, rng):
@@ -43,11 +43,13 @@ def fastfood_operator(n_features: int, n_components: int, gamma: float = 1.0, *,
     """The Fastfood frequency operator V (Le, Sarlós & Smola, ICML 2013) as a FactorProduct.
 
     V stacks ``k = ceil(n_components / N)`` blocks ``(1/(σ√N)) S H G Π H B`` (N = 2^L ≥
-    n_features, σ = 1/√(2 gamma)) and zero-pads its input: shape (k·N, n_features), rows
+    n_features, σ = 1/√(2 gamma)), keeps the first n_components rows and zero-pads its
+    input: shape (n_components, n_features), rows
     distributed like i.i.d. N(0, 2 gamma I) frequencies, so ``cos(V x + b)`` are random
     Fourier features of exp(-gamma ‖x − y‖²). Factors: L butterflies (row scaling S folded
     in), the block permutation, L butterflies (G and B folded in, the first one replicating
-    the input over the k blocks), and the padding (a CSR factor, absent if n_features = N).
+    the input over the k blocks); the row cut and the padding are CSR factors (absent when
+    n_components = k·N and n_features = N).
     Apply O(k N log N) per vector. ``seed``: None, int ≥ 0, SeedSequence or Generator (host);
     ``xp``: numpy or cupy. Raises ValueError/TypeError on bad arguments.
     """
@@ -62,7 +64,9 @@ def fastfood_operator(n_features: int, n_components: int, gamma: float = 1.0, *,
     k = -(-n // N)
     runs1, perm, runs2 = fastfood_draw(N, k, 1.0 / math.sqrt(2.0 * g), rng)
     pad = pad_factor(d, N, dt, xp)
-    return FactorProduct(_factors(runs1, perm, runs2, dt, xp) + ([pad] if pad is not None else []))
+    sel = row_selection(n, k * N, dt, xp)
+    return FactorProduct(([sel] if sel is not None else []) + _factors(runs1, perm, runs2, dt, xp)
+                         + ([pad] if pad is not None else []))
 
 
 class Fastfood(StructuredFeaturesBase):
@@ -78,7 +82,8 @@ class Fastfood(StructuredFeaturesBase):
     Parameters
     ----------
     gamma : float > 0, default 1.0.
-    n_components : int ≥ 1, default 100; rounded up to whole blocks (``n_components_``).
+    n_components : int ≥ 1, default 100: the output width ("sincos": an odd value is
+        rounded up by one, ``n_components_``); the last block of N rows is cut to fit.
     features : "cos" (default) or "sincos".
     random_state : None, int ≥ 0, SeedSequence or numpy Generator.
 

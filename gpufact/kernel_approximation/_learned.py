@@ -17,7 +17,8 @@ def block_hadamard(N: int, k: int, dtype, xp) -> FactorProduct:
     return FactorProduct(ks_factors(hadamard_run(N, k, np.ones((k, N)), replicate=False), dtype, xp))
 
 
-def sorf_loss_grad(Xs, K, diags, c: float, H: FactorProduct, features: str = "sincos", offset=None):
+def sorf_loss_grad(Xs, K, diags, c: float, H: FactorProduct, features: str = "sincos", offset=None,
+                   n_rows=None):
     """Kernel-approximation loss of SORF blocks with free diagonals, and its gradient.
 
     Features of the m samples ``Xs`` (m, d), d ≤ N: P = c · [H D1 H D2 H D3 x̃]_j over the k
@@ -25,6 +26,7 @@ def sorf_loss_grad(Xs, K, diags, c: float, H: FactorProduct, features: str = "si
     ("sincos") or √(2/(kN)) cos(P + offset) ("cos"). Loss ``‖Z Zᵀ − K‖²_F / ‖K‖²_F``.
 
     diags : (3, k·N) array [D1, D2, D3] of Xs's namespace. H : :func:`block_hadamard` (k·N).
+    n_rows : the first n_rows ≤ k·N frequencies are used (default all), as in a cut last block.
     Returns ``(loss (float), grad (3, k·N))``. The backward pass runs the transposed chain
     (``G @ H``, row-major) for the input side and elementwise products for the diagonals:
     O(m · kN log N + m² · kN) time.
@@ -41,23 +43,27 @@ def sorf_loss_grad(Xs, K, diags, c: float, H: FactorProduct, features: str = "si
     b1 = (a0 * D3) @ H.T
     b2 = (b1 * D2) @ H.T
     P = c * ((b2 * D1) @ H.T)
+    full = P
+    r = kN if n_rows is None else int(n_rows)
+    P = P[:, :r]
     if features == "sincos":
-        s = math.sqrt(1.0 / kN)
+        s = math.sqrt(1.0 / r)
         C, S = xp.cos(P), xp.sin(P)
         Z = s * xp.concatenate([C, S], axis=1)
     else:
-        s = math.sqrt(2.0 / kN)
-        Q = P + offset
+        s = math.sqrt(2.0 / r)
+        Q = P + offset[:r]
         C, S = xp.cos(Q), xp.sin(Q)
         Z = s * C
     nK = float((K * K).sum())
     E = Z @ Z.T - K
     loss = float((E * E).sum()) / nK
     GZ = (4.0 / nK) * (E @ Z)
+    GP = xp.zeros_like(full)
     if features == "sincos":
-        GP = s * (GZ[:, kN:] * C - GZ[:, :kN] * S)
+        GP[:, :r] = s * (GZ[:, r:] * C - GZ[:, :r] * S)
     else:
-        GP = -s * GZ * S
+        GP[:, :r] = -s * GZ * S
     g3 = c * (GP @ H)
     gD1 = (g3 * b2).sum(axis=0)
     g2 = (g3 * D1) @ H
@@ -109,6 +115,8 @@ class LearnedStructuredFeatures(StructuredFeaturesBase):
         xp = be.xp
         dt = X.dtype
         c = 1.0 / (sigma * N)
+        m = check_int(self.n_components, "n_components", min_value=1)
+        m = m if self.features == "cos" else -(-m // 2)
         gamma = 0.5 / sigma ** 2
         init = rng.choice(np.array([-1.0, 1.0]), size=(3, k * N))  # D1, D2, D3
         offset = rng.uniform(0, 2 * np.pi, k * N) if self.features == "cos" else None
@@ -124,7 +132,7 @@ class LearnedStructuredFeatures(StructuredFeaturesBase):
             Xs = X[idx]
             sq = (Xs * Xs).sum(axis=1)
             K = xp.exp(-gamma * xp.maximum(sq[:, None] - 2 * Xs @ Xs.T + sq[None, :], 0))
-            loss, g = sorf_loss_grad(Xs, K, theta, c, H, self.features, off)
+            loss, g = sorf_loss_grad(Xs, K, theta, c, H, self.features, off, n_rows=m)
             self.loss_curve_.append(loss)
             mom = b1 * mom + (1 - b1) * g
             vel = b2 * vel + (1 - b2) * g * g

@@ -29,14 +29,16 @@ class StructuredOrthogonalFeatures(StructuredFeaturesBase):
     Yu et al., "Orthogonal Random Features", NeurIPS 2016: each block of N = 2^L rows is
     ``W_j = (√N/σ) H D1 H D2 H D3`` with H the normalised Walsh–Hadamard matrix, D_i i.i.d.
     Rademacher diagonals and σ = 1/√(2 gamma); inputs are zero-padded to N and
-    ``ceil(n_components / N)`` independent blocks are stacked. The diagonals are folded into
-    the butterfly factors: the operator is one fused chain of 3 log2 N KS factors
-    (``operator_``, a :class:`~gpufact.FactorProduct` of shape (k N, n_features)).
+    ``ceil(n_components / N)`` independent blocks are stacked (the last one cut to the rows
+    kept). The diagonals are folded into the butterfly factors: the operator is one fused
+    chain of 3 log2 N KS factors (``operator_``, a :class:`~gpufact.FactorProduct` with the
+    padding and the cut as CSR factors where needed).
 
     Parameters
     ----------
     gamma : float > 0, default 1.0.
-    n_components : int ≥ 1, default 100; rounded up to whole blocks (``n_components_``).
+    n_components : int ≥ 1, default 100: the output width ("sincos": an odd value is
+        rounded up by one, ``n_components_``); the last block of N rows is cut to fit.
     features : "cos" (default; √(2/D) cos(Wx + b), b ~ U[0, 2π), as scikit-learn's
         ``RBFSampler``) or "sincos" (√(2/D) [cos Wx, sin Wx] with D/2 rows of W: lower
         variance).

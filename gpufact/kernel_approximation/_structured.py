@@ -73,6 +73,20 @@ def pad_factor(n_features: int, N: int, dtype, xp):
     return CSRFactor(P)
 
 
+def row_selection(m: int, n: int, dtype, xp):
+    """The (m, n) selection of the first m rows ``[I_m 0]`` as a CSR factor (None if m == n)."""
+    if m == n:
+        return None
+    import scipy.sparse as sp
+
+    S = sp.csr_matrix((np.ones(m, dtype=dtype), np.arange(m), np.arange(m + 1)), shape=(m, n))
+    if xp is not np:
+        import cupyx.scipy.sparse as csp
+
+        S = csp.csr_matrix(S)
+    return CSRFactor(S)
+
+
 def padded_size(n_features: int) -> int:
     """The power of two N >= max(2, n_features) the inputs are zero-padded to."""
     return max(2, 1 << (int(n_features) - 1).bit_length())
