@@ -380,3 +380,42 @@ def test_learned_features_beat_their_random_start(digits):
     P = Xte @ W.T
     np.testing.assert_allclose(e1.transform(Xte), math.sqrt(2 / e1.n_components_) * np.hstack([np.cos(P), np.sin(P)]),
                                atol=1e-12)
+
+
+def test_nystroem_quickmeans_wiring_with_stand_in(monkeypatch, digits):
+    """The "quickmeans" path against the QuickMeans contract (``centroid_operator_`` a
+    FactorProduct K x d, ``cluster_centers_`` its dense view), with a stand-in module where
+    gpufact.cluster is not built in; the real estimator is checked by the test above."""
+    import sys
+    import types
+
+    from sklearn.cluster import KMeans
+
+    from gpufact import DenseFactor, FactorProduct
+
+    try:
+        import gpufact.cluster  # noqa: F401
+        pytest.skip("the real gpufact.cluster is present (tested above)")
+    except ImportError:
+        pass
+
+    class QuickMeans:  # stand-in: K-means centroids held as a one-factor product
+        def __init__(self, n_clusters, *, sparsity=3, random_state=None):
+            self.n_clusters, self.random_state = n_clusters, random_state
+
+        def fit(self, X):
+            C = KMeans(self.n_clusters, n_init=1, random_state=self.random_state).fit(X).cluster_centers_
+            self.centroid_operator_ = FactorProduct([DenseFactor(C.astype(X.dtype))])
+            self.cluster_centers_ = self.centroid_operator_.toarray()
+            return self
+
+    mod = types.ModuleType("gpufact.cluster")
+    mod.QuickMeans = QuickMeans
+    monkeypatch.setitem(sys.modules, "gpufact.cluster", mod)
+    X, gamma = digits
+    e = FastNystroem(gamma=gamma, n_components=32, landmarks="quickmeans", random_state=0).fit(X)
+    assert e.landmark_operator_ is not None
+    np.testing.assert_allclose(e._inner(X), X @ e.components_.T, rtol=1e-12, atol=1e-9)
+    K = _rbf(X, X, gamma)
+    ref = FastNystroem(gamma=gamma, n_components=32, landmarks="uniform", random_state=0).fit(X)
+    assert _rel(K, (lambda Z: Z @ Z.T)(e.transform(X))) < _rel(K, (lambda Z: Z @ Z.T)(ref.transform(X)))
