@@ -1,0 +1,99 @@
+"""Landmark selection for :class:`FastNystroem`: each method returns the landmarks C (K, d)
+and, where C has fast structure, an operator V with ``X @ V.T == X @ C.T`` (plus a rank-one
+part for the structured landmarks of Si, Hsieh & Dhillon)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._backend import to_numpy
+from ..product import FactorProduct
+from ._structured import hadamard_run, ks_factors, pad_factor, padded_size
+
+
+def uniform(X, K, rng, be):
+    """K distinct samples, indices drawn on the host; returns (C, None, None, indices)."""
+    idx = np.sort(rng.permutation(X.shape[0])[:K])
+    C = X[be.xp.asarray(idx)]
+    return C, None, None, idx
+
+
+def kmeans(X, K, rng, be):
+    """scikit-learn KMeans centroids (one k-means++ start; on the host: CuPy data are copied
+    there for the fit, the centroids moved back)."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=K, n_init=1, random_state=int(rng.integers(2 ** 31 - 1))).fit(to_numpy(X))
+    return be.xp.asarray(km.cluster_centers_.astype(X.dtype)), None, None, None
+
+
+def quickmeans(X, K, rng, be):
+    """QuickMeans centroids: the factorized centroid operator V (K x d) computes X Vᵀ at
+    fast-transform cost (``gpufact.cluster.QuickMeans``, imported when used)."""
+    from ..cluster import QuickMeans
+
+    qm = QuickMeans(n_clusters=K, random_state=int(rng.integers(2 ** 31 - 1))).fit(X)
+    V = qm.centroid_operator_
+    if V.dtype != X.dtype:
+        V = V.astype(X.dtype)
+    return qm.cluster_centers_.astype(X.dtype, copy=False), V, None, None
+
+
+def fast_nys(X, K, rng, be, *, n_iter: int = 5, sample: int = 4096):
+    """Structured landmarks in the spirit of Si, Hsieh & Dhillon (ICML 2016, "Fast-Nys"):
+    ``u = μ + h_i ∘ v_t`` with h_i a row of the ±1 Hadamard matrix H_N (inputs zero-padded
+    to N = 2^L ≥ d), v_t one learned vector per block of ≤ N landmarks and μ the data mean,
+    so ``X Uᵀ = X μ 1ᵀ + Sel · H · diag(v_t) · X`` costs O(N log N) per sample and block.
+
+    The structure is fitted to K-means centres Z of a subsample (≤ ``sample`` points):
+    alternately, each centre is matched to a distinct Hadamard row (linear assignment
+    maximising Σ (z − μ)·(h_i ∘ v)) and v is the least-squares fit given the matching
+    (v_c = mean_j h_{π(j), c} (z_j − μ)_c, since h² = 1). Returns (C, V, μ, None).
+    """
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.cluster import KMeans
+
+    from ..transforms import hadamard_dense
+
+    Xh = to_numpy(X).astype(np.float64)
+    n, d = Xh.shape
+    if n > sample:
+        Xh = Xh[rng.choice(n, sample, replace=False)]
+    Z = KMeans(n_clusters=K, n_init=1, max_iter=50,
+               random_state=int(rng.integers(2 ** 31 - 1))).fit(Xh).cluster_centers_
+    mu = Xh.mean(axis=0)
+    N = padded_size(d)
+    H = hadamard_dense(N)[:, :d]
+    k = -(-K // N)
+    groups = np.array_split(rng.permutation(K), k)
+    V = np.zeros((k, N))
+    rows, Cs = [], []
+    for t, g in enumerate(groups):
+        R = Z[g] - mu
+        v = np.sqrt((R ** 2).mean(axis=0)) + 1e-12
+        for _ in range(n_iter):
+            score = (R * v) @ H.T  # (|g|, N): (z - μ)·(h_i ∘ v)
+            _, cols = linear_sum_assignment(-score)
+            v = (H[cols] * R).mean(axis=0)
+        V[t, :d] = v
+        rows.append(t * N + cols)
+        Cs.append(mu + H[cols] * v)  # landmarks in the operator's row order
+    rows = np.concatenate(rows)
+    C = np.concatenate(Cs)
+    dt = X.dtype
+    xp = be.xp
+    import scipy.sparse as sp
+
+    sel = sp.csr_matrix((np.ones(K, dtype=dt), rows, np.arange(K + 1)), shape=(K, k * N))
+    if xp is not np:
+        import cupyx.scipy.sparse as csp
+
+        sel = csp.csr_matrix(sel)
+    from ..factors import CSRFactor
+
+    factors = [CSRFactor(sel)] + ks_factors(hadamard_run(N, k, V, replicate=True), dt, xp)
+    pad = pad_factor(d, N, dt, xp)
+    op = FactorProduct(factors + ([pad] if pad is not None else []))
+    return xp.asarray(C.astype(dt)), op, xp.asarray(mu.astype(dt)), None
+
+
+METHODS = {"uniform": uniform, "kmeans": kmeans, "quickmeans": quickmeans, "fast-nys": fast_nys}

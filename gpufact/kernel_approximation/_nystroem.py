@@ -1,0 +1,158 @@
+"""Nyström features with fast landmarks (K-means, QuickMeans, uniform, structured)."""
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .._validation import check_int, check_samples, check_seed
+from . import _landmarks
+from ._structured import check_gamma
+
+_KERNELS = ("rbf", "linear", "poly", "polynomial", "sigmoid")
+
+
+class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Nyström approximation of a kernel map, with landmarks that make ``k(x, C)`` cheap.
+
+    Same API and output as scikit-learn's ``Nystroem``: ``transform(X) = k(X, C) W^{-1/2}``
+    with C the K landmarks and ``W = k(C, C)``, so that ``φ(x)ᵀφ(y) ≈ k(x, y)``. The inverse
+    square root comes from an eigendecomposition of W with eigenvalues below
+    ``λ_max · K · eps(dtype)`` clamped to that floor (rank-deficient W stay finite).
+
+    The kernel values need only the inner products ``X Cᵀ`` (RBF: ‖x‖² − 2 x·c + ‖c‖²):
+
+    - ``landmarks="quickmeans"``: centroids of ``gpufact.cluster.QuickMeans``; ``X Cᵀ``
+      through its factorized centroid operator V, O(nnz(V)) per sample instead of O(K d);
+    - ``"kmeans"``: scikit-learn ``KMeans`` centroids (fitted on the host);
+    - ``"uniform"``: K samples drawn without replacement (scikit-learn's choice);
+    - ``"fast-nys"``: structured landmarks (Si, Hsieh & Dhillon, "Computationally Efficient
+      Nyström Approximation using Fast Transforms", ICML 2016): ``μ + h_i ∘ v_t`` with
+      Hadamard rows h_i, fitted to K-means centres; ``X Cᵀ`` costs O(N log N) per block of
+      N = 2^⌈log2 d⌉ landmarks (see :func:`gpufact.kernel_approximation._landmarks.fast_nys`).
+
+    Parameters
+    ----------
+    kernel : "rbf" (default), "linear", "poly"/"polynomial" or "sigmoid".
+    gamma : float > 0 or None (1 / n_features, as scikit-learn).
+    n_components : int ≥ 1, the number K of landmarks (at most n_samples: larger values
+        warn and use n_samples, as scikit-learn).
+    landmarks : "quickmeans" (default), "kmeans", "uniform" or "fast-nys".
+    coef0, degree : of the polynomial/sigmoid kernels (None: 1 and 3).
+    random_state : None, int ≥ 0, SeedSequence or numpy Generator.
+
+    Attributes
+    ----------
+    components_ : (K, n_features) landmarks, X's namespace and dtype.
+    component_indices_ : (K,) sample indices ("uniform"), else None.
+    normalization_ : (K, K) W^{-1/2}.
+    landmark_operator_ : FactorProduct with ``X @ op.T == X @ C.T`` (minus ``landmark_mean_``
+        for "fast-nys"), or None (dense landmarks).
+    landmark_mean_ : (n_features,) μ of "fast-nys" landmarks, else None.
+    n_components_ : K.
+
+    Cost: fit = landmark method + O(K² d + K³); transform O(n_samples · (cost of X Cᵀ + K²)).
+    Raises ValueError/TypeError on bad parameters or data, NotFittedError before fit.
+    """
+
+    def __init__(self, kernel="rbf", gamma=None, n_components=100, *, landmarks="quickmeans",
+                 coef0=None, degree=None, random_state=None):
+        self.kernel = kernel
+        self.gamma = gamma
+        self.n_components = n_components
+        self.landmarks = landmarks
+        self.coef0 = coef0
+        self.degree = degree
+        self.random_state = random_state
+
+    def _params(self, d):
+        if self.kernel not in _KERNELS:
+            raise ValueError(f"kernel must be one of {_KERNELS}, got {self.kernel!r}")
+        gamma = check_gamma(self.gamma, allow_none=True)
+        gamma = 1.0 / d if gamma is None else gamma
+        coef0 = 1.0 if self.coef0 is None else self.coef0
+        if isinstance(coef0, bool) or not isinstance(coef0, numbers.Real) or not np.isfinite(coef0):
+            raise ValueError(f"coef0 must be a finite real number, got {self.coef0!r}")
+        degree = 3 if self.degree is None else check_int(self.degree, "degree", min_value=1)
+        return gamma, float(coef0), degree
+
+    def fit(self, X, y=None):
+        """Choose the landmarks and compute W^{-1/2}. X: (n_samples, n_features) NumPy or CuPy."""
+        n = check_int(self.n_components, "n_components", min_value=1)
+        if self.landmarks not in _landmarks.METHODS:
+            raise ValueError(f"landmarks must be one of {tuple(_landmarks.METHODS)}, got {self.landmarks!r}")
+        rng = check_seed(self.random_state, "random_state")
+        X, be = check_samples(self, X, reset=True)
+        gamma, coef0, degree = self._params(X.shape[1])
+        xp = be.xp
+        K = n
+        if n > X.shape[0]:
+            warnings.warn("n_components > n_samples. This is not possible.\nn_components was set to n_samples, "
+                          "which results in inefficient evaluation of the full kernel.")
+            K = X.shape[0]
+        C, op, mu, idx = _landmarks.METHODS[self.landmarks](X, K, rng, be)
+        self.components_ = C
+        self.component_indices_ = idx
+        self.landmark_operator_ = op
+        self.landmark_mean_ = mu
+        self._kparams = (gamma, coef0, degree)
+        W = self._kernel(C @ C.T, (C * C).sum(axis=1), (C * C).sum(axis=1)).astype(np.float64)
+        W = (W + W.T) / 2
+        lam, U = xp.linalg.eigh(W)
+        floor = max(float(lam[-1]) * K * float(np.finfo(X.dtype).eps), float(np.finfo(np.float64).tiny))
+        lam = xp.maximum(lam, floor)
+        self.normalization_ = ((U / xp.sqrt(lam)) @ U.T).astype(X.dtype)
+        self.n_components_ = K
+        self._n_features_out = K
+        return self
+
+    def _kernel(self, G, xx, cc):
+        gamma, coef0, degree = self._kparams
+        if self.kernel == "rbf":
+            D = xx[:, None] - 2 * G + cc[None, :]
+            D = D.clip(0, None) if hasattr(D, "clip") else D
+            D *= -gamma
+            return self._xp(D).exp(D)
+        if self.kernel == "linear":
+            return G
+        if self.kernel in ("poly", "polynomial"):
+            return (gamma * G + coef0) ** degree
+        return self._xp(G).tanh(gamma * G + coef0)
+
+    @staticmethod
+    def _xp(a):
+        from .._backend import get_backend
+
+        return get_backend(a).xp
+
+    def _inner(self, X):
+        """X Cᵀ: through the landmark operator where there is one."""
+        op = self.landmark_operator_
+        if op is None:
+            return X @ self.components_.T.astype(X.dtype, copy=False)
+        G = X @ (op if op.dtype == X.dtype else op.astype(X.dtype)).T
+        if self.landmark_mean_ is not None:
+            G += (X @ self.landmark_mean_.astype(X.dtype, copy=False))[:, None]
+        return G
+
+    def transform(self, X):
+        """Features (n_samples, n_components_) in X's namespace and dtype: k(X, C) W^{-1/2}.
+        Raises NotFittedError before fit, ValueError on a feature mismatch or NaN/inf,
+        TypeError on NumPy/CuPy mixes."""
+        check_is_fitted(self, "normalization_")
+        X, be = check_samples(self, X, reset=False)
+        from .._backend import get_backend
+
+        get_backend(X, self.components_)  # TypeError on NumPy/CuPy mixes
+        dt = X.dtype
+        C = self.components_.astype(dt, copy=False)
+        Kx = self._kernel(self._inner(X), (X * X).sum(axis=1), (C * C).sum(axis=1)).astype(dt, copy=False)
+        return Kx @ self.normalization_.astype(dt, copy=False).T
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
