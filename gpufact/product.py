@@ -256,6 +256,14 @@ class FactorProduct:
             values[i:j] = xp.take_along_axis(S, lab[:, None], axis=1)[:, 0]
         return labels, values
 
+    def vjp(self, X, G, *, layout: str = "cols", input_grad: bool = True, factor_grads: bool = True):
+        """Gradients through ``Y = F @ X`` (``layout="cols"``) or ``Y = X @ F.T`` (``"rows"``)
+        given ``G = ∂ℓ/∂Y``: ``(grad_X, [grad of each factor's values])``; see
+        :func:`gpufact.vjp`."""
+        from ._vjp import vjp
+
+        return vjp(self, X, G, layout=layout, input_grad=input_grad, factor_grads=factor_grads)
+
     def matvec(self, x):
         return self @ x
 
