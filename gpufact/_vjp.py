@@ -226,6 +226,7 @@ def _chain_vjp_cpu(chain, Xc, Gc, need_x):
 
 
 GPU_CHUNK_MIN = 256  # samples per chunk at least (enough parallel work per launch)
+GPU_CHUNK_MEMORY = 2.0  # a chunk's stored activations: at most this many (max_j n_j) x B arrays
 
 
 def _chain_vjp_gpu(chain, Xc, Gc, need_x, rows):
@@ -250,7 +251,7 @@ def _chain_vjp_gpu(chain, Xc, Gc, need_x, rows):
         return gx, grads
     S = len(facs)
     per = int(dims[:-1].sum())
-    Bc = max(min(B, GPU_CHUNK_MIN), (2 * int(dims.max()) * B) // max(1, per))
+    Bc = max(min(B, GPU_CHUNK_MIN), int(GPU_CHUNK_MEMORY * int(dims.max()) * B) // max(1, per))
     for i in range(0, B, Bc):
         j = min(B, i + Bc)
         acts = [Xc[:, i:j]]
