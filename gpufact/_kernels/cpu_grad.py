@@ -35,12 +35,16 @@ TILE_MAX = 64
 
 
 def vjp_tile_width(dims, itemsize: int, B: int, threads: int) -> int:
-    """Samples per tile of :func:`ks_chain_vjp`: the tile's activations (Σ dims[:-1]) and two
-    gradient rows (2·max dims) within TILE_BUDGET_BYTES, at least TILE_MIN (the loaders'
-    8 × 8 transposes), at most TILE_MAX, a multiple of 8, and no wider than an even share
-    of the batch."""
+    """Samples per tile of :func:`ks_chain_vjp`. A tile holds its activations (Σ dims[:-1]
+    rows) and two gradient buffers (2 · max dims rows); per thread these stay within
+    TILE_BUDGET_BYTES (L2-sized) or, for larger batches, within the thread's share of one
+    (max dims) × B array, so that all threads' tiles together add at most ~B · max dims
+    elements. Then: at least TILE_MIN (the loaders' 8 × 8 transposes; wider tiles amortise
+    the per-block reductions), at most TILE_MAX, a multiple of 8, and no wider than an even
+    share of the batch."""
     per_sample = (int(sum(dims[:-1])) + 2 * int(max(dims))) * itemsize
-    bt = TILE_BUDGET_BYTES // max(1, per_sample)
+    budget = max(TILE_BUDGET_BYTES, (B * int(max(dims)) * itemsize) // max(1, threads))
+    bt = budget // max(1, per_sample)
     bt = max(TILE_MIN, min(TILE_MAX, bt - bt % 8))
     share = -(-B // max(1, threads))
     return max(1, min(bt, share))
