@@ -207,6 +207,20 @@ def test_import_gpufact_does_not_import_torch():
     assert res.returncode == 0, res.stderr
 
 
+def test_demo_layers_on_digits():
+    import io
+
+    from gpufact._demo_layers import demo_layers
+
+    buf = io.StringIO()
+    res = demo_layers(buf, dataset="digits", epochs=2, hidden=64, lr=3e-3)
+    text = buf.getvalue()
+    for structure in ("dense", "butterfly", "monarch"):
+        assert structure in text
+        assert res[structure]["accuracy"] > 50  # 10 classes: chance is 10 %
+    assert res["butterfly"]["params"] < res["dense"]["params"] / 5
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu():
     if not torch.cuda.is_available():
