@@ -213,11 +213,11 @@ def test_demo_layers_on_digits():
     from gpufact._demo_layers import demo_layers
 
     buf = io.StringIO()
-    res = demo_layers(buf, dataset="digits", epochs=2, hidden=64, lr=3e-3)
+    res = demo_layers(buf, dataset="digits", epochs=3, hidden=256, lr=1e-2)
     text = buf.getvalue()
     for structure in ("dense", "butterfly", "monarch"):
         assert structure in text
-        assert res[structure]["accuracy"] > 50  # 10 classes: chance is 10 %
+        assert res[structure]["accuracy"] > 70  # 10 classes: chance is 10 % (measured: 93-95 %)
     assert res["butterfly"]["params"] < res["dense"]["params"] / 5
 
 
