@@ -12,7 +12,7 @@ import numpy as np
 
 from ._backend import get_backend
 from ._validation import check_bool, float_dtype_for
-from .factors import CSRFactor, DenseFactor, DiagFactor, KSFactor, PermFactor
+from .factors import CSRFactor, DenseFactor, DiagFactor, PermFactor
 from .factors._chain import KSChain
 
 _LAYOUTS = ("cols", "rows")
@@ -109,7 +109,7 @@ def vjp(F, X, G, *, layout: str = "cols", input_grad: bool = True, factor_grads:
         acts[k] = cur
         if k > 0:
             seg = segs[k]
-            out = xp.empty((cur.shape[1], seg.shape[0]), dtype=dt).T if rows else xp.empty((seg.shape[0], cur.shape[1]), dtype=dt)
+            out = _empty_cols(xp, seg.shape[0], cur.shape[1], dt, rows)
             seg.apply_cols(cur, out)
             cur = out
     grads = []
@@ -123,12 +123,17 @@ def vjp(F, X, G, *, layout: str = "cols", input_grad: bool = True, factor_grads:
             grads.append(_factor_grad(seg, acts[k], g, xp))
             g_in = None
             if need_in:
-                g_in = xp.empty((g.shape[1], seg.shape[1]), dtype=dt).T if rows else xp.empty((seg.shape[1], g.shape[1]), dtype=dt)
+                g_in = _empty_cols(xp, seg.shape[1], g.shape[1], dt, rows)
                 seg.H.apply_cols(g, g_in)
         acts[k] = None
         g = g_in
     grads = [_as_factor_dtype(gr, f) for gr, f in zip(grads, F.factors)]
     return (shaped(g) if input_grad else None), grads
+
+
+def _empty_cols(xp, m, B, dt, rows):
+    """A logical (m, B) column view, C-contiguous as (B, m) when ``rows``."""
+    return xp.empty((B, m), dtype=dt).T if rows else xp.empty((m, B), dtype=dt)
 
 
 def _as_factor_dtype(gr, f):
