@@ -9,10 +9,11 @@ from ._backend import get_backend, gpu_available, to_device, to_numpy
 from .factors import CSRFactor, DenseFactor, DiagFactor, Factor, KSFactor, PermFactor
 from .io import load
 from .product import FactorProduct
+from ._vjp import vjp
 from . import transforms
 
 __version__ = "0.1.0"
 
 __all__ = ["FactorProduct", "Factor", "KSFactor", "CSRFactor", "DenseFactor", "DiagFactor",
            "PermFactor", "load", "to_device", "to_numpy", "get_backend", "gpu_available",
-           "transforms", "__version__"]
+           "transforms", "vjp", "__version__"]

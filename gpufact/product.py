@@ -308,6 +308,13 @@ class FactorProduct:
             Z = X[i:j] @ self._rest if rest else X[i:j].astype(dt)
             head.argmin_cols(Z.astype(dt, copy=False).T, b, a, labels[i:j], values[i:j])
         return labels, values
+    def vjp(self, X, G, *, layout: str = "cols", input_grad: bool = True, factor_grads: bool = True):
+        """Gradients through ``Y = F @ X`` (``layout="cols"``) or ``Y = X @ F.T`` (``"rows"``)
+        given ``G = ∂ℓ/∂Y``: ``(grad_X, [grad of each factor's values])``; see
+        :func:`gpufact.vjp`."""
+        from ._vjp import vjp
+
+        return vjp(self, X, G, layout=layout, input_grad=input_grad, factor_grads=factor_grads)
 
     def matvec(self, x):
         return self @ x

@@ -2,13 +2,15 @@
 
 Each kernel exists three times with one semantics:
 ``reference.py`` (plain NumPy, the ground truth used by the tests), ``cpu.py`` (Numba: applying
-factors) with ``cpu_sparse.py`` (Numba: fused CSR chains and the fused assignment) and
-``cpu_solvers.py`` (Numba: the solvers' projections and norms), and ``cuda.py``
+factors) with ``cpu_sparse.py`` (Numba: fused CSR chains and the fused assignment),
+``cpu_grad.py`` (Numba: gradients), ``cpu_features.py`` (Numba: fused random-feature maps)
+and ``cpu_solvers.py`` (Numba: the solvers' projections and norms), and ``cuda.py``
 (CuPy ``RawModule`` launchers over ``kernels/*.cu``).
 """
 
 _CPU = None
 _CPU_SOLVERS = None
+_CPU_GRAD = None
 
 
 def cpu_kernels():
@@ -30,3 +32,13 @@ def cpu_solver_kernels():
 
         _CPU_SOLVERS = mod
     return _CPU_SOLVERS
+
+
+def cpu_grad_kernels():
+    """The Numba gradient kernels (``cpu_grad``), imported on first use, cached."""
+    global _CPU_GRAD
+    if _CPU_GRAD is None:
+        from . import cpu_grad as mod
+
+        _CPU_GRAD = mod
+    return _CPU_GRAD

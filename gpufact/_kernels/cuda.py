@@ -45,6 +45,7 @@ _SOURCES = {  # file -> name expressions compiled from it
     "topk.cu": ("topk_mask<float, unsigned int>", "topk_mask<double, unsigned long long>"),
     "csr_chain.cu": tuple(f"csr_chain_apply<{c}>" for c in _CTYPE.values())
     + ("csr_chain_argmin<float>", "csr_chain_argmin<double>"),
+    "ks_grad.cu": tuple(f"ks_grad<{c}>" for c in _CTYPE.values()),
 }
 
 
@@ -118,6 +119,44 @@ def ks_factor_apply(blocks, Xc, Yc):
        (w, Xc, Yc, np.int32(a), np.int32(b), np.int32(c), np.int32(d), np.int64(B),
         np.int64(xs), np.int64(xb), np.int64(ys), np.int64(yb), np.int32(1 if ys == 1 else 0)))
     return Yc
+
+
+GRAD_THREADS = 128  # threads per stored entry of ks_grad (a power of two: tree reduction)
+GRAD_MAX_GRID = 65535 * 8  # entries beyond this are visited grid-stride
+
+
+def ks_grad(Xc, Gc, out, accumulate: bool = False):
+    """out (a, d, b, c) <- (+=, if ``accumulate``) the block gradient of a KS factor:
+    ``out[α, δ, r, s] = Σ_t Gc[α·b·d + r·d + δ, t] · conj(Xc[α·c·d + s·d + δ, t])``.
+
+    Xc (a·c·d, B), Gc (a·b·d, B): logical column views with any non-negative strides, dtype
+    of ``out`` (C-contiguous). Kernel ``ks_grad`` of ``kernels/ks_grad.cu``.
+    """
+    if out.ndim != 4 or not out.flags.c_contiguous:
+        raise ValueError("out must be a C-contiguous (a, d, b, c) array")
+    a, d, b, c = (int(v) for v in out.shape)
+    if Xc.ndim != 2 or Gc.ndim != 2 or Xc.shape != (a * c * d, Gc.shape[1]) or Gc.shape[0] != a * b * d:
+        raise ValueError(f"Xc and Gc must have shapes ({a * c * d}, B) and ({a * b * d}, B) for blocks "
+                         f"{tuple(out.shape)}, got {tuple(Xc.shape)} and {tuple(Gc.shape)}")
+    if Xc.dtype != out.dtype or Gc.dtype != out.dtype or out.dtype not in _CTYPE:
+        raise TypeError(f"Xc, Gc and out must share one of {[str(k) for k in _CTYPE]}, got "
+                        f"{Xc.dtype}, {Gc.dtype}, {out.dtype}")
+    B = Xc.shape[1]
+    if out.size == 0:
+        return out
+    if B == 0:
+        if not accumulate:
+            out[...] = 0
+        return out
+    xs, xb = _elem_strides(Xc)
+    gs, gb = _elem_strides(Gc)
+    fn = _get("ks_grad.cu", f"ks_grad<{_CTYPE[out.dtype]}>")
+    grid = int(min(out.size, GRAD_MAX_GRID))
+    fn((grid,), (GRAD_THREADS,),
+       (Xc, Gc, out, np.int32(a), np.int32(b), np.int32(c), np.int32(d), np.int64(B),
+        np.int64(xs), np.int64(xb), np.int64(gs), np.int64(gb), np.int32(1 if accumulate else 0)),
+       shared_mem=GRAD_THREADS * out.itemsize)
+    return out
 
 
 def _pow2_at_least(n: int) -> int:

@@ -134,3 +134,28 @@ def csr_chain_argmin(mats, X: np.ndarray, bias: np.ndarray, alpha):
     S = alpha * Y + bias[:, None]
     labels = np.argmin(S, axis=0).astype(np.int32) if S.shape[1] else np.zeros(0, np.int32)
     return labels, S[labels, np.arange(S.shape[1])]
+def ks_grad(X: np.ndarray, G: np.ndarray, pattern) -> np.ndarray:
+    """Block gradient (a, d, b, c) of a KS factor of ``pattern`` (a, b, c, d) for Y = S X with
+    upstream gradient G: ``out[α, δ, r, s] = Σ_t G[α·b·d + r·d + δ, t] · conj(X[α·c·d + s·d + δ, t])``
+    (X (a·c·d, B), G (a·b·d, B): samples as columns), via reshapes and einsum."""
+    a, b, c, d = pattern
+    B = X.shape[1]
+    Xr = X.reshape(a, c, d, B)
+    Gr = G.reshape(a, b, d, B)
+    return np.einsum("ardB,asdB->adrs", Gr, Xr.conj())
+
+
+def ks_chain_vjp(blocks_list, X: np.ndarray, G: np.ndarray):
+    """Gradients through KS factors in *application order* (first element applied first):
+    returns (∂ℓ/∂X = Wᴴ G, [block gradient of each factor]) for Y = W X, every activation
+    stored (the memory the fused kernels avoid)."""
+    acts = [X]
+    for blocks in blocks_list[:-1]:
+        acts.append(ks_apply(blocks, acts[-1]))
+    grads = [None] * len(blocks_list)
+    for j in range(len(blocks_list) - 1, -1, -1):
+        blocks = blocks_list[j]
+        a, d, b, c = blocks.shape
+        grads[j] = ks_grad(acts[j], G, (a, b, c, d))
+        G = ks_apply(blocks.transpose(0, 1, 3, 2).conj(), G)
+    return G, grads

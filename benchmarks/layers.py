@@ -1,0 +1,207 @@
+"""Trainable fast linear layers (gpufact.torch.KSLinear) against torch.nn.Linear on the CPU.
+
+(a) one layer, float32: forward, backward (grad of the input and of every factor) and both,
+    N in {1024, 2048, 4096, 8192}, B in {256, 1024, 4096}, with the extra memory of our
+    backward; (b) Fashion-MNIST MLP 784 -> 1024 -> 1024 -> 10, hidden layers dense vs
+    butterfly vs Monarch: test accuracy, parameters of the hidden layers, epoch time;
+    (c) conversion of the trained dense hidden layers (KSLinear.from_dense), accuracy before
+    and after one fine-tuning epoch, conversion time of a 1024 x 1024 layer.
+
+    python benchmarks/layers.py [--part a|b|c|all] [--epochs 3] [--seeds 1] [--quick]
+
+Writes benchmarks/results/layers_cpu.md (the parts run). One process; OMP_WAIT_POLICY=PASSIVE
+(set by _common before torch and Numba load: their two OpenMP pools otherwise spin against
+each other on 2 cores, 2.7x slower training steps measured).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import best_time, write  # noqa: E402  (sets OMP_WAIT_POLICY first)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from gpufact._demo_layers import accuracy, load_data, make_mlp, replaced_params, train_epoch  # noqa: E402
+from gpufact.torch import KSLinear  # noqa: E402
+
+
+def _layer_times(layer, x, g, repeat):
+    """(forward, backward, forward + backward) best times in seconds; the input and every
+    parameter require gradients."""
+    def fwd():
+        with torch.no_grad():
+            layer(x)
+
+    def both():
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x).backward(g)
+
+    t_fwd = best_time(fwd, repeat=repeat, warmup=1 if repeat > 1 else 0)
+    t_both = best_time(both, repeat=repeat, warmup=1 if repeat > 1 else 0)
+    t_bwd = np.inf
+    for _ in range(repeat):
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        y = layer(x)
+        t0 = time.perf_counter()
+        y.backward(g)
+        t_bwd = min(t_bwd, time.perf_counter() - t0)
+    return t_fwd, t_bwd, t_both
+
+
+def _extra_memory(layer, x, g):
+    """Extra memory of our backward in elements beyond its outputs (grad of x: B·N, factor
+    grads: nnz): (traced, tiles) — the tracemalloc peak (NumPy arrays and Numba's NRT
+    buffers both go through Python's allocator) and, computed from the tile width, all
+    threads' tile buffers plus per-thread block sums (the traced peak misses overlap when a
+    loaded machine runs the threads one after the other)."""
+    import numba
+
+    from gpufact._kernels.cpu_grad import vjp_tile_width
+    from gpufact._vjp import _chain_dims
+    from gpufact.factors import KSFactor
+    from gpufact.factors._chain import KSChain
+
+    y = layer(x)
+    tracemalloc.start()
+    y.backward(g)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    B, N = x.shape
+    item = x.element_size()
+    traced = peak / item - B * N - layer.nnz
+    chain = KSChain([KSFactor(p.detach().numpy(), check=False) for p in layer.factors])
+    dims = _chain_dims(chain)
+    th = numba.get_num_threads()
+    bt = vjp_tile_width(dims, item, B, th)
+    tiles = th * ((int(dims[:-1].sum()) + 2 * int(dims.max())) * bt + layer.nnz)
+    return max(0.0, traced), tiles
+
+
+def part_a(Ns, Bs, quick):
+    lines = ["## (a) One layer, float32: nn.Linear(N, N) vs KSLinear(N, N)", "",
+             "Times in ms, best of several runs after a warm-up (1 run for nn.Linear when it takes over 2 s). "
+             "Backward: gradients of the input and of every parameter (the input requires grad). "
+             "Ratios: nn.Linear time / KSLinear time. Extra memory of our backward beyond its outputs, "
+             "in units of B·N elements: the tracemalloc peak (NumPy and Numba allocations), and all "
+             "threads' tile buffers plus per-thread block sums computed from the tile width (the bound "
+             "when the threads run at once). nn.Linear's backward holds the N² weight gradient.", "",
+             "| N | B | structure | nnz | fwd | bwd | fwd+bwd | nn.Linear fwd | bwd | fwd+bwd | ratio fwd | "
+             "ratio bwd | ratio fwd+bwd | extra mem traced | kernel buffers |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    torch.manual_seed(0)
+    for N in Ns:
+        for B in Bs:
+            x = torch.randn(B, N, requires_grad=True)
+            g = torch.randn(B, N)
+            dense = torch.nn.Linear(N, N)
+            flops = 2 * B * N * N
+            rep_d = 1 if flops > 1.5e11 else 3
+            td = _layer_times(dense, x, g, rep_d)
+            for structure in ("butterfly", "monarch"):
+                layer = KSLinear(N, N, structure=structure)
+                tk = _layer_times(layer, x, g, 3 if quick else 5)
+                mem = [m / (B * N) for m in _extra_memory(layer, x, g)]
+                r = [d / k for d, k in zip(td, tk)]
+                lines.append(f"| {N} | {B} | {structure} | {layer.nnz} | {tk[0] * 1e3:.2f} | {tk[1] * 1e3:.2f} | "
+                             f"{tk[2] * 1e3:.2f} | {td[0] * 1e3:.1f} | {td[1] * 1e3:.1f} | {td[2] * 1e3:.1f} | "
+                             f"{r[0]:.1f}x | {r[1]:.1f}x | {r[2]:.1f}x | {mem[0]:.2f} | {mem[1]:.2f} |")
+                print(lines[-1], flush=True)
+            del dense
+    return lines + [""]
+
+
+def part_bc(epochs, seeds, batch_size, n_train, lr):
+    name, Xtr, ytr, Xte, yte = load_data("fashion-mnist", n_train=n_train)
+    sizes = [784, 1024, 1024, 10]
+    lines = [f"## (b) {name} MLP 784 → 1024 → 1024 → 10, hidden layers dense / butterfly / Monarch", "",
+             f"{Xtr.shape[0]} training and {Xte.shape[0]} test images, {epochs} epochs, {len(seeds)} seed(s) "
+             f"({', '.join(map(str, seeds))}), Adam lr={lr}, batch {batch_size}, float32, "
+             f"{torch.get_num_threads()} torch threads. Reduced from the issue's 10 epochs x 3 seeds to fit "
+             "~15 min on this shared 2-core machine. Parameters: weight entries of the two hidden layers "
+             "(biases excluded). Epoch time: the fastest epoch, mean over seeds.", "",
+             "| hidden layers | test accuracy (%) | params (hidden) | fewer params | epoch time (s) | vs dense |",
+             "|---|---|---|---|---|---|"]
+    res = {}
+    trained_dense = None
+    for structure in ("dense", "butterfly", "monarch"):
+        accs, times = [], []
+        for seed in seeds:
+            model = make_mlp(sizes, structure, seed=seed)
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            ts = [train_epoch(model, opt, Xtr, ytr, batch_size=batch_size, seed=seed * 100 + e) for e in range(epochs)]
+            accs.append(accuracy(model, Xte, yte))
+            times.append(min(ts))
+            print(structure, seed, accs[-1], ts, flush=True)
+            if structure == "dense" and trained_dense is None:
+                trained_dense = model
+        res[structure] = (accs, float(np.mean(times)), replaced_params(model))
+    dense_p, dense_t = res["dense"][2], res["dense"][1]
+    for structure, (accs, t, p) in res.items():
+        acc = f"{np.mean(accs):.2f}" + (f" ± {np.std(accs):.2f}" if len(accs) > 1 else "")
+        lines.append(f"| {structure} | {acc} | {p} | {dense_p / p:.1f}x | {t:.2f} | {t / dense_t:.2f}x |")
+    lines.append("")
+    # (c) conversion of the trained dense model's hidden layers
+    lines += ["## (c) Conversion of the trained dense hidden layers (KSLinear.from_dense)", "",
+              "The dense model of (b) (seed " + str(seeds[0]) + "): both hidden layers projected onto the "
+              "structure (factorize.ksfactor: hierarchical block SVDs; Monarch: one batched rank-one "
+              "projection), then one fine-tuning epoch of the whole model (Adam, same settings).", "",
+              "| structure | rel. error of W (784→1024, 1024→1024) | accuracy dense (%) | after conversion (%) | "
+              "after 1 epoch (%) | conversion time 1024×1024 (s) |",
+              "|---|---|---|---|---|---|"]
+    acc_dense = accuracy(trained_dense, Xte, yte)
+    hidden = [m for m in trained_dense if isinstance(m, torch.nn.Linear)][:-1]
+    for structure in ("butterfly", "monarch"):
+        KSLinear.from_dense(hidden[1], structure)  # warm-up (kernel compilation)
+        t_conv = best_time(lambda: KSLinear.from_dense(hidden[1], structure), repeat=3, warmup=0)
+        layers = list(trained_dense)
+        conv = {}
+        for m in hidden:
+            conv[id(m)] = KSLinear.from_dense(m, structure)
+        model = torch.nn.Sequential(*[conv.get(id(m), m) for m in layers])
+        import copy
+
+        model = copy.deepcopy(model)
+        errs = [conv[id(m)].rel_error_ for m in hidden]
+        acc0 = accuracy(model, Xte, yte)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        train_epoch(model, opt, Xtr, ytr, batch_size=batch_size, seed=999)
+        acc1 = accuracy(model, Xte, yte)
+        lines.append(f"| {structure} | {errs[0]:.3f}, {errs[1]:.3f} | {acc_dense:.2f} | {acc0:.2f} | {acc1:.2f} | "
+                     f"{t_conv:.3f} |")
+        print(lines[-1], flush=True)
+    return lines + [""]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", default="all", choices=["a", "b", "all"], help="a: one layer; b: MLP + conversion (c)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--n-train", type=int, default=None, help="training images (default: all 60 000)")
+    p.add_argument("--quick", action="store_true", help="(a) on N, B <= 2048, fewer repeats")
+    p.add_argument("--out", default="layers_cpu.md")
+    args = p.parse_args(argv)
+    lines = []
+    if args.part in ("a", "all"):
+        Ns = [1024, 2048] if args.quick else [1024, 2048, 4096, 8192]
+        Bs = [256, 1024] if args.quick else [256, 1024, 4096]
+        lines += part_a(Ns, Bs, args.quick)
+    if args.part in ("b", "all"):
+        lines += part_bc(args.epochs, list(range(args.seeds)), args.batch_size, args.n_train, args.lr)
+    write(args.out, "Trainable fast linear layers: KSLinear vs torch.nn.Linear (CPU)",
+          [f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; gpufact kernels: Numba "
+           "(fused chain forward; fused backward recomputing activations per tile).", ""] + lines)
+
+
+if __name__ == "__main__":
+    main()

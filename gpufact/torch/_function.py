@@ -1,0 +1,94 @@
+"""``KSChainFunction``: y = x Wᵀ for W = S_1 ⋯ S_J (Kronecker-sparse factors), on our kernels.
+
+Tensors reach the kernels without copies: CPU tensors as NumPy views (``detach().numpy()``),
+CUDA tensors as CuPy arrays (``cupy.from_dlpack``) with the kernels launched on torch's
+current stream (``cupy.cuda.ExternalStream``), results handed back the same way. Only the
+inputs are saved for the backward pass; the backward recomputes the activations tile by
+tile inside :func:`gpufact.vjp` (extra memory O(B·N), not one activation per factor).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..factors import KSFactor
+from ..product import FactorProduct
+from .._vjp import vjp
+
+
+def _as_array(t: torch.Tensor):
+    """NumPy (CPU) or CuPy (CUDA) view of a tensor's data (no copy)."""
+    t = t.detach()
+    if t.device.type == "cpu":
+        return t.numpy()
+    if t.device.type == "cuda":
+        import cupy
+
+        return cupy.from_dlpack(t)
+    raise TypeError(f"tensors on {t.device.type!r} devices are not supported (cpu or cuda)")
+
+
+def _as_tensor(a) -> torch.Tensor:
+    if type(a).__module__.startswith("numpy"):
+        return torch.from_numpy(a)
+    return torch.from_dlpack(a)
+
+
+def _stream(device: torch.device):
+    """Run CuPy work on torch's current stream of ``device`` (no synchronisation)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    import cupy
+
+    return cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream, device.index or 0)
+
+
+def _product(blocks) -> FactorProduct:
+    """The FactorProduct of block arrays (product order), referencing them (no copies)."""
+    return FactorProduct([KSFactor(b, check=False) for b in blocks])
+
+
+class KSChainFunction(torch.autograd.Function):
+    """``KSChainFunction.apply(x, *blocks)`` = x Wᵀ with W = S_1 ⋯ S_J.
+
+    x : (B, N) tensor, float32 or float64 (complex64/complex128 also work); blocks : the
+    factors' blocks in product order, S_j of pattern (a, b, c, d) as an (a, d, b, c) tensor of
+    x's dtype and device. Returns (B, M). Forward O(B · Σ nnz_j) through the fused chain
+    kernels; backward ≈ 3× that (gradients w.r.t. x and every block, only those in
+    ``ctx.needs_input_grad``), recomputing the activations per tile. Not twice
+    differentiable (``once_differentiable``).
+    """
+
+    @staticmethod
+    def forward(ctx, x, *blocks):
+        with _stream(x.device):
+            F = _product([_as_array(b) for b in blocks])
+            y = _as_array(x) @ F.T
+            out = _as_tensor(y)
+        ctx.save_for_backward(x, *blocks)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, *blocks = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        need_x, need_w = bool(need[0]), any(need[1:])
+        if not (need_x or need_w):
+            return (None,) * (1 + len(blocks))
+        with _stream(x.device):
+            F = _product([_as_array(b) for b in blocks])
+            gx, grads = vjp(F, _as_array(x), _as_array(grad_y), layout="rows",
+                            input_grad=need_x, factor_grads=need_w)
+            gx = _as_tensor(gx) if need_x else None
+            gw = [(_as_tensor(g) if n else None) for g, n in zip(grads, need[1:])] if need_w else [None] * len(blocks)
+        return (gx, *gw)
+
+
+@torch.compiler.disable
+def ks_chain(x: torch.Tensor, *blocks: torch.Tensor) -> torch.Tensor:
+    """``KSChainFunction.apply(x, *blocks)``, opaque to ``torch.compile`` (a graph break: the
+    kernels are Numba/CUDA code that TorchDynamo cannot trace)."""
+    return KSChainFunction.apply(x, *blocks)
