@@ -50,6 +50,8 @@ def _top_singular(A, r, xp, *, tol, max_iter, seed=0):
                 if float(xp.max(xp.abs(top - prev) / scale)) <= tol:
                     break
             prev = top
+            if it == max_iter - 1:  # Ub pairs with this Qm: keep them together
+                break
         Qm = _orthonormalize(AQn, xp)
     U = Qm @ Ub[:, :, :r]
     V = _herm(Qn, xp) @ _herm(Vbh, xp)[:, :, :r]
