@@ -1,7 +1,9 @@
 """``FactorProduct``: the operator F = S_1 S_2 … S_J, applied right to left."""
 from __future__ import annotations
 
+import functools
 import numbers
+import operator
 
 import numpy as np
 
@@ -64,6 +66,12 @@ class FactorProduct:
         self._T = None
         self._dtype = np.result_type(*[f.dtype for f in factors])  # factors are immutable
         self._result_dtypes = {}
+
+    def __getstate__(self):  # pickle / deepcopy: the factors, not the derived caches
+        state = self.__dict__.copy()
+        state["_segments"] = None
+        state["_T"] = None
+        return state
 
     # --- description ---------------------------------------------------------------------
     @property
@@ -293,12 +301,13 @@ class FactorProduct:
     def aslinearoperator(self):
         """A ``scipy.sparse.linalg.LinearOperator`` (``cupyx`` one for CuPy) applying F."""
         LO = self.backend.linalg_operator
-        F, FH = self, self.H
-        return LO(self.shape, matvec=lambda x: F @ x, rmatvec=lambda x: FH @ x,
-                  matmat=lambda X: F @ X, rmatmat=lambda X: FH @ X, dtype=self.dtype)
+        # partials of operator.matmul, not closures: the operator pickles (joblib, Dask)
+        fwd, adj = functools.partial(operator.matmul, self), functools.partial(operator.matmul, self.H)
+        return LO(self.shape, matvec=fwd, rmatvec=adj, matmat=fwd, rmatmat=adj, dtype=self.dtype)
 
     def save(self, path) -> None:
-        """Save to a ``.npz`` file (format documented in :mod:`gpufact.io`)."""
+        """Save to ``path`` (a name, ``.npz`` appended when missing, or a binary file object;
+        format and round trip in :mod:`gpufact.io`): ``gpufact.load(path)`` reads it back."""
         from .io import save
 
         save(self, path)
