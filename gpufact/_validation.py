@@ -5,6 +5,7 @@ import numbers
 import operator
 
 import numpy as np
+from array_api_compat import is_cupy_array, is_numpy_array
 
 SUPPORTED_DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
 _SUPPORTED = tuple(np.dtype(d) for d in SUPPORTED_DTYPES)
@@ -83,7 +84,9 @@ def check_matrix(A, name: str = "A", be=None, *, allow_empty: bool = False, fini
 
     if be is None:
         be = get_backend(A)
-    if not hasattr(A, "ndim") or not hasattr(A, "dtype"):
+    if (type(A).__module__ or "").startswith(("scipy.sparse", "cupyx.scipy.sparse")):
+        raise TypeError(f"{name} must be a dense array, got a sparse matrix: pass {name}.toarray()")
+    if not (is_numpy_array(A) or is_cupy_array(A)):
         raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(A).__name__}")
     if A.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(A.shape)}")

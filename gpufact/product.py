@@ -6,8 +6,10 @@ import numbers
 import operator
 
 import numpy as np
+from array_api_compat import is_cupy_array, is_numpy_array
 
 from ._backend import Backend, get_backend
+from ._numeric import SumSquares, safe_norm
 from ._validation import check_dtype, check_int, check_seed, float_dtype_for
 from .factors import CSRFactor, DenseFactor, DiagFactor, Factor, KSFactor, PermFactor
 from .factors._chain import KSChain
@@ -24,6 +26,19 @@ def _as_factor(f) -> Factor:
     if hasattr(f, "ndim") and f.ndim == 2:
         return DenseFactor(f)
     raise TypeError(f"factors: cannot make a factor from {type(f).__name__}")
+
+
+def _check_operand(X, name: str = "X") -> None:
+    """Data applied through F must be a dense NumPy/CuPy array: sparse matrices and other
+    array types get a TypeError naming ``name`` (not a failure deep in a kernel)."""
+    if type(X) is np.ndarray:
+        return
+    mod = type(X).__module__ or ""
+    if mod.startswith(("scipy.sparse", "cupyx.scipy.sparse")):
+        raise TypeError(f"{name}: a sparse matrix; F applies to dense arrays: pass {name}.toarray(), or "
+                        f"compose the operators with CSRFactor({name})")
+    if not (is_numpy_array(X) or is_cupy_array(X)):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(X).__module__}.{type(X).__name__}")
 
 
 class FactorProduct:
@@ -198,6 +213,7 @@ class FactorProduct:
             return FactorProduct(self.factors + [X])
         if not hasattr(X, "ndim"):
             return NotImplemented
+        _check_operand(X)
         get_backend(self, X)  # TypeError on NumPy/CuPy mixes
         n = self.shape[1]
         if X.ndim not in (1, 2) or X.shape[0] != n:
@@ -214,6 +230,7 @@ class FactorProduct:
             return FactorProduct([X] + self.factors)
         if not hasattr(X, "ndim"):
             return NotImplemented
+        _check_operand(X)
         get_backend(self, X)
         m = self.shape[0]
         if X.ndim not in (1, 2) or X.shape[-1] != m:
@@ -235,6 +252,8 @@ class FactorProduct:
         whole: samples are processed in chunks of about ``chunk_bytes``. Cost
         O(nnz(F) · B). Raises ValueError on shape mismatches, TypeError on NumPy/CuPy mixes.
         """
+        _check_operand(X)
+        _check_operand(bias, "bias")
         get_backend(self, X, bias)
         K, n = self.shape
         if not hasattr(X, "ndim") or X.ndim != 2 or X.shape[1] != n:
@@ -277,21 +296,21 @@ class FactorProduct:
         """``'fro'`` (exact, columns in chunks, never the full dense matrix) or ``2``
         (spectral, power iteration on FᴴF to relative accuracy ``tol``). Returns a float."""
         xp = self.backend.xp
-        if ord in ("fro", "f"):
+        if ord in ("fro", "f"):  # scaled sums of squares: right at any magnitude of the dtype
             if len(self._factors) == 1 and not isinstance(self._factors[0], PermFactor):
                 f = self._factors[0]
                 data = {"ks": "blocks", "dense": "matrix", "diag": "diag"}.get(f.kind)
                 arr = getattr(f, data) if data else f.matrix.data
-                return float(xp.linalg.norm(arr.ravel()))
+                return float(safe_norm(arr, xp))
             n = self.shape[1]
             chunk = max(1, min(n, (1 << 22) // max(1, self.shape[0])))
-            total = 0.0
+            total = SumSquares()
             for j0 in range(0, n, chunk):
                 j1 = min(n, j0 + chunk)
                 E = xp.zeros((n, j1 - j0), dtype=self.dtype)
                 E[xp.arange(j0, j1), xp.arange(j1 - j0)] = 1
-                total += float(xp.sum(xp.abs(self @ E) ** 2))
-            return float(np.sqrt(total))
+                total.add(self @ E, xp)
+            return total.norm()
         if ord == 2:
             max_iter = check_int(max_iter, "max_iter", min_value=1)
             return float(spectral_norm(self, tol=tol, max_iter=max_iter, seed=seed))
@@ -316,8 +335,11 @@ class FactorProduct:
 def spectral_norm(F, *, tol=1e-6, max_iter=200, seed=0, x0=None, return_vector=False):
     """‖F‖₂ by power iteration on FᴴF (F: FactorProduct or anything with @ and .H/.T).
 
-    Never densifies. Convergence is checked every 5 iterations (one host sync each).
-    ``x0`` warm-starts the iteration; with ``return_vector`` the last iterate is returned.
+    Never densifies. Each step normalises between F and Fᴴ (u = F x / ‖F x‖, then
+    x = Fᴴ u / ‖Fᴴ u‖, σ = √(‖F x‖ ‖Fᴴ u‖)) with overflow-safe norms, so no intermediate
+    holds σ²: right for operators scaled anywhere in the dtype's range. Convergence is
+    checked every 5 iterations (one host sync each). ``x0`` warm-starts the iteration;
+    with ``return_vector`` the last iterate is returned. Returns a 0-d real array.
     """
     be = get_backend(F)
     xp = be.xp
@@ -328,26 +350,30 @@ def spectral_norm(F, *, tol=1e-6, max_iter=200, seed=0, x0=None, return_vector=F
     else:
         x = x0
     FH = F.H if hasattr(F, "H") else F.conj().T
-    nrm = xp.linalg.norm(x)
+    tol = max(float(tol), 4 * float(np.finfo(x.real.dtype).eps))  # below: rounding noise
+    nrm = safe_norm(x, xp)
     if float(nrm) == 0:
         x = xp.ones(n, dtype=x.dtype)
-        nrm = xp.linalg.norm(x)
-    x = x / nrm
+        nrm = safe_norm(x, xp)
+    x = x / nrm.astype(x.dtype)
     prev = 0.0
-    sigma2 = xp.zeros((), dtype=np.float64)
+    sigma = xp.zeros((), dtype=x.real.dtype)
     for it in range(max_iter):
-        y = FH @ (F @ x)
-        sigma2 = xp.linalg.norm(y)
+        u = F @ x
+        nu = safe_norm(u, xp)
+        y = FH @ (u / xp.where(nu > 0, nu, 1).astype(u.dtype))
+        ny = safe_norm(y, xp)
+        sigma = xp.sqrt(nu) * xp.sqrt(ny)
         if (it + 1) % 5 == 0 or it == max_iter - 1:
-            s = float(sigma2)
+            s = float(sigma)
             if s == 0.0:
                 break
             if abs(s - prev) <= tol * s:
-                x = y / sigma2
+                x = y / ny.astype(y.dtype)
                 break
             prev = s
-        x = y / xp.where(sigma2 > 0, sigma2, 1)
-    out = xp.sqrt(sigma2.real if hasattr(sigma2, "real") else sigma2)
+        x = y / xp.where(ny > 0, ny, 1).astype(y.dtype)
+    out = sigma
     if return_vector:
         return out, x
     return out

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _kernels
 from ._backend import get_backend
+from ._numeric import safe_norm
 from ._validation import check_int
 from .factors.ks import ks_support
 
@@ -92,9 +93,8 @@ class Constraint:
         out = self._project(M, be)
         if self.normalized:
             xp = be.xp
-            flat = out.ravel()
-            nrm = xp.sqrt(xp.vdot(flat, flat).real)
-            out = out / (nrm + np.finfo(nrm.dtype).tiny)  # zero stays zero
+            nrm = safe_norm(out, xp)  # scaled: right for entries anywhere in the range
+            out = out / xp.where(nrm > 0, nrm, 1).astype(out.dtype)  # zero stays zero
         return out
 
     def _params(self) -> str:
@@ -271,9 +271,10 @@ class _NormVec(Constraint):
 
     def _project(self, M, be):
         xp = be.xp
-        nrm = xp.linalg.norm(M, axis=self._axis, keepdims=True)
-        scale = xp.where(nrm > 0, self.s / xp.where(nrm > 0, nrm, 1), 0)
-        return (M * scale.astype(M.real.dtype)).astype(M.dtype, copy=False)
+        nrm = safe_norm(M, xp, axis=self._axis, keepdims=True)
+        # M / ‖M‖ first, then · s: (s / ‖M‖) alone can overflow or round to 0
+        unit = M / xp.where(nrm > 0, nrm, 1).astype(M.real.dtype)
+        return (unit * M.real.dtype.type(self.s)).astype(M.dtype, copy=False)
 
     def _params(self):
         return f"s={self.s}"

@@ -210,18 +210,23 @@ def _topk_project_fused(M, kr, kc, normalized, tiny):
     else:
         _topk_mask_small_k(M, kr, kc, mask)
     out = np.zeros((m, n), dtype=M.dtype)
-    s2 = 0.0
+    mx = abs(M[0, 0]) * 0  # largest kept magnitude (real, M's precision)
     for i in range(m):
         for j in range(n):
             if mask[i, j]:
                 v = M[i, j]
                 out[i, j] = v
-                s2 += abs(v) ** 2
-    if normalized:
-        inv = 1.0 / (np.sqrt(s2) + tiny)
+                mx = max(mx, abs(v))
+    if normalized and mx > 0:
+        # ‖out‖ = mx · ‖out / mx‖: squares of scaled entries never overflow or underflow
+        s2 = 0.0
         for i in range(m):
             for j in range(n):
-                out[i, j] = out[i, j] * inv
+                s2 += abs(out[i, j] / mx) ** 2
+        nrm = np.sqrt(s2)
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = (out[i, j] / mx) / nrm
     return out
 
 
@@ -282,8 +287,11 @@ def topk_project(M, k_row, k_col, normalized):
         return _topk_project_fused(M, kr, kc, bool(normalized), tiny)
     out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
     if normalized:
-        flat = out.ravel()
-        out /= np.sqrt(np.vdot(flat, flat).real) + tiny
+        from .._numeric import safe_norm
+
+        nrm = safe_norm(out, np)
+        if nrm > 0:  # scaled norm: right at any magnitude; zero stays zero
+            out /= nrm.astype(out.dtype)
     return out
 
 
