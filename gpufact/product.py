@@ -391,5 +391,5 @@ def _scaled(f: Factor, alpha) -> Factor:
     # permutation P: alpha P is a CSR factor with P's support
     xp = f.backend.xp
     n = f.shape[0]
-    vals = xp.full(n, alpha, dtype=np.result_type(f.dtype, np.asarray(alpha).dtype))
+    vals = xp.full(n, alpha, dtype=np.result_type(f.dtype, alpha))  # a Python scalar keeps f's precision
     return CSRFactor(f.backend.sparse.csr_matrix((vals, f.perm, xp.arange(n + 1)), shape=f.shape))

@@ -43,16 +43,16 @@ LAYOUTS = ("C", "F", "neg", "ro", "ro_F", "strided")
 
 def noncanonical(D, kind: str, index_dtype=np.int32):
     """The dense matrix D as a scipy sparse matrix in a non-canonical or other format:
-    "dup" (each nonzero split into two duplicate entries), "unsorted", "zeros" (explicit
+    "dup" (each nonzero split into two duplicate halves), "unsorted", "zeros" (explicit
     zeros stored), "int64" (int64 index arrays), "coo", "csc", "csr_array", "coo_array"."""
     m, n = D.shape
     rows, cols = np.nonzero(D)
     vals = D[rows, cols]
     if kind == "dup":
-        third = (vals / 3).astype(D.dtype)
+        half = (vals / 2).astype(D.dtype)  # halves: the sum is exact in floating point
         r = np.concatenate([rows, rows])
         c = np.concatenate([cols, cols])
-        v = np.concatenate([third, vals - third])
+        v = np.concatenate([half, vals - half])
         order = np.argsort(r, kind="stable")
         r, c, v = r[order], c[order], v[order]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=m))])
