@@ -18,7 +18,7 @@ import numpy as np
 from . import _kernels
 from ._backend import get_backend
 from ._numeric import safe_norm
-from ._validation import check_int
+from ._validation import check_dense, check_int
 from .factors.ks import ks_support
 
 __all__ = ["Constraint", "sp", "splin", "spcol", "splincol", "const", "supp", "blockdiag",
@@ -71,7 +71,8 @@ class Constraint:
 
     def _check_input(self, M):
         be = get_backend(M)
-        if not hasattr(M, "ndim") or M.ndim != 2:
+        check_dense(M, "M")
+        if M.ndim != 2:
             raise ValueError(f"M must be a 2-D array, got {getattr(M, 'shape', type(M).__name__)}")
         if tuple(M.shape) != self.shape:
             raise ValueError(f"M has shape {tuple(M.shape)} but the constraint is for {self.shape}")
@@ -179,7 +180,8 @@ class supp(Constraint):
     """Matrices supported on a fixed boolean ``mask`` (shape taken from it)."""
 
     def __init__(self, mask, *, normalized: bool = True):
-        if not hasattr(mask, "ndim") or mask.ndim != 2:
+        check_dense(mask, "mask")
+        if mask.ndim != 2:
             raise ValueError("mask must be a 2-D boolean array")
         super().__init__(mask.shape, normalized)
         self.mask = mask.astype(bool)
@@ -238,7 +240,8 @@ class const(Constraint):
     factor_format = "dense"
 
     def __init__(self, C):
-        if not hasattr(C, "ndim") or C.ndim != 2:
+        check_dense(C, "C")
+        if C.ndim != 2:
             raise ValueError("C must be a 2-D array")
         super().__init__(C.shape, False)
         self.C = C

@@ -341,7 +341,27 @@ def test_sparse_in_solvers_and_as_data():
     with pytest.raises(TypeError, match="X"):
         S @ F
     np.testing.assert_allclose((F @ CSRFactor(S)).toarray(), F.toarray() @ D)
+    # dense-only constructors and projections: a TypeError naming the argument
+    for make, name in ((DenseFactor, "matrix"), (DiagFactor, "diag"), (KSFactor, "blocks"), (PermFactor, "perm"),
+                       (proj.supp, "mask"), (proj.const, "C"), (proj.splin((8, 8), 2), "M"), (proj.sp((8, 8), 2), "M"),
+                       (proj.normcol((8, 8)), "M"), (proj.supp(np.eye(8, dtype=bool)), "M")):
+        with pytest.raises(TypeError, match=name):
+            make(S)
     snap.check()
+
+
+def test_large_read_only_batches_through_the_parallel_permutation():
+    """PermFactor's Numba gathers (batches of >= 2^15 entries) on read-only data, both layouts."""
+    rng = np.random.default_rng(12)
+    p = rng.permutation(256)
+    F = FactorProduct([DiagFactor(rng.standard_normal(256)), PermFactor(p)])  # the permutation sees X
+    for X in (layout(rng.standard_normal((256, 200)), "ro"), layout(rng.standard_normal((200, 256)), "ro")):
+        snap = Snapshot(X)
+        if X.shape[0] == 256:
+            np.testing.assert_allclose(F @ X, F.toarray() @ X, rtol=1e-15)
+        else:
+            np.testing.assert_allclose(X @ F.T, X @ F.toarray().T, rtol=1e-15)
+        snap.check()
 
 
 def test_loaded_files_are_canonical(tmp_path):
