@@ -210,23 +210,35 @@ def _topk_project_fused(M, kr, kc, normalized, tiny):
     else:
         _topk_mask_small_k(M, kr, kc, mask)
     out = np.zeros((m, n), dtype=M.dtype)
-    mx = abs(M[0, 0]) * 0  # largest kept magnitude (real, M's precision)
+    s2 = 0.0  # float64: squares of float32 values never leave its range
+    mx = 0.0
     for i in range(m):
         for j in range(n):
             if mask[i, j]:
                 v = M[i, j]
                 out[i, j] = v
-                mx = max(mx, abs(v))
+                a = np.float64(abs(v))
+                s2 += a * a
+                mx = max(mx, a)
     if normalized and mx > 0:
-        # ‖out‖ = mx · ‖out / mx‖: squares of scaled entries never overflow or underflow
-        s2 = 0.0
-        for i in range(m):
-            for j in range(n):
-                s2 += abs(out[i, j] / mx) ** 2
-        nrm = np.sqrt(s2)
-        for i in range(m):
-            for j in range(n):
-                out[i, j] = (out[i, j] / mx) / nrm
+        if s2 > 1e-280 and s2 < 1e280:
+            nrm = np.sqrt(s2)
+        else:  # float64 entries beyond ~1e140 or below ~1e-140: ‖out‖ = mx ‖out / mx‖
+            s2 = 0.0
+            for i in range(m):
+                for j in range(n):
+                    a = np.float64(abs(out[i, j])) / mx
+                    s2 += a * a
+            nrm = np.sqrt(s2) * mx
+        inv = 1.0 / nrm
+        if np.isfinite(inv):
+            for i in range(m):
+                for j in range(n):
+                    out[i, j] = out[i, j] * inv
+        else:
+            for i in range(m):
+                for j in range(n):
+                    out[i, j] = out[i, j] / nrm
     return out
 
 
