@@ -47,7 +47,10 @@ class FactorProduct:
     ``F @ X`` applies S_J first. X is a vector (N,) or a batch (N, B); ``X @ F`` and
     ``X @ F.T`` take row-major samples (B, M) / (B, N) without transposing them in memory.
     Results live in the namespace (NumPy/CuPy) of the inputs and have dtype
-    ``result_type(F.dtype, X.dtype)``; integer data compute in float64. Runs of consecutive
+    ``result_type(F.dtype, X.dtype)``; integer data compute in float64. X may have any
+    strides and flags (read-only, memory-mapped, Fortran-ordered, negative or zero strides)
+    and is never modified; sparse matrices and other array types raise TypeError (compose
+    with ``CSRFactor(S)`` instead). Products pickle and deep-copy. Runs of consecutive
     :class:`KSFactor` are applied in one fused pass (Numba on the CPU, CUDA on the GPU);
     other factors use their own apply. The apply allocates at most two (M_j, B) work arrays
     at a time besides input and output.
@@ -294,7 +297,9 @@ class FactorProduct:
     # --- norms -------------------------------------------------------------------------
     def norm(self, ord="fro", *, tol: float = 1e-6, max_iter: int = 200, seed=0):
         """``'fro'`` (exact, columns in chunks, never the full dense matrix) or ``2``
-        (spectral, power iteration on FᴴF to relative accuracy ``tol``). Returns a float."""
+        (spectral, power iteration on FᴴF to relative accuracy ``tol``, at least 4 eps of
+        F's precision). Sums of squares are scaled as LAPACK's norms do: right for F
+        anywhere in its dtype's range (float32 1e-30 or 1e30). Returns a float."""
         xp = self.backend.xp
         if ord in ("fro", "f"):  # scaled sums of squares: right at any magnitude of the dtype
             if len(self._factors) == 1 and not isinstance(self._factors[0], PermFactor):

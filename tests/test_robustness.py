@@ -403,3 +403,27 @@ def test_no_entry_point_modifies_its_inputs():
     butterfly(A, perm=perm)
     hierarchical(A, "rectangular", n_iter_local=5, n_iter_global=2)
     snap.check()
+
+
+def test_check_samples_keeps_read_only_and_memory_mapped_data(tmp_path):
+    """check_samples (the estimators' input helper): read-only and memory-mapped float data
+    pass through uncopied with their flags; float32 stays float32; sparse and complex data
+    are refused naming X."""
+    from sklearn.base import BaseEstimator
+
+    from gpufact._validation import check_samples
+
+    rng = np.random.default_rng(13)
+    for kind in ("ro", "mmap", "ro_F"):
+        for dtype in (np.float32, np.float64):
+            X = layout(rng.standard_normal((20, 5)).astype(dtype), kind, tmp_path)
+            snap = Snapshot(X)
+            est = BaseEstimator()
+            Y, be = check_samples(est, X, reset=True)
+            assert Y.dtype == dtype and np.shares_memory(Y, X) and est.n_features_in_ == 5
+            check_samples(est, X, reset=False)
+            snap.check()
+    with pytest.raises(TypeError, match="X"):
+        check_samples(BaseEstimator(), noncanonical(np.eye(4), "dup"), reset=True)
+    with pytest.raises(TypeError, match="X"):
+        check_samples(BaseEstimator(), np.ones((3, 2), dtype=np.complex64), reset=True)

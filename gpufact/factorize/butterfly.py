@@ -221,6 +221,10 @@ def ksfactor(A, patterns, *, tree: str = "balanced", perm=None, return_errors: b
         the matrix it splits), in the order the tree visits them.
 
     Returns a :class:`FactorProduct` (on A's device, A's dtype; ints -> float64).
+    Single precision is as accurate as single precision allows (the subspace iterations
+    stop at a few eps of A's precision); A of any magnitude within its dtype's range is
+    handled (factored as A / 2^k when its squares would leave the range, 2^k folded back).
+    A is never modified; sparse A raises TypeError.
     """
     be = get_backend(A)
     xp = be.xp

@@ -102,7 +102,9 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
     return_history : also return a list of (level, rel_error after the level).
 
     ``F.rel_error`` holds ‖A − F‖_F / ‖A‖_F. Single-precision inputs are factored in double
-    precision and the factors returned in single precision.
+    precision and the factors returned in single precision. A is factored as A / 2^k
+    (k = ⌊log2 max|A|⌋, exact; λ scaled back), so the run is the same at every magnitude
+    of A within its dtype's range; tolerances are floored at 4 eps.
     """
     be = get_backend(A)
     xp = be.xp
