@@ -360,3 +360,19 @@ def test_bad_arguments_raise_errors_naming_them(data):
 
 
 # ---- regression tests: examples Hypothesis found -------------------------------------------
+
+def test_regression_scaled_permutation_keeps_its_precision():
+    """F * c with a PermFactor first: the CSR factor it becomes keeps F's float32 (a Python
+    scalar is weak under NEP 50; np.asarray(c) made it float64)."""
+    F = FactorProduct([PermFactor(np.array([2, 0, 1]), dtype=np.float32), DiagFactor(np.ones(3, np.float32))])
+    G = F * 1e-4
+    assert G.dtype == np.float32 and G.factors[0].dtype == np.float32
+    np.testing.assert_allclose(G.toarray(), F.toarray() * np.float32(1e-4))
+
+
+def test_regression_projection_of_one_entry_at_the_range_ends():
+    """sp(1) of a 1 x 1 float64 matrix holding 1.26e279 / 1.26e-281 (drawn by Hypothesis):
+    the normalised projection is exactly ±1 (its norm squared leaves the range)."""
+    for v in (1.25730221e279, 1.25730221e-281, -3e-320):
+        np.testing.assert_array_equal(proj.sp((1, 1), 1)(np.array([[v]])), [[np.sign(v)]])
+        np.testing.assert_array_equal(proj.splincol((1, 1), 1)(np.array([[v]])), [[np.sign(v)]])
