@@ -7,7 +7,9 @@ per-block optimum is the float64 SVD of the 32 x 32 blocks), ``palm4msa`` (2 spl
 factors, 256 x 256, 50 sweeps). Errors are measured in float64 against the float64 matrix.
 
 Run: python benchmarks/precision.py [--against /path/to/old/tree]   (writes
-results/precision_cpu.md; each tree runs in its own subprocess, interleaved, best of 2)
+results/precision_cpu.md; each tree runs in its own subprocess, interleaved, best of 2).
+Times are CPU seconds of one thread (Numba, OpenBLAS and OpenMP held to one thread,
+``time.process_time``): on a shared machine wall-clock ratios swing by 2x between runs.
 """
 from __future__ import annotations
 
@@ -51,9 +53,9 @@ def _measure(case: str, dtype: str) -> dict:
     Ad = A.astype(dt)
     best = float("inf")
     for _ in range(2):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         F = run(Ad)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     ref = A.astype(np.complex128 if dt.kind == "c" else np.float64)
     err = float(np.linalg.norm(F.toarray().astype(ref.dtype) - ref) / np.linalg.norm(ref))
     return {"time": best, "error": err}
@@ -64,7 +66,8 @@ CASES = [("butterfly", "float64"), ("butterfly", "float32"), ("monarch", "float6
 
 
 def _run_tree(tree: str, case: str, dtype: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=tree)
+    env = dict(os.environ, PYTHONPATH=tree, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
     out = subprocess.run([sys.executable, __file__, "--child", case, dtype], env=env, cwd=tree,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -94,7 +97,8 @@ def main():
     if len(names) == 2:
         head += " | time before / after"
     head += " |"
-    lines = ["Errors in float64 against the float64 (complex128) matrix; best of 2 runs. "
+    lines = ["Errors in float64 against the float64 (complex128) matrix; CPU time of one thread (s), best of 2 "
+             "runs. "
              "`butterfly`: noisy 1024 x 1024 butterfly matrix (signal/noise as in issue 9); `monarch`: "
              "`ksfactor(A, monarch_patterns(1024))` of a random matrix (the float64 run reaches the "
              "per-block optimum, the batched SVD of the 32 x 32 blocks); `palm`: `palm4msa`, 2 factors "
