@@ -185,6 +185,31 @@ def test_apply_matches_the_dense_product(prod, data):
     snap.check()
 
 
+@given(prod=products(), data=st.data())
+def test_argmin_affine_finds_the_smallest_score(prod, data):
+    F, D, A = prod
+    if F.dtype.kind == "c":
+        with pytest.raises(TypeError):
+            F.argmin_affine(np.ones((2, F.shape[1])), np.zeros(F.shape[0]))
+        return
+    K, N = F.shape
+    B = data.draw(st.sampled_from([0, 1, 5, 33]))
+    dt = np.dtype(data.draw(st.sampled_from([np.float32, np.float64])))
+    X = data.draw(arrays((B, N), dt, max_exp=3))
+    bias = data.draw(arrays((K,), dt, layouts=("C", "ro", "neg"), max_exp=3))
+    snap = Snapshot(X, bias)
+    labels, values = F.argmin_affine(X, bias, chunk_bytes=data.draw(st.sampled_from([64, 32 << 20])))
+    snap.check()
+    assert labels.shape == (B,) and labels.dtype == np.int32 and values.shape == (B,)
+    if B == 0:
+        return
+    S = bias.astype(np.float64)[None, :] - 2 * (X.astype(np.float64) @ D.real.T)
+    err = 1e3 * _eps(np.result_type(F.dtype, dt)) * (np.abs(bias)[None, :] + 2 * np.abs(X) @ A.T).max(axis=1)
+    assert np.all((labels >= 0) & (labels < K))
+    assert np.all(S[np.arange(B), labels] <= S.min(axis=1) + 2 * err)
+    assert np.all(np.abs(values - S.min(axis=1)) <= 2 * err)
+
+
 @given(prod=products())
 def test_norms_match_numpy(prod):
     F, D, _ = prod
