@@ -18,7 +18,6 @@ import pickle
 
 import numpy as np
 import pytest
-import scipy.sparse as sps
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402

@@ -202,7 +202,7 @@ def _topk_mask_small_k(M, kr, kc, mask):
 
 
 @njit(cache=True)
-def _topk_project_fused(M, kr, kc, normalized, tiny):
+def _topk_project_fused(M, kr, kc, normalized):
     m, n = M.shape
     mask = np.zeros((m, n), dtype=np.uint8)
     if m * n <= _FUSED_MAX:
@@ -293,10 +293,9 @@ def topk_project(M, k_row, k_col, normalized):
     scaled to unit Frobenius norm if ``normalized`` (zero stays zero)."""
     m, n = M.shape
     kr, kc = _clip_k(M.shape, k_row, k_col)
-    tiny = _TINY[M.dtype.char]
     full = (kr >= n and kr > 0) or (kc >= m and kc > 0)
     if not full and (m * n <= _FUSED_MAX or (kr <= _SMALL_K and kc <= _SMALL_K)):
-        return _topk_project_fused(M, kr, kc, bool(normalized), tiny)
+        return _topk_project_fused(M, kr, kc, bool(normalized))
     out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
     if normalized:
         from .._numeric import safe_norm
