@@ -5,6 +5,7 @@ import numbers
 import operator
 
 import numpy as np
+from array_api_compat import is_cupy_array, is_numpy_array
 
 SUPPORTED_DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
 _SUPPORTED = tuple(np.dtype(d) for d in SUPPORTED_DTYPES)
@@ -77,14 +78,26 @@ def check_finite(x, name: str, xp=None) -> None:
         raise ValueError(f"{name} contains NaN or inf")
 
 
+def is_sparse(x) -> bool:
+    """A scipy.sparse or cupyx.scipy.sparse matrix/array."""
+    return (type(x).__module__ or "").startswith(("scipy.sparse", "cupyx.scipy.sparse"))
+
+
+def check_dense(x, name: str) -> None:
+    """TypeError naming ``name`` when ``x`` is a sparse matrix or not a NumPy/CuPy array."""
+    if is_sparse(x):
+        raise TypeError(f"{name} must be a dense array, got a sparse matrix: pass {name}.toarray()")
+    if not (is_numpy_array(x) or is_cupy_array(x)):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(x).__name__}")
+
+
 def check_matrix(A, name: str = "A", be=None, *, allow_empty: bool = False, finite: bool = True):
     """Validate a 2-D numeric array of the backend ``be``; returns it with a supported dtype."""
     from ._backend import get_backend
 
     if be is None:
         be = get_backend(A)
-    if not hasattr(A, "ndim") or not hasattr(A, "dtype"):
-        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(A).__name__}")
+    check_dense(A, name)
     if A.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(A.shape)}")
     if not allow_empty and A.size == 0:

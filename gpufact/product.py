@@ -1,11 +1,15 @@
 """``FactorProduct``: the operator F = S_1 S_2 … S_J, applied right to left."""
 from __future__ import annotations
 
+import functools
 import numbers
+import operator
 
 import numpy as np
+from array_api_compat import is_cupy_array, is_numpy_array
 
 from ._backend import Backend, get_backend
+from ._numeric import SumSquares, safe_norm
 from ._validation import check_dtype, check_int, check_seed, float_dtype_for
 from .factors import CSRFactor, DenseFactor, DiagFactor, Factor, KSFactor, PermFactor
 from .factors._chain import KSChain
@@ -25,13 +29,29 @@ def _as_factor(f) -> Factor:
     raise TypeError(f"factors: cannot make a factor from {type(f).__name__}")
 
 
+def _check_operand(X, name: str = "X") -> None:
+    """Data applied through F must be a dense NumPy/CuPy array: sparse matrices and other
+    array types get a TypeError naming ``name`` (not a failure deep in a kernel)."""
+    if type(X) is np.ndarray:
+        return
+    mod = type(X).__module__ or ""
+    if mod.startswith(("scipy.sparse", "cupyx.scipy.sparse")):
+        raise TypeError(f"{name}: a sparse matrix; F applies to dense arrays: pass {name}.toarray(), or "
+                        f"compose the operators with CSRFactor({name})")
+    if not (is_numpy_array(X) or is_cupy_array(X)):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(X).__module__}.{type(X).__name__}")
+
+
 class FactorProduct:
     """The linear operator ``F = S_1 S_2 … S_J`` (``factors`` in product order).
 
     ``F @ X`` applies S_J first. X is a vector (N,) or a batch (N, B); ``X @ F`` and
     ``X @ F.T`` take row-major samples (B, M) / (B, N) without transposing them in memory.
     Results live in the namespace (NumPy/CuPy) of the inputs and have dtype
-    ``result_type(F.dtype, X.dtype)``; integer data compute in float64. Runs of consecutive
+    ``result_type(F.dtype, X.dtype)``; integer data compute in float64. X may have any
+    strides and flags (read-only, memory-mapped, Fortran-ordered, negative or zero strides)
+    and is never modified; sparse matrices and other array types raise TypeError (compose
+    with ``CSRFactor(S)`` instead). Products pickle and deep-copy. Runs of consecutive
     :class:`KSFactor`, and runs of :class:`CSRFactor` (diagonal factors among them folded
     in), are applied in one fused pass each (Numba on the CPU, CUDA on the GPU: tiles of
     samples held in cache or shared memory through the whole run, input read once, output
@@ -68,6 +88,13 @@ class FactorProduct:
         self._rest = None  # argmin_affine: the factors applied before a leading CSR chain, transposed
         self._dtype = np.result_type(*[f.dtype for f in factors])  # factors are immutable
         self._result_dtypes = {}
+
+    def __getstate__(self):  # pickle / deepcopy: the factors, not the derived caches
+        state = self.__dict__.copy()
+        state["_segments"] = None
+        state["_T"] = None
+        state["_rest"] = None
+        return state
 
     # --- description ---------------------------------------------------------------------
     @property
@@ -207,6 +234,7 @@ class FactorProduct:
             return FactorProduct(self.factors + [X])
         if not hasattr(X, "ndim"):
             return NotImplemented
+        _check_operand(X)
         get_backend(self, X)  # TypeError on NumPy/CuPy mixes
         n = self.shape[1]
         if X.ndim not in (1, 2) or X.shape[0] != n:
@@ -223,6 +251,7 @@ class FactorProduct:
             return FactorProduct([X] + self.factors)
         if not hasattr(X, "ndim"):
             return NotImplemented
+        _check_operand(X)
         get_backend(self, X)
         m = self.shape[0]
         if X.ndim not in (1, 2) or X.shape[-1] != m:
@@ -250,6 +279,8 @@ class FactorProduct:
         processed in chunks of about ``chunk_bytes`` of scores. Cost O(nnz(F) · B).
         Raises ValueError on shape mismatches, TypeError on complex data and NumPy/CuPy mixes.
         """
+        _check_operand(X)
+        _check_operand(bias, "bias")
         get_backend(self, X, bias)
         K, n = self.shape
         if not hasattr(X, "ndim") or X.ndim != 2 or X.shape[1] != n:
@@ -327,23 +358,25 @@ class FactorProduct:
     # --- norms -------------------------------------------------------------------------
     def norm(self, ord="fro", *, tol: float = 1e-6, max_iter: int = 200, seed=0):
         """``'fro'`` (exact, columns in chunks, never the full dense matrix) or ``2``
-        (spectral, power iteration on FᴴF to relative accuracy ``tol``). Returns a float."""
+        (spectral, power iteration on FᴴF to relative accuracy ``tol``, at least 4 eps of
+        F's precision). Sums of squares are scaled as LAPACK's norms do: right for F
+        anywhere in its dtype's range (float32 1e-30 or 1e30). Returns a float."""
         xp = self.backend.xp
-        if ord in ("fro", "f"):
+        if ord in ("fro", "f"):  # scaled sums of squares: right at any magnitude of the dtype
             if len(self._factors) == 1 and not isinstance(self._factors[0], PermFactor):
                 f = self._factors[0]
                 data = {"ks": "blocks", "dense": "matrix", "diag": "diag"}.get(f.kind)
                 arr = getattr(f, data) if data else f.matrix.data
-                return float(xp.linalg.norm(arr.ravel()))
+                return float(safe_norm(arr, xp))
             n = self.shape[1]
             chunk = max(1, min(n, (1 << 22) // max(1, self.shape[0])))
-            total = 0.0
+            total = SumSquares()
             for j0 in range(0, n, chunk):
                 j1 = min(n, j0 + chunk)
                 E = xp.zeros((n, j1 - j0), dtype=self.dtype)
                 E[xp.arange(j0, j1), xp.arange(j1 - j0)] = 1
-                total += float(xp.sum(xp.abs(self @ E) ** 2))
-            return float(np.sqrt(total))
+                total.add(self @ E, xp)
+            return total.norm()
         if ord == 2:
             max_iter = check_int(max_iter, "max_iter", min_value=1)
             return float(spectral_norm(self, tol=tol, max_iter=max_iter, seed=seed))
@@ -353,12 +386,13 @@ class FactorProduct:
     def aslinearoperator(self):
         """A ``scipy.sparse.linalg.LinearOperator`` (``cupyx`` one for CuPy) applying F."""
         LO = self.backend.linalg_operator
-        F, FH = self, self.H
-        return LO(self.shape, matvec=lambda x: F @ x, rmatvec=lambda x: FH @ x,
-                  matmat=lambda X: F @ X, rmatmat=lambda X: FH @ X, dtype=self.dtype)
+        # partials of operator.matmul, not closures: the operator pickles (joblib, Dask)
+        fwd, adj = functools.partial(operator.matmul, self), functools.partial(operator.matmul, self.H)
+        return LO(self.shape, matvec=fwd, rmatvec=adj, matmat=fwd, rmatmat=adj, dtype=self.dtype)
 
     def save(self, path) -> None:
-        """Save to a ``.npz`` file (format documented in :mod:`gpufact.io`)."""
+        """Save to ``path`` (a name, ``.npz`` appended when missing, or a binary file object;
+        format and round trip in :mod:`gpufact.io`): ``gpufact.load(path)`` reads it back."""
         from .io import save
 
         save(self, path)
@@ -367,8 +401,11 @@ class FactorProduct:
 def spectral_norm(F, *, tol=1e-6, max_iter=200, seed=0, x0=None, return_vector=False):
     """‖F‖₂ by power iteration on FᴴF (F: FactorProduct or anything with @ and .H/.T).
 
-    Never densifies. Convergence is checked every 5 iterations (one host sync each).
-    ``x0`` warm-starts the iteration; with ``return_vector`` the last iterate is returned.
+    Never densifies. Each step normalises between F and Fᴴ (u = F x / ‖F x‖, then
+    x = Fᴴ u / ‖Fᴴ u‖, σ = √(‖F x‖ ‖Fᴴ u‖)) with overflow-safe norms, so no intermediate
+    holds σ²: right for operators scaled anywhere in the dtype's range. Convergence is
+    checked every 5 iterations (one host sync each). ``x0`` warm-starts the iteration;
+    with ``return_vector`` the last iterate is returned. Returns a 0-d real array.
     """
     be = get_backend(F)
     xp = be.xp
@@ -379,26 +416,30 @@ def spectral_norm(F, *, tol=1e-6, max_iter=200, seed=0, x0=None, return_vector=F
     else:
         x = x0
     FH = F.H if hasattr(F, "H") else F.conj().T
-    nrm = xp.linalg.norm(x)
+    tol = max(float(tol), 4 * float(np.finfo(x.real.dtype).eps))  # below: rounding noise
+    nrm = safe_norm(x, xp)
     if float(nrm) == 0:
         x = xp.ones(n, dtype=x.dtype)
-        nrm = xp.linalg.norm(x)
-    x = x / nrm
+        nrm = safe_norm(x, xp)
+    x = x / nrm.astype(x.dtype)
     prev = 0.0
-    sigma2 = xp.zeros((), dtype=np.float64)
+    sigma = xp.zeros((), dtype=x.real.dtype)
     for it in range(max_iter):
-        y = FH @ (F @ x)
-        sigma2 = xp.linalg.norm(y)
+        u = F @ x
+        nu = safe_norm(u, xp)
+        y = FH @ (u / xp.where(nu > 0, nu, 1).astype(u.dtype))
+        ny = safe_norm(y, xp)
+        sigma = xp.sqrt(nu) * xp.sqrt(ny)
         if (it + 1) % 5 == 0 or it == max_iter - 1:
-            s = float(sigma2)
+            s = float(sigma)
             if s == 0.0:
                 break
             if abs(s - prev) <= tol * s:
-                x = y / sigma2
+                x = y / ny.astype(y.dtype)
                 break
             prev = s
-        x = y / xp.where(sigma2 > 0, sigma2, 1)
-    out = xp.sqrt(sigma2.real if hasattr(sigma2, "real") else sigma2)
+        x = y / xp.where(ny > 0, ny, 1).astype(y.dtype)
+    out = sigma
     if return_vector:
         return out, x
     return out
@@ -416,5 +457,5 @@ def _scaled(f: Factor, alpha) -> Factor:
     # permutation P: alpha P is a CSR factor with P's support
     xp = f.backend.xp
     n = f.shape[0]
-    vals = xp.full(n, alpha, dtype=np.result_type(f.dtype, np.asarray(alpha).dtype))
+    vals = xp.full(n, alpha, dtype=np.result_type(f.dtype, alpha))  # a Python scalar keeps f's precision
     return CSRFactor(f.backend.sparse.csr_matrix((vals, f.perm, xp.arange(n + 1)), shape=f.shape))

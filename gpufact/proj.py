@@ -17,7 +17,8 @@ import numpy as np
 
 from . import _kernels
 from ._backend import get_backend
-from ._validation import check_int
+from ._numeric import safe_norm
+from ._validation import check_dense, check_int
 from .factors.ks import ks_support
 
 __all__ = ["Constraint", "sp", "splin", "spcol", "splincol", "const", "supp", "blockdiag",
@@ -70,7 +71,8 @@ class Constraint:
 
     def _check_input(self, M):
         be = get_backend(M)
-        if not hasattr(M, "ndim") or M.ndim != 2:
+        check_dense(M, "M")
+        if M.ndim != 2:
             raise ValueError(f"M must be a 2-D array, got {getattr(M, 'shape', type(M).__name__)}")
         if tuple(M.shape) != self.shape:
             raise ValueError(f"M has shape {tuple(M.shape)} but the constraint is for {self.shape}")
@@ -92,9 +94,8 @@ class Constraint:
         out = self._project(M, be)
         if self.normalized:
             xp = be.xp
-            flat = out.ravel()
-            nrm = xp.sqrt(xp.vdot(flat, flat).real)
-            out = out / (nrm + np.finfo(nrm.dtype).tiny)  # zero stays zero
+            nrm = safe_norm(out, xp)  # scaled: right for entries anywhere in the range
+            out = out / xp.where(nrm > 0, nrm, 1).astype(out.dtype)  # zero stays zero
         return out
 
     def _params(self) -> str:
@@ -179,7 +180,8 @@ class supp(Constraint):
     """Matrices supported on a fixed boolean ``mask`` (shape taken from it)."""
 
     def __init__(self, mask, *, normalized: bool = True):
-        if not hasattr(mask, "ndim") or mask.ndim != 2:
+        check_dense(mask, "mask")
+        if mask.ndim != 2:
             raise ValueError("mask must be a 2-D boolean array")
         super().__init__(mask.shape, normalized)
         self.mask = mask.astype(bool)
@@ -238,7 +240,8 @@ class const(Constraint):
     factor_format = "dense"
 
     def __init__(self, C):
-        if not hasattr(C, "ndim") or C.ndim != 2:
+        check_dense(C, "C")
+        if C.ndim != 2:
             raise ValueError("C must be a 2-D array")
         super().__init__(C.shape, False)
         self.C = C
@@ -271,9 +274,10 @@ class _NormVec(Constraint):
 
     def _project(self, M, be):
         xp = be.xp
-        nrm = xp.linalg.norm(M, axis=self._axis, keepdims=True)
-        scale = xp.where(nrm > 0, self.s / xp.where(nrm > 0, nrm, 1), 0)
-        return (M * scale.astype(M.real.dtype)).astype(M.dtype, copy=False)
+        nrm = safe_norm(M, xp, axis=self._axis, keepdims=True)
+        # M / ‖M‖ first, then · s: (s / ‖M‖) alone can overflow or round to 0
+        unit = M / xp.where(nrm > 0, nrm, 1).astype(M.real.dtype)
+        return (unit * M.real.dtype.type(self.s)).astype(M.dtype, copy=False)
 
     def _params(self):
         return f"s={self.s}"

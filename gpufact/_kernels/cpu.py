@@ -207,18 +207,26 @@ def _load_rows(X, b0, nt, buf, bt):
             buf[i * bt + t] = X[b0 + t, i]
 
 
+# Loads and stores are separate functions (not one with a direction flag): a loader never
+# types a write into its source, so read-only and memory-mapped inputs compile.
 @njit(cache=True)
-def _copy_cols(A, b0, buf, n, nt, bt, into_buf):
-    """Column batches: the first n rows of A[:, b0:b0+nt] <-> buf rows (i*bt, nt long)."""
+def _copy_cols(A, b0, buf, n, nt, bt):
+    """Column batches: buf rows (i*bt, nt long) <- the first n rows of A[:, b0:b0+nt]."""
     for i in range(n):
         ar = A[i, b0:b0 + nt]
         br = buf[i * bt:i * bt + nt]
-        if into_buf:
-            for t in range(nt):
-                br[t] = ar[t]
-        else:
-            for t in range(nt):
-                ar[t] = br[t]
+        for t in range(nt):
+            br[t] = ar[t]
+
+
+@njit(cache=True)
+def _store_cols(buf, bt, A, b0, n, nt):
+    """The inverse of :func:`_copy_cols`: A[:n, b0:b0+nt] <- buf rows."""
+    for i in range(n):
+        ar = A[i, b0:b0 + nt]
+        br = buf[i * bt:i * bt + nt]
+        for t in range(nt):
+            ar[t] = br[t]
 
 
 @njit(cache=True)
@@ -310,14 +318,14 @@ def _apply_tile(w, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1):
     if x_rows:
         _load_rows(X, b0, nt, buf0, bt)
     else:
-        _copy_cols(X, b0, buf0, N, nt, bt, True)
+        _copy_cols(X, b0, buf0, N, nt, bt)
     if nt < bt:
         _zero_tail(buf0, N, nt, bt, bt)
     res = buf0 if _run_plan(w, plan, buf0, buf1, bt) == 0 else buf1
     if y_rows:
         _store_rows(res, bt, Y, b0, nt)
     else:
-        _copy_cols(Y, b0, res, M, nt, bt, False)
+        _store_cols(res, bt, Y, b0, M, nt)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -391,19 +399,26 @@ def _store_rows_planar(buf, bt, Y, b0, nt):
 
 
 @njit(cache=True)
-def _copy_cols_planar(A, b0, buf, n, nt, bt, into_buf):
-    """Column batches: the first n rows of complex A[:, b0:b0+nt] <-> planar buffer rows."""
+def _copy_cols_planar(A, b0, buf, n, nt, bt):
+    """Column batches: planar buffer rows <- the first n rows of complex A[:, b0:b0+nt]."""
     for i in range(n):
         ar = A[i, b0:b0 + nt]
         re = buf[2 * i * bt:2 * i * bt + nt]
         im = buf[(2 * i + 1) * bt:(2 * i + 1) * bt + nt]
-        if into_buf:
-            for t in range(nt):
-                re[t] = ar[t].real
-                im[t] = ar[t].imag
-        else:
-            for t in range(nt):
-                ar[t] = complex(re[t], im[t])
+        for t in range(nt):
+            re[t] = ar[t].real
+            im[t] = ar[t].imag
+
+
+@njit(cache=True)
+def _store_cols_planar(buf, bt, A, b0, n, nt):
+    """The inverse of :func:`_copy_cols_planar`: complex A[:n, b0:b0+nt] <- planar rows."""
+    for i in range(n):
+        ar = A[i, b0:b0 + nt]
+        re = buf[2 * i * bt:2 * i * bt + nt]
+        im = buf[(2 * i + 1) * bt:(2 * i + 1) * bt + nt]
+        for t in range(nt):
+            ar[t] = complex(re[t], im[t])
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -465,7 +480,7 @@ def _load_planar_typed(X, x_rows, b0, nt, buf, bt):
             if x_rows:
                 _load_rows_planar(X, b0, nt, buf, bt)
             else:
-                _copy_cols_planar(X, b0, buf, X.shape[0], nt, bt, True)
+                _copy_cols_planar(X, b0, buf, X.shape[0], nt, bt)
         return load_complex
 
     def load_real(X, x_rows, b0, nt, buf, bt):
@@ -473,7 +488,7 @@ def _load_planar_typed(X, x_rows, b0, nt, buf, bt):
         if x_rows:  # the real loaders, with planar rows as a row stride of 2·bt
             _load_rows(X, b0, nt, buf, 2 * bt)
         else:
-            _copy_cols(X, b0, buf, N, nt, 2 * bt, True)
+            _copy_cols(X, b0, buf, N, nt, 2 * bt)
         for i in range(N):
             im = buf[(2 * i + 1) * bt:(2 * i + 2) * bt]
             for t in range(bt):
@@ -505,7 +520,7 @@ def _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1):
     if y_rows:
         _store_rows_planar(res, bt, Y, b0, nt)
     else:
-        _copy_cols_planar(Y, b0, res, M, nt, bt, False)
+        _store_cols_planar(res, bt, Y, b0, M, nt)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)

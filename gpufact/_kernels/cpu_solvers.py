@@ -202,7 +202,7 @@ def _topk_mask_small_k(M, kr, kc, mask):
 
 
 @njit(cache=True)
-def _topk_project_fused(M, kr, kc, normalized, tiny):
+def _topk_project_fused(M, kr, kc, normalized):
     m, n = M.shape
     mask = np.zeros((m, n), dtype=np.uint8)
     if m * n <= _FUSED_MAX:
@@ -210,18 +210,35 @@ def _topk_project_fused(M, kr, kc, normalized, tiny):
     else:
         _topk_mask_small_k(M, kr, kc, mask)
     out = np.zeros((m, n), dtype=M.dtype)
-    s2 = 0.0
+    s2 = 0.0  # float64: squares of float32 values never leave its range
+    mx = 0.0
     for i in range(m):
         for j in range(n):
             if mask[i, j]:
                 v = M[i, j]
                 out[i, j] = v
-                s2 += abs(v) ** 2
-    if normalized:
-        inv = 1.0 / (np.sqrt(s2) + tiny)
-        for i in range(m):
-            for j in range(n):
-                out[i, j] = out[i, j] * inv
+                a = np.float64(abs(v))
+                s2 += a * a
+                mx = max(mx, a)
+    if normalized and mx > 0:
+        if s2 > 1e-280 and s2 < 1e280:
+            nrm = np.sqrt(s2)
+        else:  # float64 entries beyond ~1e140 or below ~1e-140: ‖out‖ = mx ‖out / mx‖
+            s2 = 0.0
+            for i in range(m):
+                for j in range(n):
+                    a = np.float64(abs(out[i, j])) / mx
+                    s2 += a * a
+            nrm = np.sqrt(s2) * mx
+        inv = 1.0 / nrm
+        if np.isfinite(inv):
+            for i in range(m):
+                for j in range(n):
+                    out[i, j] = out[i, j] * inv
+        else:
+            for i in range(m):
+                for j in range(n):
+                    out[i, j] = out[i, j] / nrm
     return out
 
 
@@ -276,14 +293,16 @@ def topk_project(M, k_row, k_col, normalized):
     scaled to unit Frobenius norm if ``normalized`` (zero stays zero)."""
     m, n = M.shape
     kr, kc = _clip_k(M.shape, k_row, k_col)
-    tiny = _TINY[M.dtype.char]
     full = (kr >= n and kr > 0) or (kc >= m and kc > 0)
     if not full and (m * n <= _FUSED_MAX or (kr <= _SMALL_K and kc <= _SMALL_K)):
-        return _topk_project_fused(M, kr, kc, bool(normalized), tiny)
+        return _topk_project_fused(M, kr, kc, bool(normalized))
     out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
     if normalized:
-        flat = out.ravel()
-        out /= np.sqrt(np.vdot(flat, flat).real) + tiny
+        from .._numeric import safe_norm
+
+        nrm = safe_norm(out, np)
+        if nrm > 0:  # scaled norm: right at any magnitude; zero stays zero
+            out /= nrm.astype(out.dtype)
     return out
 
 

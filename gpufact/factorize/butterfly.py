@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import get_backend
+from .._numeric import range_scale, safe_norm
 from .._validation import check_int, check_matrix, check_power_of_two
 from ..factors import KSFactor, PermFactor
 from ..product import FactorProduct
@@ -220,6 +221,10 @@ def ksfactor(A, patterns, *, tree: str = "balanced", perm=None, return_errors: b
         the matrix it splits), in the order the tree visits them.
 
     Returns a :class:`FactorProduct` (on A's device, A's dtype; ints -> float64).
+    Single precision is as accurate as single precision allows (the subspace iterations
+    stop at a few eps of A's precision); A of any magnitude within its dtype's range is
+    handled (factored as A / 2^k when its squares would leave the range, 2^k folded back).
+    A is never modified; sparse A raises TypeError.
     """
     be = get_backend(A)
     xp = be.xp
@@ -245,18 +250,23 @@ def ksfactor(A, patterns, *, tree: str = "balanced", perm=None, return_errors: b
                 raise ValueError(f"perm must have shape ({N},), got {tuple(p.shape)}")
             P = PermFactor(p, dtype=A.dtype)
     errors = [] if return_errors else None
-    blocks = _factor(A[None], pats, tree, xp, errors, 0, None if P is None else P.perm)
+    # far from 1 in magnitude: factor A / s (s a power of two, exact; the Gram matrices and
+    # squared errors stay in range), s folded into the first factor at the end
+    s = range_scale(A, xp)
+    As = A / A.real.dtype.type(s) if s != 1.0 else A
+    blocks = _factor(As[None], pats, tree, xp, errors, 0, None if P is None else P.perm)
     factors = [KSFactor(b[0], check=False) for b in blocks]
     if P is not None:
         factors.append(P)
-    F = FactorProduct(factors)
+    Fs = FactorProduct(factors)
+    F = Fs if s == 1.0 else FactorProduct([KSFactor(factors[0].blocks * A.real.dtype.type(s), check=False)]
+                                           + factors[1:])
     if not return_errors:
         return F
-    nrm2 = float(xp.sum(xp.abs(A) ** 2))
-    den = max(nrm2, np.finfo(np.float64).tiny)
-    per_split = [(dep, k, float(np.sqrt(max(float(e), 0.0) / max(float(t), np.finfo(np.float64).tiny))))
-                 for dep, k, e, t in errors]
-    rel = float(xp.linalg.norm(F.toarray() - A) / np.sqrt(den))
+    nrm = float(safe_norm(As, xp))
+    tiny = np.finfo(np.float64).tiny
+    per_split = [(dep, k, float(np.sqrt(max(float(e), 0.0) / max(float(t), tiny)))) for dep, k, e, t in errors]
+    rel = float(safe_norm(Fs.toarray() - As, xp)) / max(nrm, tiny)
     return F, {"rel_error": rel, "splits": per_split}
 
 

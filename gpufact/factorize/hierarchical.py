@@ -13,9 +13,11 @@ import math
 import numpy as np
 
 from .._backend import get_backend
+from .._numeric import pow2_scale, safe_norm
 from .._validation import check_bool, check_int, check_matrix, check_power_of_two
 from .. import proj
-from .palm import DivergenceError, _Palm, _init_factors, _run, build_product, check_constraints, check_every_for
+from .palm import (DivergenceError, _Palm, _init_factors, _run, build_product, check_constraints,
+                   check_every_for, precision_floor)
 
 __all__ = ["hierarchical", "hadamard_constraints", "rectangular_constraints"]
 
@@ -100,7 +102,9 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
     return_history : also return a list of (level, rel_error after the level).
 
     ``F.rel_error`` holds ‖A − F‖_F / ‖A‖_F. Single-precision inputs are factored in double
-    precision and the factors returned in single precision.
+    precision and the factors returned in single precision. A is factored as A / 2^k
+    (k = ⌊log2 max|A|⌋, exact; λ scaled back), so the run is the same at every magnitude
+    of A within its dtype's range; tolerances are floored at 4 eps.
     """
     be = get_backend(A)
     xp = be.xp
@@ -151,6 +155,13 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
         # structured matrices (Hadamard) come out with exactly equal magnitudes, and the
         # index-ordered support choices on those ties trap PALM (error stuck near 0.35)
         A = A.astype(np.float64 if A.dtype == np.float32 else np.complex128)
+    # factor A / s, s = 2^⌊log2 max|A|⌋ (exact; λ scaled back at the end): in range at any
+    # magnitude, and the same run at every scale of A
+    scale = pow2_scale(A, xp)
+    if scale != 1.0:
+        A = A / scale
+    tol, local_tol = precision_floor(tol, A.dtype), precision_floor(local_tol, A.dtype)
+    stagnation = precision_floor(stagnation, A.dtype)
     eps_default = 1e-12
     tol = eps_default if tol is None else tol
     local_tol = eps_default if local_tol is None else local_tol
@@ -206,9 +217,13 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
             bar.close()
     F = build_product(chain, lam, cons, xp)
     F.rel_error = history[-1][1]
-    if F.dtype != out_dtype:
+    if F.dtype != out_dtype:  # the error after rounding, measured on the scaled problem
         F = F.astype(out_dtype)
-        F.rel_error = float(xp.linalg.norm(F.toarray() - A) / xp.linalg.norm(A))  # after rounding
+        F.rel_error = float(safe_norm(F.toarray() - A, xp) / safe_norm(A, xp))
+    if scale != 1.0:
+        rel = F.rel_error
+        F = F * (out_dtype.type(scale) if out_dtype.kind == "f" else scale)
+        F.rel_error = rel
     if return_history:
         return F, history
     return F
@@ -218,7 +233,7 @@ def _rel_error(A, lam, chain, xp):
     P = chain[0]
     for S in chain[1:]:
         P = P @ S
-    e = float(xp.linalg.norm(A - lam * P) / xp.linalg.norm(A))
+    e = float(safe_norm(A - lam * P, xp) / safe_norm(A, xp))
     if not np.isfinite(e):
         raise DivergenceError("hierarchical factorization produced non-finite factors")
     return e

@@ -19,10 +19,13 @@ tests read one scalar per check.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .. import _kernels
 from .._backend import get_backend
+from .._numeric import pow2_scale
 from .._validation import check_bool, check_int, check_matrix
 from ..factors import CSRFactor, DenseFactor, KSFactor
 from ..factors.csr import dense_to_csr
@@ -30,6 +33,14 @@ from ..product import FactorProduct
 from ..proj import Constraint
 
 __all__ = ["palm4msa", "DivergenceError", "check_constraints"]
+
+
+def precision_floor(tol, dtype):
+    """A relative tolerance the working precision can meet: at least 4 eps of ``dtype``
+    (a ``tol=1e-13`` would never stop a float32 run); None stays None."""
+    if tol is None:
+        return None
+    return max(float(tol), 4 * float(np.finfo(np.dtype(dtype)).eps))
 
 
 def check_every_for(check_every, be) -> int:
@@ -295,8 +306,11 @@ def _init_factors(constraints, init, A, xp, order):
         raise ValueError(f"init must be 'default', a FactorProduct or a list of {J} arrays")
     out = []
     for j, (F0, P) in enumerate(zip(init, constraints)):
-        F0 = F0.toarray() if hasattr(F0, "toarray") and not hasattr(F0, "ndim") else F0
+        if hasattr(F0, "toarray") and (not hasattr(F0, "ndim") or _is_sparse(F0)):
+            F0 = F0.toarray()  # factors and sparse matrices (canonical: duplicates summed)
         get_backend(A, F0)
+        if not hasattr(F0, "shape"):
+            raise TypeError(f"init[{j}] must be an array, a sparse matrix or a factor, got {type(F0).__name__}")
         if tuple(F0.shape) != P.shape:
             raise ValueError(f"init[{j}] has shape {tuple(F0.shape)}, constraint {j} expects {P.shape}")
         if not bool(xp.isfinite(F0).all()):
@@ -324,7 +338,7 @@ def build_product(S, lam, constraints, xp):
     return FactorProduct([_to_factor(M, P, xp) for M, P in zip(S, constraints)])
 
 
-def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init: float = 1.0,
+def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init: float | None = None,
              order: str = "right-to-left", tol: float | None = None, stagnation: float | None = None,
              update_lambda: bool = True, step_eps: float = 1e-3, adaptive_step: bool = True,
              norm_iters: int = 3, check_every: int | None = None, callback=None, progress: bool = False,
@@ -338,7 +352,10 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     max_iter : maximum number of sweeps.
     init : "default" (identity-like factors, the first updated one zero), a FactorProduct or a
         list of J arrays (warm start; copied, never modified).
-    lambda_init : initial scale λ.
+    lambda_init : initial scale λ, in A's units (λ S_1⋯S_J ≈ A). None (default): 1 for a
+        warm start (``init`` carries the scale), else 2^⌊log2 max|A|⌋, so that the default
+        run is the same at every scale of A (palm4msa(c A) = c palm4msa(A) for c a power
+        of two, and as accurate for A of 1e-30 or 1e30 in float32 as near 1).
     order : "right-to-left" (update S_J first) or "left-to-right".
     step_eps : the step is 1 / ((1 + step_eps) · Lipschitz constant); values in (-1, 0) take
         longer steps than the theory allows (experiments only: the run may diverge).
@@ -351,6 +368,9 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     norm_iters : power-iteration steps per spectral-norm estimate (warm-started).
     tol : stop when ‖A − F‖_F / ‖A‖_F <= tol.
     stagnation : stop when the relative error changes by less than this between checks.
+        Both are raised to at least 4 eps of A's precision (float32: 4.8e-7), which the
+        error can reach; A of any magnitude within its dtype's range is handled (solved as
+        A / 2^k when its squares would leave the range, λ scaled back).
     check_every : read the error on the host every this many sweeps (one sync each; default
         every sweep on the CPU, every 5 on the GPU; the last sweep is always checked).
     callback : called as ``callback(iteration, rel_error)`` at each check.
@@ -385,15 +405,30 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
             raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
     if not (np.isfinite(step_eps) and step_eps > -1):
         raise ValueError(f"step_eps must be a finite number > -1, got {step_eps!r}")
-    if not np.isfinite(lambda_init):
-        raise ValueError(f"lambda_init must be finite, got {lambda_init!r}")
+    if lambda_init is not None:
+        if isinstance(lambda_init, (bool, np.bool_)) or not isinstance(lambda_init, numbers.Number):
+            raise TypeError(f"lambda_init must be a number or None, got {type(lambda_init).__name__}")
+        if not np.isfinite(lambda_init):
+            raise ValueError(f"lambda_init must be finite, got {lambda_init!r}")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable")
+    warm = not (init is None or (isinstance(init, str) and init == "default"))
     factors = _init_factors(constraints, init, A, xp, order)
-    lam = xp.asarray(lambda_init, dtype=A.dtype)
+    # solve for A / s, s = 2^⌊log2 max|A|⌋ (exact): λ², the step constants and the squared
+    # errors stay in range at any magnitude, and the run is the same at every scale of A;
+    # λ carries s back at the end
+    s = pow2_scale(A, xp)
+    if s != 1.0:
+        A = A / A.real.dtype.type(s)
+    if lambda_init is None:
+        lambda_init = 1.0 if warm else s
+    lam = xp.asarray(lambda_init / s, dtype=A.dtype)
     state = _Palm(A, constraints, factors, lam, xp, order, step_eps, update_lambda, norm_iters,
                   adaptive_step=adaptive_step)
+    tol, stagnation = precision_floor(tol, A.dtype), precision_floor(stagnation, A.dtype)
     history = _run(state, max_iter, tol, stagnation, check_every, callback, progress, be)
+    if s != 1.0:
+        state.lam = state.lam * A.real.dtype.type(s)
     F = build_product(state.S, state.lam, constraints, xp)
     F.rel_error = history[-1] if history else float("nan")
     if _return_state:

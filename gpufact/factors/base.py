@@ -72,6 +72,13 @@ class Factor:
         raise NotImplementedError
 
     # --- shared ------------------------------------------------------------------------
+    def __setstate__(self, state):
+        """Unpickling gives writeable arrays: make the stored NumPy arrays read-only again."""
+        for key in ("blocks", "matrix", "diag", "perm"):
+            if isinstance(state.get(key), np.ndarray):
+                state[key] = _readonly(state[key])
+        self.__dict__.update(state)
+
     @property
     def H(self) -> "Factor":
         return self.T.conj()

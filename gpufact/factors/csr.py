@@ -30,25 +30,42 @@ def _is_sparse(x) -> bool:
 class CSRFactor(Factor):
     """A sparse (m, n) matrix in CSR format. Apply costs O(nnz · B) (SpMM).
 
-    ``matrix`` : any scipy.sparse matrix/array or cupyx.scipy.sparse matrix (converted to
-    CSR, explicit zeros kept out of ``nnz``), or a dense array (its nonzeros are kept).
+    ``matrix`` : any scipy.sparse matrix/array (CSR, CSC, COO, ..., ``spmatrix`` or
+    ``sparray``, int32 or int64 indices) or cupyx.scipy.sparse matrix, or a dense array (its
+    nonzeros are kept). The factor holds the canonical CSR form of that matrix, in a copy of
+    its own: duplicate entries summed, indices sorted, explicit zeros (also sums of
+    duplicates that cancel) dropped, so ``nnz``, norms and products are those of the matrix
+    the input represents. The caller's matrix is never modified (values, index arrays, flags).
+    Raises TypeError for non-numeric data, ValueError for NaN/inf (after summing duplicates)
+    or a non-2-D input.
     """
 
     kind = "csr"
 
-    def __init__(self, matrix, *, check: bool = True):
+    def __init__(self, matrix, *, check: bool = True, _canonical: bool = False):
         be = get_backend(matrix)
         sp = be.sparse
-        if not _is_sparse(matrix):
+        if _canonical:  # built by gpufact from a canonical factor (T, conj, astype, ...)
+            pass
+        elif not _is_sparse(matrix):
             if not hasattr(matrix, "ndim") or matrix.ndim != 2:
                 raise ValueError("matrix must be a 2-D sparse or dense array")
+            if getattr(matrix.dtype, "kind", "O") not in "biufc":
+                raise TypeError(f"matrix: unsupported dtype {matrix.dtype}")
             matrix = dense_to_csr(matrix, be)
+        elif matrix.ndim != 2:
+            raise ValueError(f"matrix must be 2-D, got shape {tuple(matrix.shape)}")
         elif be.is_gpu:
             # cupyx's eliminate_zeros / sort_indices were seen corrupting real matrices
-            # (CuPy 14.2, H100): rebuild through the exact dense path instead
+            # (CuPy 14.2, H100): rebuild through the exact dense path instead (toarray sums
+            # duplicates)
             matrix = dense_to_csr(matrix.toarray(), be)
         else:
-            matrix = sp.csr_matrix(matrix.tocsr())
+            # a copy (never the caller's arrays), then canonical: sum_duplicates sorts the
+            # indices and adds duplicates; zeros dropped after the sums
+            matrix = sp.csr_matrix(matrix, copy=True)
+            matrix.sum_duplicates()
+            matrix.eliminate_zeros()
         if matrix.dtype.kind not in "biufc":
             raise TypeError(f"matrix: unsupported dtype {matrix.dtype}")
         dt = float_dtype_for(matrix.dtype)
@@ -56,9 +73,6 @@ class CSRFactor(Factor):
             matrix = matrix.astype(dt)
         if check:
             check_finite(matrix.data, "matrix", be.xp)
-        if not be.is_gpu:  # (the GPU paths above already give sorted indices, no zeros)
-            matrix.eliminate_zeros()
-            matrix.sort_indices()
         self.matrix = matrix
         self.backend = be
         self.shape = tuple(int(s) for s in matrix.shape)
@@ -76,19 +90,19 @@ class CSRFactor(Factor):
 
     @property
     def T(self):
-        return CSRFactor(self.matrix.T.tocsr(), check=False)
+        return CSRFactor(self.matrix.T.tocsr(), check=False, _canonical=True)
 
     def conj(self):
-        return self if self.dtype.kind != "c" else CSRFactor(self.matrix.conj(), check=False)
+        return self if self.dtype.kind != "c" else CSRFactor(self.matrix.conj(), check=False, _canonical=True)
 
     def astype(self, dtype):
         dt = check_dtype(dtype)
         if dt.kind != "c" and self.dtype.kind == "c":
             raise TypeError(f"dtype: cannot cast complex factor to real {dt}")
-        return self if dt == self.dtype else CSRFactor(self.matrix.astype(dt), check=False)
+        return self if dt == self.dtype else CSRFactor(self.matrix.astype(dt), check=False, _canonical=True)
 
     def to_device(self, device):
-        return self if self.backend.device == device else CSRFactor(_to_device(self.matrix, device), check=False)
+        return self if self.backend.device == device else CSRFactor(_to_device(self.matrix, device), check=False, _canonical=True)
 
     def apply_cols(self, Xc, out):
         S = self.matrix if self.dtype == out.dtype else self.matrix.astype(out.dtype)

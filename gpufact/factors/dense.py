@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import get_backend, to_device as _to_device, to_numpy
-from .._validation import check_dtype, check_finite, float_dtype_for
+from .._validation import check_dtype, check_finite, float_dtype_for, is_sparse
 from .base import Factor, _readonly
 
 
@@ -15,6 +15,8 @@ class DenseFactor(Factor):
 
     def __init__(self, matrix, *, check: bool = True):
         be = get_backend(matrix)
+        if is_sparse(matrix):
+            raise TypeError("matrix: a sparse matrix; use CSRFactor(matrix), or DenseFactor(matrix.toarray())")
         if not hasattr(matrix, "ndim") or matrix.ndim != 2:
             raise ValueError(f"matrix must be 2-D, got {getattr(matrix, 'shape', type(matrix))}")
         if matrix.dtype.kind not in "biufc":

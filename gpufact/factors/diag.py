@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .._backend import get_backend, to_device as _to_device, to_numpy
-from .._validation import check_dtype, check_finite, float_dtype_for
+from .._validation import check_dtype, check_finite, float_dtype_for, is_sparse
 from .base import Factor, _readonly
 
 
@@ -13,6 +13,8 @@ class DiagFactor(Factor):
 
     def __init__(self, diag, *, check: bool = True):
         be = get_backend(diag)
+        if is_sparse(diag):
+            raise TypeError("diag must be a dense array, got a sparse matrix")
         if not hasattr(diag, "ndim") or diag.ndim != 1 or diag.size == 0:
             raise ValueError(f"diag must be a non-empty 1-D array, got {getattr(diag, 'shape', type(diag))}")
         if diag.dtype.kind not in "biufc":

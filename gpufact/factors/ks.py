@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import get_backend, to_device as _to_device, to_numpy
-from .._validation import check_dtype, check_finite, check_int, check_seed, float_dtype_for
+from .._validation import check_dtype, check_finite, check_int, check_seed, float_dtype_for, is_sparse
 from .base import Factor, _readonly
 
 
@@ -46,6 +46,8 @@ class KSFactor(Factor):
 
     def __init__(self, blocks, *, copy: bool = False, check: bool = True):
         be = get_backend(blocks)
+        if is_sparse(blocks):
+            raise TypeError("blocks must be a dense array, got a sparse matrix")
         if not hasattr(blocks, "ndim"):
             blocks = np.asarray(blocks)
         if blocks.ndim != 4:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import get_backend, to_device as _to_device, to_numpy
-from .._validation import check_dtype
+from .._validation import check_dtype, is_sparse
 from .._kernels import cpu_kernels
 from .base import Factor, _readonly
 
@@ -23,6 +23,8 @@ class PermFactor(Factor):
 
     def __init__(self, perm, dtype=np.float64, *, check: bool = True):
         be = get_backend(perm)
+        if is_sparse(perm):
+            raise TypeError("perm must be a dense array, got a sparse matrix")
         if not hasattr(perm, "ndim"):
             perm = np.asarray(perm)
         if perm.ndim != 1 or perm.size == 0:
