@@ -50,7 +50,7 @@ def _run(code: str, cache: str, tree: str):
     prog = (SETUP + "\nt0, c0 = time.perf_counter(), time.process_time()\n" + code
             + "\nprint(time.perf_counter() - t0, time.process_time() - c0)\n")
     env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=tree)
-    out = subprocess.run([sys.executable, "-c", prog], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", prog], env=env, check=True, capture_output=True, text=True, cwd=tree)
     wall, cpu = map(float, out.stdout.strip().splitlines()[-1].split())
     return wall, cpu
 
