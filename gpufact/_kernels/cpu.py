@@ -328,6 +328,16 @@ _POOL = None
 _POOL_SIZE = 0
 
 
+def _forget_pool():
+    """After fork: the child has the pool object but not its threads; start afresh."""
+    global _POOL, _POOL_SIZE
+    _POOL, _POOL_SIZE = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _on_threads(kernel, args, ntiles, nthreads):
     """Run ``kernel(*args, first, step)`` for first = 0 .. step - 1 with step = min(nthreads,
     ntiles): the caller's thread takes first = 0, pool threads the others (the kernels release
