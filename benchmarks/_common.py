@@ -29,14 +29,10 @@ def interleaved_best(fns: dict, rounds: int = 3, repeat: int = 3) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """CPU model, vector ISA, cache sizes, core count, Python, NumPy, BLAS and Numba threads."""
+    from gpufact._cpuinfo import describe
+
+    cpu = describe()
     blas = ""
     try:
         from threadpoolctl import threadpool_info
@@ -45,8 +41,10 @@ def machine() -> str:
                          for i in threadpool_info() if i["user_api"] == "blas")
     except Exception:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
-            + (f", BLAS: {blas}" if blas else ""))
+    import numba
+
+    return (f"{cpu}, {os.cpu_count()} cores, Numba {numba.__version__} ({numba.get_num_threads()} threads), "
+            f"Python {platform.python_version()}, NumPy {np.__version__}" + (f", BLAS: {blas}" if blas else ""))
 
 
 def write(name: str, title: str, lines: list[str]) -> Path:

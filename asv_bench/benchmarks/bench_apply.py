@@ -70,3 +70,22 @@ class ApplyDFT:
         self.Xr @ self.FT
         if self.xp is not np:
             self.xp.cuda.get_current_stream().synchronize()
+
+
+class Baselines:
+    """The yardsticks of benchmarks/apply.py on the same Hadamard cases: dense matmul by the
+    N x N matrix and a plain copy of X (the floor of any pass over the batch)."""
+
+    params = ([2 ** 10, 2 ** 12], [1, 64, 1024])
+    param_names = ["N", "B"]
+    timeout = 120
+
+    def setup(self, N, B):
+        self.D = transforms.hadamard_dense(N, dtype=np.float32)
+        self.X = np.random.default_rng(0).standard_normal((N, B)).astype(np.float32)
+
+    def time_dense(self, N, B):
+        self.D @ self.X
+
+    def time_copy(self, N, B):
+        self.X.copy()

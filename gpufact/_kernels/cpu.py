@@ -6,13 +6,20 @@ solvers' kernels (top-k projections, dense -> CSR, power iteration) are in ``cpu
 memory**: the batch is cut into tiles of ``bt`` samples; a tile is copied into a
 thread-local buffer laid out (rows, bt) so that every factor is a run of scalar×vector
 FMAs on contiguous bt-long rows, all J factors are applied while the tile sits in L1/L2,
-and the result is written out once. Tiles run in parallel (``prange``).
+and the result is written out once. Tiles run in parallel: Python threads, each running a
+GIL-free kernel on every nthreads-th tile (:func:`_on_threads`).
 
 Plans (see :func:`gpufact._kernels.plan.make_plan`) are int64 arrays of steps
 ``(kind, a, b, c, d, off)``:
 
 * kind 0: generic KS factor (a, b, c, d), blocks (a, d, b, c) at ``w[off:]`` (ping-pong);
 * kind 1: butterfly factor (b = c = 2), a specialised loop.
+
+First-call latency: a cold call compiles what it runs, and Numba compiles (and links) every
+jitted callee separately, so each entry point is one flat function with few callees, and
+flags typed None or True (:func:`_flag`) let Numba prune what a call does not use: the other
+layout's loads and stores, the generic step of an all-butterfly plan. No ``prange``: a
+parallel region costs seconds more to compile than the thread launcher it replaces.
 
 (A fused radix-4 step, two butterfly factors per pass, was measured slower here: Numba's
 loops over 8 rows lose vectorisation to alias checks.)
@@ -27,27 +34,33 @@ complex multiply-adds are real vector FMAs.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core.extending import intrinsic, overload
 
+from .._cpuinfo import cache_sizes
+
 TILE_BYTES = 512  # bytes per tile row, column batches: 128 float32 samples (best at N = 4096)
-TILE_ROWS_SAMPLES = 64  # row-major samples: tiles beyond TILE_ROWS_BYTES (L2-sized) keep 64
-TILE_ROWS_BYTES = 256 << 10  # samples at most (N = 1024-16384 float32: 1.1-1.4x faster)
+TILE_ROWS_SAMPLES = 64  # row-major samples: tiles beyond half the L2 cache keep 64 samples
+# at most (N = 1024-16384 float32: 1.1-1.4x faster; measured with L2 = 512 KiB per core)
 TILE_MAX_BYTES = 4 << 20  # one tile buffer at most: N = 16384 float32 -> 64 samples (1.3-1.4x)
 
 
 def tile_width(maxdim: int, itemsize: int, B: int, threads: int, rows: bool) -> int:
     """Samples per tile of :func:`ks_chain_apply`: TILE_BYTES per tile row; when either side
-    is row-major, a tile larger than TILE_ROWS_BYTES keeps at most TILE_ROWS_SAMPLES (the
-    transposes move 8-sample strips across all rows of the tile); each of the two tile
-    buffers at most TILE_MAX_BYTES (but >= 8 samples, the transposes' vector width); and no
-    wider than an even share of the batch, so that the per-thread tiles (2·maxdim·bt each)
-    add up to ~2·maxdim·B at most."""
+    is row-major, a tile larger than half the core's L2 cache (read at run time,
+    :func:`gpufact._cpuinfo.cache_sizes`: both tile buffers in L2) keeps at most
+    TILE_ROWS_SAMPLES (the transposes move 8-sample strips across all rows of the tile);
+    each of the two tile buffers at most TILE_MAX_BYTES (but >= 8 samples, the transposes'
+    vector width); and no wider than an even share of the batch, so that the per-thread
+    tiles (2·maxdim·bt each) add up to ~2·maxdim·B at most."""
     bt = TILE_BYTES // itemsize
     if rows:
-        bt = min(bt, max(TILE_ROWS_SAMPLES, TILE_ROWS_BYTES // (maxdim * itemsize)))
+        rows_bytes = cache_sizes()["L2"] // 2
+        bt = min(bt, max(TILE_ROWS_SAMPLES, rows_bytes // (maxdim * itemsize)))
     bt = min(bt, max(8, TILE_MAX_BYTES // (maxdim * itemsize)))
     return max(1, min(bt, -(-B // threads)))
 
@@ -57,29 +70,6 @@ _FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 # Rows of a tile are 1-D slices ``buf[i*bt:(i+1)*bt]``: loops over a slice with a runtime
 # length vectorise (LLVM adds the alias checks); computed signed indices into one flat
 # buffer do not (Numba's negative-index wraparound blocks the vectoriser).
-
-
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _row(buf, i, bt):
-    return buf[i * bt:(i + 1) * bt]
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _generic_step(w, off, a, b, c, d, src, dst, bt):
-    for al in range(a):
-        for de in range(d):
-            base = off + (al * d + de) * b * c
-            for r in range(b):
-                y = _row(dst, al * b * d + r * d + de, bt)
-                w0 = w[base + r * c]
-                x = _row(src, al * c * d + de, bt)
-                for t in range(bt):
-                    y[t] = w0 * x[t]
-                for s in range(1, c):
-                    ws = w[base + r * c + s]
-                    x = _row(src, al * c * d + s * d + de, bt)
-                    for t in range(bt):
-                        y[t] += ws * x[t]
 
 
 # 8 x 8 block transpose as LLVM vector shuffles (Numba leaves a scalar transpose scalar:
@@ -207,28 +197,6 @@ def _load_rows(X, b0, nt, buf, bt):
             buf[i * bt + t] = X[b0 + t, i]
 
 
-# Loads and stores are separate functions (not one with a direction flag): a loader never
-# types a write into its source, so read-only and memory-mapped inputs compile.
-@njit(cache=True)
-def _copy_cols(A, b0, buf, n, nt, bt):
-    """Column batches: buf rows (i*bt, nt long) <- the first n rows of A[:, b0:b0+nt]."""
-    for i in range(n):
-        ar = A[i, b0:b0 + nt]
-        br = buf[i * bt:i * bt + nt]
-        for t in range(nt):
-            br[t] = ar[t]
-
-
-@njit(cache=True)
-def _store_cols(buf, bt, A, b0, n, nt):
-    """The inverse of :func:`_copy_cols`: A[:n, b0:b0+nt] <- buf rows."""
-    for i in range(n):
-        ar = A[i, b0:b0 + nt]
-        br = buf[i * bt:i * bt + nt]
-        for t in range(nt):
-            ar[t] = br[t]
-
-
 @njit(cache=True)
 def _store_rows(buf, bt, Y, b0, nt):
     """Y[b0 + t, i] = buf[i*bt + t]: the inverse of :func:`_load_rows`."""
@@ -247,105 +215,151 @@ def _store_rows(buf, bt, Y, b0, nt):
             Y[b0 + t, i] = buf[i * bt + t]
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _pair(w00, w01, w10, w11, x0, x1, y0, y1, bt):
-    """(y0, y1) <- [[w00, w01], [w10, w11]] (x0, x1) on rows of length bt."""
-    for t in range(bt):
-        u = x0[t]
-        v = x1[t]
-        y0[t] = w00 * u + w01 * v
-        y1[t] = w10 * u + w11 * v
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _chain_tiles(w, plan, maxdim, X, x_rows, Y, y_rows, generic, bt, first, step):
+    """Tiles first, first + step, ... of :func:`ks_chain_apply` on the calling thread, one
+    pair of work buffers (maxdim * bt each); releases the GIL (the launcher runs one call per
+    thread). Flags typed None or True, so that Numba prunes the branches a call does not take
+    (:func:`_flag`): ``x_rows``, ``y_rows`` True for row-major samples, None for column
+    batches; ``generic`` None when every step is a butterfly factor.
 
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _radix2_step(w, off, a, d, src, dst, bt):
-    for al in range(a):
-        for de in range(d):
-            k = off + (al * d + de) * 4
-            w00 = w[k]
-            w01 = w[k + 1]
-            w10 = w[k + 2]
-            w11 = w[k + 3]
-            i0 = al * 2 * d + de
-            x0 = _row(src, i0, bt)
-            x1 = _row(src, i0 + d, bt)
-            _pair(w00, w01, w10, w11, x0, x1, _row(dst, i0, bt), _row(dst, i0 + d, bt), bt)
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _run_plan(w, plan, buf0, buf1, bt):
-    """Run all steps on the tile held in ``buf0``; returns 0 or 1, the buffer with the result."""
-    cur = 0
-    for j in range(plan.shape[0]):
-        kind = plan[j, 0]
-        a = plan[j, 1]
-        d = plan[j, 4]
-        src = buf0 if cur == 0 else buf1
-        dst = buf1 if cur == 0 else buf0
-        if kind == 1:
-            _radix2_step(w, plan[j, 5], a, d, src, dst, bt)
+    One flat function on purpose: every jitted callee is compiled (and linked) separately,
+    which dominates a first call. Steps: kind 1, butterfly factor (b = c = 2), rows i and
+    i + d in pairs; kind 0, generic KS factor, blocks (a, d, b, c) at ``w[off:]``."""
+    N = X.shape[0] if x_rows is None else X.shape[1]
+    B = X.shape[1] if x_rows is None else X.shape[0]
+    M = Y.shape[0] if y_rows is None else Y.shape[1]
+    ntiles = (B + bt - 1) // bt
+    buf0 = np.empty(maxdim * bt, dtype=Y.dtype)
+    buf1 = np.empty(maxdim * bt, dtype=Y.dtype)
+    for ti in range(first, ntiles, step):
+        b0 = ti * bt
+        nt = min(bt, B - b0)
+        if x_rows is None:
+            for i in range(N):
+                xr = X[i, b0:b0 + nt]
+                br = buf0[i * bt:i * bt + nt]
+                for t in range(nt):
+                    br[t] = xr[t]
         else:
-            _generic_step(w, plan[j, 5], a, plan[j, 2], plan[j, 3], d, src, dst, bt)
-        cur = 1 - cur
-    return cur
+            _load_rows(X, b0, nt, buf0, bt)
+        if nt < bt:  # a reused buffer holds stale values, possibly slow denormals
+            for i in range(N):
+                for t in range(i * bt + nt, (i + 1) * bt):
+                    buf0[t] = 0
+        src, dst = buf0, buf1
+        for j in range(plan.shape[0]):
+            a, b, c, d, off = plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], plan[j, 5]
+            if generic is None or plan[j, 0] == 1:
+                for al in range(a):
+                    for de in range(d):
+                        k = off + (al * d + de) * 4
+                        w00 = w[k]
+                        w01 = w[k + 1]
+                        w10 = w[k + 2]
+                        w11 = w[k + 3]
+                        i0 = (al * 2 * d + de) * bt
+                        i1 = i0 + d * bt
+                        x0 = src[i0:i0 + bt]
+                        x1 = src[i1:i1 + bt]
+                        y0 = dst[i0:i0 + bt]
+                        y1 = dst[i1:i1 + bt]
+                        for t in range(bt):
+                            u = x0[t]
+                            v = x1[t]
+                            y0[t] = w00 * u + w01 * v
+                            y1[t] = w10 * u + w11 * v
+            else:
+                for al in range(a):
+                    for de in range(d):
+                        base = off + (al * d + de) * b * c
+                        for r in range(b):
+                            i = (al * b * d + r * d + de) * bt
+                            y = dst[i:i + bt]
+                            w0 = w[base + r * c]
+                            i = (al * c * d + de) * bt
+                            x = src[i:i + bt]
+                            for t in range(bt):
+                                y[t] = w0 * x[t]
+                            for s in range(1, c):
+                                ws = w[base + r * c + s]
+                                i = (al * c * d + s * d + de) * bt
+                                x = src[i:i + bt]
+                                for t in range(bt):
+                                    y[t] += ws * x[t]
+            src, dst = dst, src
+        if y_rows is None:
+            for i in range(M):
+                yr = Y[i, b0:b0 + nt]
+                br = src[i * bt:i * bt + nt]
+                for t in range(nt):
+                    yr[t] = br[t]
+        else:
+            _store_rows(src, bt, Y, b0, nt)
 
 
-@njit(cache=True, inline="always")
-def _batch_dims(X, x_rows, Y, y_rows):
-    """(N input rows, B samples, M output rows) of the batch views X and Y."""
-    if x_rows:
-        return X.shape[1], X.shape[0], (Y.shape[1] if y_rows else Y.shape[0])
-    return X.shape[0], X.shape[1], (Y.shape[1] if y_rows else Y.shape[0])
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _zero_tail(buf, nrows, start, length, row_len):
-    """Zero entries start .. length-1 of each of the first nrows rows of length row_len (the
-    padding of a partial tile: a reused buffer holds stale values, possibly slow denormals)."""
-    for i in range(nrows):
-        r = buf[i * row_len + start:i * row_len + length]
-        for t in range(r.shape[0]):
-            r[t] = 0
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _apply_tile(w, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1):
-    """Apply the plan to tile ``ti`` (samples ti*bt ... ti*bt + bt - 1) in the work buffers
-    buf0, buf1 (maxdim * bt each)."""
-    N, B, M = _batch_dims(X, x_rows, Y, y_rows)
-    b0 = ti * bt
-    nt = min(bt, B - b0)
-    if x_rows:
-        _load_rows(X, b0, nt, buf0, bt)
-    else:
-        _copy_cols(X, b0, buf0, N, nt, bt)
-    if nt < bt:
-        _zero_tail(buf0, N, nt, bt, bt)
-    res = buf0 if _run_plan(w, plan, buf0, buf1, bt) == 0 else buf1
-    if y_rows:
-        _store_rows(res, bt, Y, b0, nt)
-    else:
-        _store_cols(res, bt, Y, b0, M, nt)
-
-
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def ks_chain_apply(w, plan, maxdim, X, x_rows, Y, y_rows, bt, nthreads):
     """Y <- (chain of KS factors) X, tiles of ``bt`` samples in parallel.
 
     w : 1-D weights (every factor's blocks (a, d, b, c), concatenated), dtype of Y.
     plan : int64 (S, 6) steps, see the module docstring.  maxdim : largest row count.
     X : C-contiguous, (B, N) if ``x_rows`` else (N, B); Y : (B, M) if ``y_rows`` else (M, B).
-    bt : samples per tile (:func:`tile_width`). nthreads : Numba's thread count (each thread
-    allocates its two work buffers once and takes every nthreads-th tile).
+    bt : samples per tile (:func:`tile_width`). nthreads : threads to use (each allocates its
+    two work buffers once and takes every nthreads-th tile).
     """
     B = X.shape[0] if x_rows else X.shape[1]
-    ntiles = (B + bt - 1) // bt
-    nth = max(1, min(nthreads, ntiles))
-    for th in prange(nth):  # one pair of work buffers per thread, tiles dealt round-robin
-        buf0 = np.empty(maxdim * bt, dtype=Y.dtype)
-        buf1 = np.empty(maxdim * bt, dtype=Y.dtype)
-        for ti in range(th, ntiles, nth):
-            _apply_tile(w, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1)
+    args = (w, plan, maxdim, X, _flag(x_rows), Y, _flag(y_rows), _flag(_has_generic(plan)), bt)
+    _on_threads(_chain_tiles, args, -(-B // bt), nthreads)
+
+
+def _flag(on):
+    """A flag of the tile kernels: True, or None for off. A None argument is typed NoneType,
+    so Numba compiles one specialisation per combination with the branches it cannot take
+    pruned: a call compiles only the loads and stores of its layouts (F @ X plain row copies,
+    X @ F.T the 8 x 8 transposes) and only the step kinds its plan has."""
+    return True if on else None
+
+
+def _has_generic(plan):
+    return bool((plan[:, 0] != 1).any())
+
+
+_POOL = None
+_POOL_SIZE = 0
+
+
+def _forget_pool():
+    """After fork: the child has the pool object but not its threads; start afresh."""
+    global _POOL, _POOL_SIZE
+    _POOL, _POOL_SIZE = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _on_threads(kernel, args, ntiles, nthreads):
+    """Run ``kernel(*args, first, step)`` for first = 0 .. step - 1 with step = min(nthreads,
+    ntiles): the caller's thread takes first = 0, pool threads the others (the kernels release
+    the GIL; one task per thread, so the work is split as ``prange`` split it). Python threads
+    rather than ``prange``: a parallel region costs Numba seconds of extra compilation on a
+    first call, for the same run time."""
+    global _POOL, _POOL_SIZE
+    step = max(1, min(nthreads, ntiles))
+    if step == 1:
+        kernel(*args, 0, 1)
+        return
+    if _POOL_SIZE < step - 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL_SIZE = max(step - 1, (os.cpu_count() or 2) - 1)
+        _POOL = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="gpufact")
+    futures = [_POOL.submit(kernel, *args, first, step) for first in range(1, step)]
+    try:
+        kernel(*args, 0, step)
+    finally:
+        for f in futures:
+            f.result()
 
 
 # ---- complex tiles held planar -------------------------------------------------------------
@@ -399,8 +413,9 @@ def _store_rows_planar(buf, bt, Y, b0, nt):
 
 
 @njit(cache=True)
-def _copy_cols_planar(A, b0, buf, n, nt, bt):
-    """Column batches: planar buffer rows <- the first n rows of complex A[:, b0:b0+nt]."""
+def _cols_to_tile_planar(A, b0, buf, n, nt, bt):
+    """Column batches: planar tile rows <- the first n rows of A[:, b0:b0+nt] (complex, or
+    real: imaginary parts 0)."""
     for i in range(n):
         ar = A[i, b0:b0 + nt]
         re = buf[2 * i * bt:2 * i * bt + nt]
@@ -411,8 +426,8 @@ def _copy_cols_planar(A, b0, buf, n, nt, bt):
 
 
 @njit(cache=True)
-def _store_cols_planar(buf, bt, A, b0, n, nt):
-    """The inverse of :func:`_copy_cols_planar`: complex A[:n, b0:b0+nt] <- planar rows."""
+def _tile_to_cols_planar(buf, bt, A, b0, n, nt):
+    """The inverse of :func:`_cols_to_tile_planar` (A complex)."""
     for i in range(n):
         ar = A[i, b0:b0 + nt]
         re = buf[2 * i * bt:2 * i * bt + nt]
@@ -422,17 +437,22 @@ def _store_cols_planar(buf, bt, A, b0, n, nt):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _radix2_step_planar(wr, wi, off, a, d, src, dst, bt):
+def _bf_step_planar(wr, wi, off, a, d, src, dst, bt):
+    """A butterfly factor on a planar complex tile: complex multiply-adds as real vector FMAs.
+    (A function of its own: inlined into :func:`_chain_tiles_planar` the loop is not
+    vectorised, 3x slower.)"""
+    bt2 = 2 * bt
     for al in range(a):
         for de in range(d):
             k = off + (al * d + de) * 4
             a00, a01, a10, a11 = wr[k], wr[k + 1], wr[k + 2], wr[k + 3]
             b00, b01, b10, b11 = wi[k], wi[k + 1], wi[k + 2], wi[k + 3]
-            i0 = al * 2 * d + de
-            x0 = _row(src, i0, 2 * bt)
-            x1 = _row(src, i0 + d, 2 * bt)
-            y0 = _row(dst, i0, 2 * bt)
-            y1 = _row(dst, i0 + d, 2 * bt)
+            i0 = (al * 2 * d + de) * bt2
+            i1 = i0 + d * bt2
+            x0 = src[i0:i0 + bt2]
+            x1 = src[i1:i1 + bt2]
+            y0 = dst[i0:i0 + bt2]
+            y1 = dst[i1:i1 + bt2]
             for t in range(bt):
                 ur = x0[t]
                 ui = x0[bt + t]
@@ -444,176 +464,183 @@ def _radix2_step_planar(wr, wi, off, a, d, src, dst, bt):
                 y1[bt + t] = a10 * ui + b10 * ur + a11 * vi + b11 * vr
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _generic_step_planar(wr, wi, off, a, b, c, d, src, dst, bt):
-    for al in range(a):
-        for de in range(d):
-            base = off + (al * d + de) * b * c
-            for r in range(b):
-                y = _row(dst, al * b * d + r * d + de, 2 * bt)
-                ar = wr[base + r * c]
-                ai = wi[base + r * c]
-                x = _row(src, al * c * d + de, 2 * bt)
-                for t in range(bt):
-                    y[t] = ar * x[t] - ai * x[bt + t]
-                    y[bt + t] = ar * x[bt + t] + ai * x[t]
-                for s_ in range(1, c):
-                    ar = wr[base + r * c + s_]
-                    ai = wi[base + r * c + s_]
-                    x = _row(src, al * c * d + s_ * d + de, 2 * bt)
-                    for t in range(bt):
-                        y[t] += ar * x[t] - ai * x[bt + t]
-                        y[bt + t] += ar * x[bt + t] + ai * x[t]
-
-
-def _load_planar(X, x_rows, b0, nt, buf, bt):
-    """Load tile samples b0 .. b0+nt-1 of X into the planar buffer (rows of 2·bt reals).
-    Typed per dtype by the overload below: complex X is transposed or copied into planar rows;
-    real X (a real batch into a complex product) fills the real parts, imaginary parts 0."""
+def _load_rows_planar_any(X, b0, nt, buf, bt):
+    """Planar tile rows from row-major samples (:func:`_load_rows_planar`). Typed per dtype by
+    the overload below: complex X is transposed into planar rows; real X (a real batch into a
+    complex product) fills the real parts, imaginary parts 0."""
     raise NotImplementedError("compiled through its Numba overload")
 
 
-@overload(_load_planar, jit_options={"cache": True})
-def _load_planar_typed(X, x_rows, b0, nt, buf, bt):
+@overload(_load_rows_planar_any, jit_options={"cache": True})
+def _load_rows_planar_any_typed(X, b0, nt, buf, bt):
     if isinstance(X.dtype, types.Complex):
-        def load_complex(X, x_rows, b0, nt, buf, bt):
-            if x_rows:
-                _load_rows_planar(X, b0, nt, buf, bt)
-            else:
-                _copy_cols_planar(X, b0, buf, X.shape[0], nt, bt)
+        def load_complex(X, b0, nt, buf, bt):
+            _load_rows_planar(X, b0, nt, buf, bt)
         return load_complex
 
-    def load_real(X, x_rows, b0, nt, buf, bt):
-        N = X.shape[1] if x_rows else X.shape[0]
-        if x_rows:  # the real loaders, with planar rows as a row stride of 2·bt
-            _load_rows(X, b0, nt, buf, 2 * bt)
-        else:
-            _copy_cols(X, b0, buf, N, nt, 2 * bt)
-        for i in range(N):
+    def load_real(X, b0, nt, buf, bt):
+        _load_rows(X, b0, nt, buf, 2 * bt)  # planar rows as a row stride of 2·bt
+        for i in range(X.shape[1]):
             im = buf[(2 * i + 1) * bt:(2 * i + 2) * bt]
             for t in range(bt):
                 im[t] = 0
     return load_real
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1):
-    """:func:`_apply_tile` for complex data: the tile planar in real buffers (2·bt per row)."""
-    N, B, M = _batch_dims(X, x_rows, Y, y_rows)
-    b0 = ti * bt
-    nt = min(bt, B - b0)
-    _load_planar(X, x_rows, b0, nt, buf0, bt)
-    if nt < bt:  # real and imaginary tails of each planar row
-        _zero_tail(buf0, N, nt, bt, 2 * bt)
-        _zero_tail(buf0[bt:], N, nt, bt, 2 * bt)
-    cur = 0
-    for j in range(plan.shape[0]):
-        src = buf0 if cur == 0 else buf1
-        dst = buf1 if cur == 0 else buf0
-        if plan[j, 0] == 1:
-            _radix2_step_planar(wr, wi, plan[j, 5], plan[j, 1], plan[j, 4], src, dst, bt)
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _chain_tiles_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, generic, bt, first, step):
+    """:func:`_chain_tiles` for complex Y: the tile planar in real buffers (row i: bt real
+    parts at 2i·bt, then bt imaginary parts; 2 * maxdim * bt reals each), weights as real
+    parts ``wr`` and imaginary parts ``wi``; flags as there. X complex, or real of the same
+    precision (loaded as is)."""
+    N = X.shape[0] if x_rows is None else X.shape[1]
+    B = X.shape[1] if x_rows is None else X.shape[0]
+    M = Y.shape[0] if y_rows is None else Y.shape[1]
+    bt2 = 2 * bt
+    ntiles = (B + bt - 1) // bt
+    buf0 = np.empty(maxdim * bt2, dtype=wr.dtype)
+    buf1 = np.empty(maxdim * bt2, dtype=wr.dtype)
+    for ti in range(first, ntiles, step):
+        b0 = ti * bt
+        nt = min(bt, B - b0)
+        if x_rows is None:
+            _cols_to_tile_planar(X, b0, buf0, N, nt, bt)
         else:
-            _generic_step_planar(wr, wi, plan[j, 5], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4],
-                                 src, dst, bt)
-        cur = 1 - cur
-    res = buf0 if cur == 0 else buf1
-    if y_rows:
-        _store_rows_planar(res, bt, Y, b0, nt)
-    else:
-        _store_cols_planar(res, bt, Y, b0, M, nt)
+            _load_rows_planar_any(X, b0, nt, buf0, bt)
+        if nt < bt:  # real and imaginary tails of each planar row
+            for i in range(2 * N):
+                for t in range(i * bt + nt, (i + 1) * bt):
+                    buf0[t] = 0
+        src, dst = buf0, buf1
+        for j in range(plan.shape[0]):
+            a, b, c, d, off = plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], plan[j, 5]
+            if generic is None or plan[j, 0] == 1:
+                _bf_step_planar(wr, wi, off, a, d, src, dst, bt)
+            else:
+                for al in range(a):
+                    for de in range(d):
+                        base = off + (al * d + de) * b * c
+                        for r in range(b):
+                            i = (al * b * d + r * d + de) * bt2
+                            y = dst[i:i + bt2]
+                            ar = wr[base + r * c]
+                            ai = wi[base + r * c]
+                            i = (al * c * d + de) * bt2
+                            x = src[i:i + bt2]
+                            for t in range(bt):
+                                y[t] = ar * x[t] - ai * x[bt + t]
+                                y[bt + t] = ar * x[bt + t] + ai * x[t]
+                            for s_ in range(1, c):
+                                ar = wr[base + r * c + s_]
+                                ai = wi[base + r * c + s_]
+                                i = (al * c * d + s_ * d + de) * bt2
+                                x = src[i:i + bt2]
+                                for t in range(bt):
+                                    y[t] += ar * x[t] - ai * x[bt + t]
+                                    y[bt + t] += ar * x[bt + t] + ai * x[t]
+            src, dst = dst, src
+        if y_rows is None:
+            _tile_to_cols_planar(src, bt, Y, b0, M, nt)
+        else:
+            _store_rows_planar(src, bt, Y, b0, nt)
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def ks_chain_apply_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt, nthreads):
     """:func:`ks_chain_apply` for complex Y; X complex, or real of the same precision (loaded
     as is, no converted copy). Weights as real and imaginary parts (``wr``, ``wi``: real
     arrays); same tiles, same extra memory (a tile row of bt complex values is 2·bt reals)."""
     B = X.shape[0] if x_rows else X.shape[1]
-    ntiles = (B + bt - 1) // bt
-    nth = max(1, min(nthreads, ntiles))
-    for th in prange(nth):
-        buf0 = np.empty(maxdim * 2 * bt, dtype=wr.dtype)
-        buf1 = np.empty(maxdim * 2 * bt, dtype=wr.dtype)
-        for ti in range(th, ntiles, nth):
-            _apply_tile_planar(wr, wi, plan, X, x_rows, Y, y_rows, bt, ti, buf0, buf1)
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _radix2_vector(w, off, a, d, src, dst):
-    """One butterfly factor on one vector: for each of the a blocks, the rows i and i + d as
-    1-D views (vectorised along the block, the weights read at stride 4; 2x faster than
-    indexing the flat buffers)."""
-    for al in range(a):
-        base = al * 2 * d
-        x0 = src[base:base + d]
-        x1 = src[base + d:base + 2 * d]
-        y0 = dst[base:base + d]
-        y1 = dst[base + d:base + 2 * d]
-        wk = w[off + al * d * 4:off + (al + 1) * d * 4]
-        for t in range(d):
-            u = x0[t]
-            v = x1[t]
-            y0[t] = wk[4 * t] * u + wk[4 * t + 1] * v
-            y1[t] = wk[4 * t + 2] * u + wk[4 * t + 3] * v
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _run_plan_vector(w, plan, src, dst):
-    """Apply the plan to one vector held in ``src`` (no tiles: for tiny batches the per-row
-    view overhead of the tiled path dominates). Returns the result buffer."""
-    for j in range(plan.shape[0]):
-        kind, a, b, c, d, off = plan[j, 0], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], plan[j, 5]
-        if kind == 1:
-            _radix2_vector(w, off, a, d, src, dst)
-        else:
-            for al in range(a):
-                for de in range(d):
-                    kb = off + (al * d + de) * b * c
-                    for r in range(b):
-                        acc = w[kb + r * c] * src[al * c * d + de]
-                        for s_ in range(1, c):
-                            acc += w[kb + r * c + s_] * src[al * c * d + s_ * d + de]
-                        dst[al * b * d + r * d + de] = acc
-        src, dst = dst, src
-    return src
+    args = (wr, wi, plan, maxdim, X, _flag(x_rows), Y, _flag(y_rows), _flag(_has_generic(plan)), bt)
+    _on_threads(_chain_tiles_planar, args, -(-B // bt), nthreads)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
 def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows):
     """Same result as :func:`ks_chain_apply`, one sample at a time on one thread: the path
-    for tiny batches (no parallel region, no tiles)."""
-    N, B, M = _batch_dims(X, x_rows, Y, y_rows)
+    for tiny batches (no threads, no tiles: the per-row view overhead of the tiled path
+    dominates there). Butterfly factors: for each of the a blocks, rows i and i + d as 1-D
+    views (vectorised along the block, the weights read at stride 4; 2x faster than indexing
+    the flat buffers). One flat function, as :func:`_chain_tiles`."""
+    N = X.shape[1] if x_rows else X.shape[0]
+    B = X.shape[0] if x_rows else X.shape[1]
+    M = Y.shape[1] if y_rows else Y.shape[0]
     b0 = np.empty(maxdim, dtype=Y.dtype)
     b1 = np.empty(maxdim, dtype=Y.dtype)
     for t in range(B):
         for i in range(N):
             b0[i] = X[t, i] if x_rows else X[i, t]
-        res = _run_plan_vector(w, plan, b0, b1)
+        src, dst = b0, b1
+        for j in range(plan.shape[0]):
+            a, b, c, d, off = plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], plan[j, 5]
+            if plan[j, 0] == 1:
+                for al in range(a):
+                    base = al * 2 * d
+                    x0 = src[base:base + d]
+                    x1 = src[base + d:base + 2 * d]
+                    y0 = dst[base:base + d]
+                    y1 = dst[base + d:base + 2 * d]
+                    wk = w[off + al * d * 4:off + (al + 1) * d * 4]
+                    for q in range(d):
+                        u = x0[q]
+                        v = x1[q]
+                        y0[q] = wk[4 * q] * u + wk[4 * q + 1] * v
+                        y1[q] = wk[4 * q + 2] * u + wk[4 * q + 3] * v
+            else:
+                for al in range(a):
+                    for de in range(d):
+                        kb = off + (al * d + de) * b * c
+                        for r in range(b):
+                            acc = w[kb + r * c] * src[al * c * d + de]
+                            for s_ in range(1, c):
+                                acc += w[kb + r * c + s_] * src[al * c * d + s_ * d + de]
+                            dst[al * b * d + r * d + de] = acc
+            src, dst = dst, src
         for i in range(M):
             if y_rows:
-                Y[t, i] = res[i]
+                Y[t, i] = src[i]
             else:
-                Y[i, t] = res[i]
+                Y[i, t] = src[i]
 
 
 # ---- permutation factors ---------------------------------------------------------------------
 
-@njit(parallel=True, cache=True)
-def permute_rows(X, perm, out):
-    """Column batch: out[i, :] = X[perm[i], :] (C-contiguous (N, B) arrays; rows in parallel)."""
-    for i in prange(perm.shape[0]):
+_PARALLEL_ELEMS = 1 << 18  # smaller gathers run on the calling thread (no thread start-up)
+
+
+@njit(cache=True, nogil=True)
+def _permute_rows(X, perm, out, first, step):
+    for i in range(first, perm.shape[0], step):
         src = X[perm[i]]
         dst = out[i]
         for t in range(src.shape[0]):
             dst[t] = src[t]
 
 
-@njit(parallel=True, cache=True)
-def permute_within_rows(X, perm, out):
-    """Row-major samples: out[t, i] = X[t, perm[i]] (C-contiguous (B, N); samples in parallel,
-    each gather within one cache-resident row: 2-2.5x NumPy's take)."""
-    for t in prange(X.shape[0]):
+def permute_rows(X, perm, out, nthreads=None):
+    """Column batch: out[i, :] = X[perm[i], :] (C-contiguous (N, B) arrays; rows dealt
+    round-robin to ``nthreads`` threads, default Numba's thread count)."""
+    _on_threads(_permute_rows, (X, perm, out), perm.shape[0] if X.size >= _PARALLEL_ELEMS else 1, _threads(nthreads))
+
+
+@njit(cache=True, nogil=True)
+def _permute_within_rows(X, perm, out, first, step):
+    for t in range(first, X.shape[0], step):
         src = X[t]
         dst = out[t]
         for i in range(perm.shape[0]):
             dst[i] = src[perm[i]]
+
+
+def permute_within_rows(X, perm, out, nthreads=None):
+    """Row-major samples: out[t, i] = X[t, perm[i]] (C-contiguous (B, N); samples dealt to
+    threads, each gather within one cache-resident row: 2-2.5x NumPy's take)."""
+    _on_threads(_permute_within_rows, (X, perm, out), X.shape[0] if X.size >= _PARALLEL_ELEMS else 1,
+                _threads(nthreads))
+
+
+def _threads(nthreads):
+    if nthreads is None:
+        import numba
+
+        nthreads = numba.get_num_threads()
+    return nthreads

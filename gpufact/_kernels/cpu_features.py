@@ -140,7 +140,8 @@ def sincos_features_f64(P, out, scale):
 from numba import types  # noqa: E402
 from numba.core.extending import overload  # noqa: E402
 
-from .cpu import _generic_step, _load_rows, _radix2_step, _transpose8, _zero_tail  # noqa: E402
+from .cpu import _load_rows, _transpose8  # noqa: E402
+from .cpu_tiles import _generic_step, _radix2_step, _zero_tail  # noqa: E402
 
 
 def _poly(r, like):

@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu import _FASTMATH, _copy_cols, _generic_step, _load_rows, _radix2_step, _row, _store_rows, _zero_tail
+from .cpu import _FASTMATH, _load_rows, _store_rows
+from .cpu_tiles import _copy_cols, _generic_step, _radix2_step, _row, _store_cols, _zero_tail
 
 TILE_WIDTH = 64  # samples per tile: the loops over a tile row vectorise (8 lanes x 4
 # interleaved) only from ~64 samples: N = 1024 butterfly, B = 128: bt 16 -> 4.0 ms, 64 -> 1.2 ms
@@ -152,7 +153,7 @@ def _load_tile(A, a_rows, b0, nt, buf, bt, n):
     if a_rows:
         _load_rows(A, b0, nt, buf, bt)
     else:
-        _copy_cols(A, b0, buf, n, nt, bt, True)
+        _copy_cols(A, b0, buf, n, nt, bt)
     if nt < bt:  # padding samples: zero, so that they add nothing to the block gradients
         _zero_tail(buf, n, nt, bt, bt)
 
@@ -192,7 +193,7 @@ def _vjp_tile(w, plan, act_off, X, x_rows, G, g_rows, GX, need_x, bt, ti, acts, 
         if x_rows:
             _store_rows(res, bt, GX, b0, nt)
         else:
-            _copy_cols(GX, b0, res, N, nt, bt, False)
+            _store_cols(res, bt, GX, b0, N, nt)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)

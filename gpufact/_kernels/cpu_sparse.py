@@ -30,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu import _FASTMATH, _copy_cols, _load_rows, _store_rows
+from .cpu import _FASTMATH, _load_rows, _store_rows
+from .cpu_tiles import _copy_cols, _store_cols
 
 # Samples per tile: a longer tile row amortises each CSR row's fixed cost (its indptr, the
 # (index, value) pairs, the loop set-up) over more samples; measured (CPU time, one thread,
@@ -174,7 +175,7 @@ def _apply_tile(plan, indptr, indices, data, X, x_rows, Y, y_rows, bt, ti, buf0,
     if y_rows:
         _store_rows(res, bt, Y, b0, nt)
     else:
-        _copy_cols(Y, b0, res, Y.shape[0], nt, bt, False)
+        _store_cols(res, bt, Y, b0, Y.shape[0], nt)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)

@@ -28,10 +28,10 @@ def _top_singular(A, r, xp, *, tol, max_iter, seed=0):
     itself (never forms AᴴA): U (K, m, r), s (K, r), V (K, n, r).
 
     q = r + p vectors, p = max(2, r); each iteration costs 4·m·n·q per block; Rayleigh–Ritz
-    (a q × q SVD per block) every other iteration; stops when the top-r singular values
-    change by less than ``tol`` (relative) or after ``max_iter`` iterations. Blocks of rank
-    <= r are exact after the first iteration. Returns None when ``max_iter`` iterations did
-    not converge (the caller then takes full SVDs).
+    (a q × q SVD per block) on the first two iterations, then every other one; stops when
+    the top-r singular values change by less than ``tol`` (relative) or after ``max_iter`` iterations. Blocks of rank
+    <= r are exact after the first iteration, and stop after the second. Returns None when
+    ``max_iter`` iterations did not converge (the caller then takes full SVDs).
     """
     K, m, n = A.shape
     q = min(m, n, r + max(2, r))
@@ -42,7 +42,7 @@ def _top_singular(A, r, xp, *, tol, max_iter, seed=0):
     for it in range(max_iter):
         Qn = _herm(_orthonormalize(_herm(_herm(Qm, xp) @ A, xp), xp), xp)  # (K, q, n) rows orthonormal
         AQn = A @ _herm(Qn, xp)                                              # (K, m, q)
-        check = it % 2 == 1 or it == max_iter - 1
+        check = it <= 1 or it % 2 == 1 or it == max_iter - 1  # 0 and 1: exact blocks stop after two
         if check:
             Ub, sb, Vbh = xp.linalg.svd(_herm(Qm, xp) @ AQn)                 # (K, q, q)
             top = sb[:, :r]

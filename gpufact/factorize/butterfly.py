@@ -154,6 +154,30 @@ def _dense_of_blocks(blocks, xp):
     return out.reshape(K, a * b * d, a * c * d)
 
 
+def _gather_blocks(Ab, PL, PR, R, C, col_map, xp):
+    """The disjoint blocks Ab[:, R[k][:, None], (col_map or identity)[C[k]][None, :]] of the
+    two-factor problem, (K, Kb, b, c').
+
+    When every (α, δ, α', δ') occurs once (Kb = a·d·a'·d', e.g. every butterfly split), block
+    (α, δ, α', δ') is rows (α, :, δ) and columns (α', :, δ') of Ab seen as (K, a, b, d, a', c',
+    d'): a reshape and one transposing copy (after a take along the columns for ``col_map``),
+    not a fancy-index gather (3-4x slower on the 16.7 M entries of an N = 4096 matrix)."""
+    K = Ab.shape[0]
+    a, b, c, d = PL
+    a2, b2, c2, d2 = PR
+    if R.shape[0] != a * d * a2 * d2:
+        Rg, Cg = xp.asarray(R), xp.asarray(C)
+        if col_map is not None:
+            Cg = col_map[Cg]
+        return Ab[:, Rg[:, :, None], Cg[:, None, :]]
+    if col_map is None:
+        V = Ab.reshape(K, a, b, d, a2, c2, d2).transpose(0, 1, 3, 4, 6, 2, 5)
+    else:  # columns taken in (α', δ', l) order, so that each block's columns are contiguous
+        cols = col_map.reshape(a2, c2, d2).transpose(0, 2, 1).reshape(-1)
+        V = xp.take(Ab, cols, axis=2).reshape(K, a, b, d, a2 * d2, c2).transpose(0, 1, 3, 4, 2, 5)
+    return V.reshape(K, R.shape[0], b, c2)
+
+
 def _factor(Ab, pats, tree, xp, errors, depth, col_map=None):
     """Factor a batch of dense matrices Ab (K, m, n) along chainable patterns.
 
@@ -168,10 +192,7 @@ def _factor(Ab, pats, tree, xp, errors, depth, col_map=None):
     PR = chain_product_pattern(pats[k:])
     R, C, rank, posX, posY = _two_factor_indices(PL, PR)
     Kb = R.shape[0]
-    Rg, Cg = xp.asarray(R), xp.asarray(C)
-    if col_map is not None:
-        Cg = col_map[Cg]
-    blocks = Ab[:, Rg[:, :, None], Cg[:, None, :]]            # (K, Kb, b, c')
+    blocks = _gather_blocks(Ab, PL, PR, R, C, col_map, xp)   # (K, Kb, b, c')
     bsh = blocks.shape
     r_eff = min(rank, bsh[2], bsh[3])  # more inner indices than the block's size: zeros
     Xl, Yl = batched_low_rank(blocks.reshape(K * Kb, bsh[2], bsh[3]), r_eff, xp)
