@@ -14,6 +14,7 @@ from ._backend import get_backend
 from ._validation import check_bool, float_dtype_for
 from .factors import CSRFactor, DenseFactor, DiagFactor, PermFactor
 from .factors._chain import KSChain
+from .factors._csr_chain import CSRChain
 
 _LAYOUTS = ("cols", "rows")
 _CSR_CHUNK_BYTES = 32 << 20
@@ -101,7 +102,9 @@ def vjp(F, X, G, *, layout: str = "cols", input_grad: bool = True, factor_grads:
             return None, None
         return shaped(F.H._apply_cols(Gc, rows, dt)), None
 
-    segs = F._get_segments()  # product order
+    segs = []  # product order; fused CSR runs are differentiated factor by factor
+    for seg in F._get_segments():
+        segs.extend(seg.factors if isinstance(seg, CSRChain) else [seg])
     # activations entering each segment (the first segment applied is the last in the list)
     acts = [None] * len(segs)
     cur = Xc
