@@ -202,11 +202,9 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return SplincolCentroids(C0, s, Q, int(self.palm_max_iter))
 
     # --- fit --------------------------------------------------------------------------
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None):
         """Cluster X (n_samples, n_features): NumPy, CuPy, ``numpy.memmap`` or a ``dask.array``
-        (see :func:`gpufact.dask.fit`). ``y`` and ``sample_weight`` are not supported (None)."""
-        if sample_weight is not None:
-            raise ValueError("sample_weight is not supported by QuickMeans (pass None)")
+        (see :func:`gpufact.dask.fit`). ``y`` is ignored. Returns self."""
         if _is_dask(X):
             from ..dask import fit as dask_fit
 
@@ -274,7 +272,6 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_iter_ = n_iter
         self.objective_history_ = history
         self.fit_times_ = times
-        self._centroids_state = state
         return self
 
     # --- predict / transform ----------------------------------------------------------
@@ -302,8 +299,9 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         X, _ = self._test_data(X)
         return self._labels_dist2(X)[0]
 
-    def fit_predict(self, X, y=None, sample_weight=None):
-        return self.fit(X, sample_weight=sample_weight).labels_
+    def fit_predict(self, X, y=None):
+        """``fit(X).labels_``."""
+        return self.fit(X).labels_
 
     def transform(self, X):
         """Euclidean distances (n_samples, n_clusters) to the centroids (X V^T through the
@@ -311,12 +309,11 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         X, _ = self._test_data(X)
         return _lloyd.distances(X, self.centroid_operator_, self._cnorm2, self._predict_chunks(X))
 
-    def fit_transform(self, X, y=None, sample_weight=None):
-        return self.fit(X, sample_weight=sample_weight).transform(X)
+    def fit_transform(self, X, y=None):
+        """``fit(X).transform(X)``."""
+        return self.fit(X).transform(X)
 
-    def score(self, X, y=None, sample_weight=None):
+    def score(self, X, y=None):
         """Opposite of the objective on X: −Σ ‖x − v_{predict(x)}‖² (a float)."""
-        if sample_weight is not None:
-            raise ValueError("sample_weight is not supported by QuickMeans (pass None)")
         X, _ = self._test_data(X)
         return -float(self._labels_dist2(X)[1])
