@@ -305,7 +305,11 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         """Euclidean distances (n_samples, n_clusters) to the centroids (X V^T through the
-        factors, in chunks)."""
+        factors, in chunks); a ``dask.array`` gives a lazy dask array."""
+        if _is_dask(X):
+            from ..dask import transform as dask_transform
+
+            return dask_transform(self, X)
         X, _ = self._test_data(X)
         return _lloyd.distances(X, self.centroid_operator_, self._cnorm2, self._predict_chunks(X))
 
