@@ -16,7 +16,7 @@ import numpy as np
 
 from .._backend import get_backend
 
-__all__ = ["row_sqnorms", "centroid_sqnorms", "assign", "block_partials", "lloyd_pass",
+__all__ = ["row_sqnorms", "centroid_sqnorms", "assign", "assign_chunks", "block_partials", "lloyd_pass",
            "reseed_empty", "distances"]
 
 
@@ -114,6 +114,23 @@ def reseed_empty(X, labels, dist2, sums, counts):
         labels[p] = k
         dist2[p] = 0
     return n_empty
+
+
+def assign_chunks(X, op, cnorm2, chunks):
+    """Labels (n,) int32 and squared distances (n,) of the rows of X, chunk by chunk (X may
+    be a ``numpy.memmap``); no partial sums. O(nnz(op) · n)."""
+    if len(chunks) == 1 and not isinstance(X, np.memmap):
+        return assign(X, op, cnorm2)
+    xp = op.backend.xp
+    n = X.shape[0]
+    labels = xp.empty(n, dtype=xp.int32)
+    dist2 = xp.empty(n, dtype=op._result_dtype(X, "X"))
+    for i, j in chunks:
+        Xc = X[i:j]
+        if isinstance(Xc, np.memmap):
+            Xc = np.asarray(Xc)
+        labels[i:j], dist2[i:j] = assign(Xc, op, cnorm2)
+    return labels, dist2
 
 
 def distances(X, op, cnorm2, chunks):

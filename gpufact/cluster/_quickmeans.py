@@ -285,9 +285,7 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return self._chunks(X.shape[0], X.shape[1], self.centroid_operator_.shape[0], X.dtype.itemsize)
 
     def _labels_dist2(self, X):
-        op = self.centroid_operator_
-        labels, dist2, _, _, inertia = _lloyd.lloyd_pass(X, op, self._cnorm2, self._predict_chunks(X))
-        return labels, inertia
+        return _lloyd.assign_chunks(X, self.centroid_operator_, self._cnorm2, self._predict_chunks(X))
 
     def predict(self, X):
         """Index of the closest centroid for each row of X: int32 (n_samples,), X's namespace.
@@ -320,4 +318,5 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def score(self, X, y=None):
         """Opposite of the objective on X: −Σ ‖x − v_{predict(x)}‖² (a float)."""
         X, _ = self._test_data(X)
-        return -float(self._labels_dist2(X)[1])
+        xp = get_backend(X).xp
+        return -float(xp.sum(self._labels_dist2(X)[1], dtype=xp.float64))
