@@ -213,8 +213,10 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         n, d = X.shape
         K, s, Q = self._check_params(n, d)
         xp = be.xp
+        t0 = time.perf_counter()
         C0 = self._initial_centroids(X, K, be)
         state = self._make_centroids(C0, s, Q)
+        self._fit_timings = {"init": time.perf_counter() - t0}
         chunks = self._chunks(n, d, K, X.dtype.itemsize)
 
         def pass_fn(op, cnorm2):
@@ -271,7 +273,7 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.inertia_ = history[-1]
         self.n_iter_ = n_iter
         self.objective_history_ = history
-        self.fit_times_ = times
+        self._fit_timings = dict(getattr(self, "_fit_timings", {}), iterations=times)
         return self
 
     # --- predict / transform ----------------------------------------------------------
