@@ -94,6 +94,14 @@ def test_memmap_input(blobs, tmp_path):
     assert b.cluster_centers_.dtype == np.float32
     np.testing.assert_array_equal(b.predict(Xm), a.labels_)
     np.testing.assert_array_equal(np.asarray(Xm), X32)
+    # a memmap is validated chunk by chunk: NaN still found, named
+    bad = np.memmap(tmp_path / "bad.dat", dtype=np.float32, mode="w+", shape=X32.shape)
+    bad[:] = X32
+    bad[555, 3] = np.nan
+    bad.flush()
+    with pytest.raises(ValueError, match="NaN"):
+        QuickMeans(6, sparsity=2, batch_size=100, **FAST).fit(
+            np.memmap(tmp_path / "bad.dat", dtype=np.float32, mode="r", shape=X32.shape))
 
 
 def test_predict_transform_match_dense_centroids(blobs):

@@ -20,6 +20,54 @@ __all__ = ["row_sqnorms", "centroid_sqnorms", "assign", "assign_chunks", "block_
            "reseed_empty", "distances"]
 
 
+def read_chunk(X, i, j):
+    """Rows i:j of X; for a ``numpy.memmap`` a plain ndarray view of the mapped pages."""
+    Xc = X[i:j]
+    return np.asarray(Xc) if isinstance(Xc, np.memmap) else Xc
+
+
+def _mapping(X):
+    """The ``mmap`` under X (a ``numpy.memmap`` or a view of one), else None."""
+    import mmap
+
+    b = X
+    for _ in range(32):
+        if b is None:
+            return None
+        if isinstance(b, mmap.mmap):
+            return b
+        if isinstance(b, np.memmap) and getattr(b, "_mmap", None) is not None:
+            return b._mmap
+        b = getattr(b, "base", None)
+    return None
+
+
+def release_chunk(X, i, j):
+    """Drop the mapped pages of rows i:j of a C-contiguous memory-mapped X (a ``numpy.memmap``
+    or a view of one) from this process (``madvise(MADV_DONTNEED)``; the data stay in the page
+    cache and on disk), so the resident memory of passes over a file larger than RAM stays
+    O(chunk). No-op for other arrays."""
+    import mmap
+
+    if j <= i or not isinstance(X, np.ndarray) or not X.flags.c_contiguous \
+            or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    mm = _mapping(X)
+    if mm is None or not hasattr(mm, "madvise"):
+        return
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    except (TypeError, ValueError):
+        return
+    lo = X[i:j].ctypes.data - base
+    hi = lo + (j - i) * X.strides[0]
+    page = mmap.PAGESIZE
+    lo = max(0, (lo // page) * page)
+    hi = min(len(mm), -(-hi // page) * page)
+    if hi > lo:
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
 def row_sqnorms(X, xp):
     """‖x_b‖² for each row of X (B,), in X's dtype."""
     return xp.einsum("ij,ij->i", X, X)
@@ -76,11 +124,11 @@ def lloyd_pass(X, op, cnorm2, chunks, *, keep=True):
     counts = xp.zeros(K, dtype=xp.float64)
     inertia = xp.zeros((), dtype=xp.float64)
     for i, j in chunks:
-        Xc = X[i:j]
-        if isinstance(Xc, np.memmap):
-            Xc = np.asarray(Xc)
+        Xc = read_chunk(X, i, j)
         lab, d2 = assign(Xc, op, cnorm2)
         s, c, e = block_partials(Xc, lab, d2, K)
+        del Xc
+        release_chunk(X, i, j)
         sums += s
         counts += c
         inertia += e
@@ -126,10 +174,8 @@ def assign_chunks(X, op, cnorm2, chunks):
     labels = xp.empty(n, dtype=xp.int32)
     dist2 = xp.empty(n, dtype=op._result_dtype(X, "X"))
     for i, j in chunks:
-        Xc = X[i:j]
-        if isinstance(Xc, np.memmap):
-            Xc = np.asarray(Xc)
-        labels[i:j], dist2[i:j] = assign(Xc, op, cnorm2)
+        labels[i:j], dist2[i:j] = assign(read_chunk(X, i, j), op, cnorm2)
+        release_chunk(X, i, j)
     return labels, dist2
 
 
@@ -142,13 +188,12 @@ def distances(X, op, cnorm2, chunks):
     out = xp.empty((X.shape[0], K), dtype=dt)
     c2 = cnorm2.astype(dt, copy=False)
     for i, j in chunks:
-        Xc = X[i:j]
-        if isinstance(Xc, np.memmap):
-            Xc = np.asarray(Xc)
+        Xc = read_chunk(X, i, j)
         S = Xc @ op.T
         S *= dt.type(-2)
         S += c2
         S += row_sqnorms(Xc, xp).astype(dt, copy=False)[:, None]
         xp.maximum(S, 0, out=S)
         out[i:j] = xp.sqrt(S, out=S)
+        release_chunk(X, i, j)
     return out

@@ -209,12 +209,13 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             from ..dask import fit as dask_fit
 
             return dask_fit(self, X)
-        X, be = check_samples(self, X, reset=True)
+        X, be = self._check_fit_data(X)
         n, d = X.shape
         K, s, Q = self._check_params(n, d)
         xp = be.xp
         t0 = time.perf_counter()
         C0 = self._initial_centroids(X, K, be)
+        _lloyd.release_chunk(X, 0, n)
         state = self._make_centroids(C0, s, Q)
         self._fit_timings = {"init": time.perf_counter() - t0}
         chunks = self._chunks(n, d, K, X.dtype.itemsize)
@@ -227,6 +228,23 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
         self._lloyd_loop(state, X.dtype, xp, pass_fn, reseed)
         return self
+
+    def _check_fit_data(self, X):
+        """check_samples; a float ``numpy.memmap`` is checked chunk by chunk instead (its pages
+        dropped after each chunk), so that validation keeps the resident memory bounded too."""
+        if isinstance(X, np.memmap) and X.ndim == 2 and X.dtype in (np.float32, np.float64) \
+                and X.shape[0] > 0:
+            check_samples(self, X[:1], reset=True)  # type, shape, dtype; sets n_features_in_
+            n, d = X.shape
+            for i, j in self._chunks(n, d, 1, X.dtype.itemsize):
+                ok = bool(np.isfinite(_lloyd.read_chunk(X, i, j)).all())
+                _lloyd.release_chunk(X, i, j)
+                if not ok:
+                    raise ValueError("Input X contains NaN or infinity.")
+            return X, get_backend(X)
+        X, be = check_samples(self, X, reset=True)
+        _lloyd.release_chunk(X, 0, X.shape[0])  # a view of a memmap read through by the checks
+        return X, be
 
     def _lloyd_loop(self, state, dtype, xp, pass_fn, reseed, keep_labels=True):
         """Shared by the in-memory, batched and Dask fits: ``pass_fn(op, cnorm2)`` returns
