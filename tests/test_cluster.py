@@ -176,9 +176,17 @@ def test_gpu_matches_cpu(cp, blobs):
 
 
 def test_butterfly_rectangular_patterns_chain():
-    for m, n in [(3, 5), (5, 3), (4, 4), (1, 6)]:
-        a, b, c, d = chain_product_pattern(butterfly_rect_patterns(m, n))
-        assert (a * b * d, a * c * d) == (2 ** m, 2 ** n)
+    from gpufact.cluster._centroids import smooth_size
+
+    for K, D in [(8, 32), (32, 8), (16, 16), (2, 64), (64, 784), (6, 30), (7, 5)]:
+        pats = butterfly_rect_patterns(K, D)
+        a, b, c, d = chain_product_pattern(pats)
+        assert (a * b * d, a * c * d) == (K, D)
+        # blocks no wider than the largest prime factor: nnz far below K·D
+        big = max(q for q in range(2, max(K, D) + 1) if (K % q == 0 or D % q == 0)
+                  and all(q % r for r in range(2, q)))
+        assert max(max(p[1], p[2]) for p in pats) == big
+    assert smooth_size(784) == 784 and smooth_size(997) == 1000 and smooth_size(26) == 26 and smooth_size(34) == 35
 
 
 def test_bad_input(blobs):

@@ -7,9 +7,10 @@ Two structures, each a small state object with the same three methods:
   hierarchical factorization (``rectangular_constraints``, the published preset); each
   Lloyd update runs PALM4MSA on the weighted target diag(√n) U with diag(√n) a fixed first
   factor (``proj.const``), warm-started from the previous factors and λ.
-* :class:`ButterflyCentroids` — V = E_K Diag(1/√n) B_1 ⋯ B_L E_D: a radix-2 butterfly chain of
-  Kronecker-sparse factors between the powers of two K' ≥ K and D' ≥ D (E_K, E_D select /
-  zero-pad; K' ≥ K rows of weight 1), learned from the weighted target with
+* :class:`ButterflyCentroids` — V = Diag(1/√n) B_1 ⋯ B_L: a mixed-radix butterfly chain of
+  Kronecker-sparse factors from K to D (radices: the prime factors of K and D, see
+  :func:`butterfly_rect_patterns`; a size with a prime factor > 16 is zero-padded to a
+  7-smooth one, with selection factors around the chain), learned from the weighted target with
   :func:`gpufact.factorize.ksfactor` (quasi-optimal block low-rank, no iterations); applied
   by the fused KS kernels.
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from .. import proj
 from .._backend import get_backend
-from ..factors import CSRFactor
+from ..factors import CSRFactor, DiagFactor
 from ..factorize import hierarchical, ksfactor, palm4msa
 from ..factorize.hierarchical import rectangular_constraints
 from ..product import FactorProduct
@@ -104,18 +105,46 @@ class SplincolCentroids:
         return True
 
 
-def butterfly_rect_patterns(m: int, n: int):
-    """KS patterns (product order) of a radix-2 butterfly from 2^m rows to 2^n columns:
-    L = max(m, n) factors (a, b, c, d) with 2 × 2 blocks, 1 × 2 (or 2 × 1) blocks where one
-    side has run out of radices; a = Π_{i<ℓ} c_i, d = Π_{i>ℓ} b_i (chainable)."""
-    L = max(m, n, 1)
-    b = [2 if i < m else 1 for i in range(L)]
-    c = [2 if i < n else 1 for i in range(L)]
+def _prime_factors(n: int) -> list:
+    out, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    return out
+
+
+#: sizes whose largest prime factor exceeds this are zero-padded to the next 7-smooth size
+MAX_RADIX = 16
+
+
+def smooth_size(n: int) -> int:
+    """n itself if its prime factors are all <= MAX_RADIX, else the smallest m > n whose
+    prime factors are all <= 7."""
+    if max(_prime_factors(n) or [1]) <= MAX_RADIX:
+        return n
+    m = n
+    while max(_prime_factors(m)) > 7:
+        m += 1
+    return m
+
+
+def butterfly_rect_patterns(K: int, D: int):
+    """KS patterns (product order) of a mixed-radix butterfly from K rows to D columns: the
+    row radices b_ℓ are the prime factors of K, the column radices c_ℓ those of D (1 where one
+    side has fewer), L = max(#factors) factors (a, b, c, d) with a = Π_{i<ℓ} c_i and
+    d = Π_{i>ℓ} b_i (a chainable sequence; blocks b_ℓ × c_ℓ). Powers of two give the radix-2
+    butterfly; 64 × 784 = 2^6 × 2^4 7^2 needs no padding."""
+    b, c = _prime_factors(K), _prime_factors(D)
+    L = max(len(b), len(c), 1)
+    b = b + [1] * (L - len(b))
+    c = c + [1] * (L - len(c))
     return [(int(np.prod(c[:l])), b[l], c[l], int(np.prod(b[l + 1:]))) for l in range(L)]
 
 
 def _select(rows, cols, vals, shape, xp, be):
-    """CSR (shape) with one entry vals[i] at (rows[i], cols[i])."""
+    """CSR (shape) with one entry vals[i] at (rows[i], cols[i]) (rows increasing)."""
     sp = be.sparse
     n = shape[0]
     indptr = xp.zeros(n + 1, dtype=xp.int32)
@@ -125,37 +154,38 @@ def _select(rows, cols, vals, shape, xp, be):
 
 
 class ButterflyCentroids:
-    """E_K Diag(1/√n) B_1 ⋯ B_L E_D (see the module docstring)."""
+    """Diag(1/√n) B_1 ⋯ B_L, mixed-radix butterfly (see the module docstring)."""
 
     def __init__(self, C0):
         be = self.be = get_backend(C0)
         xp = self.xp = be.xp
         K, D = C0.shape
         self.K, self.D = K, D
-        self.m = max(1, (K - 1).bit_length())
-        self.n = max(1, (D - 1).bit_length())
-        self.patterns = butterfly_rect_patterns(self.m, self.n)
+        self.Kp, self.Dp = smooth_size(K), smooth_size(D)
+        self.patterns = butterfly_rect_patterns(self.Kp, self.Dp)
         self._fit(C0.astype(xp.float64), xp.ones(K, dtype=xp.float64))
 
     def _fit(self, W, w):
         """Chain for the weighted target W = diag(w) U (K × D); returns (chain, w, V)."""
         xp = self.xp
         K, D = self.K, self.D
-        Wp = xp.zeros((1 << self.m, 1 << self.n), dtype=xp.float64)
-        Wp[:K, :D] = W
+        Wp = W
+        if (self.Kp, self.Dp) != (K, D):
+            Wp = xp.zeros((self.Kp, self.Dp), dtype=xp.float64)
+            Wp[:K, :D] = W
         chain = ksfactor(Wp, self.patterns)
         V = chain.toarray()[:K, :D] / w[:, None]
         self.chain, self.w, self.V = chain, w, V
 
     def operator(self, dtype) -> FactorProduct:
         xp, be = self.xp, self.be
-        K, D = self.K, self.D
-        Kp, Dp = 1 << self.m, 1 << self.n
+        K, D, Kp, Dp = self.K, self.D, self.Kp, self.Dp
         ar_k, ar_d = xp.arange(K), xp.arange(D)
-        left = _select(ar_k, ar_k, (1.0 / self.w).astype(dtype), (K, Kp), xp, be)
-        right = _select(ar_d, ar_d, xp.ones(D, dtype=dtype), (Dp, D), xp, be)
-        return FactorProduct([CSRFactor(left, check=False)] + self.chain.astype(dtype).factors
-                             + [CSRFactor(right, check=False)])
+        inv = (1.0 / self.w).astype(dtype)
+        left = DiagFactor(inv) if Kp == K else CSRFactor(_select(ar_k, ar_k, inv, (K, Kp), xp, be), check=False)
+        right = [] if Dp == D else [CSRFactor(_select(ar_d, ar_d, xp.ones(D, dtype=dtype), (Dp, D), xp, be),
+                                              check=False)]
+        return FactorProduct([left] + self.chain.astype(dtype).factors + right)
 
     def update(self, U, counts) -> bool:
         xp = self.xp
