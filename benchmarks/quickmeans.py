@@ -152,13 +152,16 @@ def table(rows):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=None, help="run the configurations whose data set starts with this")
+    ap.add_argument("--structure", default=None, choices=["splincol", "butterfly"],
+                    help="run only the configurations with this structure")
     ap.add_argument("--table-only", action="store_true", help="rewrite the Markdown table from the JSON")
     args = ap.parse_args(argv)
     rows = json.loads(JSON.read_text()) if JSON.exists() else []
     if not args.table_only:
         cache = {}
         for cfg in CONFIGS:
-            if args.only and not cfg[0].startswith(args.only):
+            if (args.only and not cfg[0].startswith(args.only)) or \
+                    (args.structure and cfg[3] != args.structure):
                 continue
             if cfg[0] not in cache:
                 cache.clear()

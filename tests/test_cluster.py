@@ -232,12 +232,17 @@ def test_bad_input(blobs):
     np.testing.assert_array_equal(X, Xc)
 
 
-def test_read_only_fortran_input(blobs):
+@pytest.mark.parametrize("structure", ["splincol", "butterfly"])
+def test_read_only_fortran_input(blobs, structure):
     X, _ = blobs
     Xf = np.asfortranarray(X)
     Xf.flags.writeable = False
-    a = QuickMeans(6, sparsity=2, **FAST).fit(X)
-    b = QuickMeans(6, sparsity=2, **FAST).fit(Xf)
+    Xr = X.copy()
+    Xr.flags.writeable = False
+    a = QuickMeans(6, sparsity=2, structure=structure, **FAST).fit(X)
+    b = QuickMeans(6, sparsity=2, structure=structure, **FAST).fit(Xf)
+    np.testing.assert_array_equal(QuickMeans(6, sparsity=2, structure=structure, **FAST).fit(Xr).labels_,
+                                  a.labels_)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.predict(Xf[::-1]), a.labels_[::-1])
 
