@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     g.add_argument("--dataset", default=None, choices=["auto", "fashion-mnist", "digits"],
                    help="data set (auto: Fashion-MNIST if installed, else digits)")
     g.add_argument("--n-samples", type=int, default=None,
-                   help="training samples (a uniform subsample; default 10000 for Fashion-MNIST)")
+                   help="training samples (a uniform subsample; default: all)")
     g.add_argument("--clusters", type=int, default=None, help="K (default 64 on Fashion-MNIST, 32 on digits)")
     g.add_argument("--sparsity", type=int, default=None, help="nonzeros per row and column of each factor (3)")
     g.add_argument("--max-iter", type=int, default=None, help="Lloyd iterations (10)")
@@ -126,18 +126,8 @@ def main(argv=None) -> int:
                 v = getattr(args, opt)
                 if v is not None:
                     kw[key] = check_int(v, "--" + opt.replace("_", "-"), min_value=lo)
-            dataset = args.dataset or "auto"
-            if "n_samples" not in kw:
-                from .datasets import fashion_mnist_available
-
-                if dataset == "fashion-mnist" or (dataset == "auto" and fashion_mnist_available()):
-                    kw["n_samples"] = DEFAULT_FMNIST_SAMPLES
-            demo_quickmeans(dataset=dataset, plot=args.plot, **kw)
+            demo_quickmeans(dataset=args.dataset or "auto", plot=args.plot, **kw)
     return 0
-
-
-#: training subsample of the default demo on Fashion-MNIST (sized for <= 2 minutes on 2 cores)
-DEFAULT_FMNIST_SAMPLES = 10_000
 
 
 if __name__ == "__main__":
