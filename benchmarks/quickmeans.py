@@ -129,13 +129,16 @@ def table(rows):
     lines = [
         "Each row: one seed (0), data centred, the same k-means++ start for both, tol = 0, "
         "`iters` Lloyd iterations each (PALM sweeps per centroid update in `palm`, the warm-started "
-        "PALM also stops on stagnation). QuickMeans fits with BLAS held to one thread (small factor "
-        "products); KMeans with its defaults (2 OpenMP threads). Timings: interleaved best-of rounds "
-        "in one process. Speed-ups > 1: QuickMeans faster. The box was shared with other jobs "
-        "(load average 5-10 on 2 cores): absolute times are inflated, ratios are side by side. "
+        "PALM also stops on stagnation). Run with OPENBLAS_NUM_THREADS=1 (scikit-learn's KMeans holds "
+        "BLAS to one thread inside fit and predict anyway and runs its loops on 2 OpenMP threads; "
+        "QuickMeans' factor products are small). Timings: interleaved best-of rounds "
+        "in one process. Speed-ups > 1: QuickMeans faster. The box is shared with other jobs; this run "
+        "saw a load average of about 1-2 on its 2 cores (a first run at load 5-10 gave the same ratios "
+        "within noise and 2-4x longer absolute times). "
         "CPU: AMD EPYC (AVX2), 2 threads. Assignments use `FactorProduct.argmin_affine` as it is on this "
         "branch (the chunked reference: scipy CSR products for splincol factors, the fused Numba KS kernels "
-        "for butterfly factors), not yet the fused CSR-chain kernel.",
+        "for butterfly factors), not yet the fused CSR-chain kernel. One-vector times are `predict` calls: "
+        "both include scikit-learn's input validation (about 0.2 ms here), which bounds the ratio at small K.",
         "",
         "| data (n x D) | K | structure | iters/palm | objective QM/KM | K·D/nnz | fit QM (init) s | fit KM s | fit ratio | "
         "batch 10k QM ms | KM ms | speed-up | 1 vector QM us | KM us | speed-up | routed 1-NN QM | KM | paper |",
@@ -144,7 +147,7 @@ def table(rows):
         st = f"splincol({r['s']})" if r["structure"] == "splincol" else "butterfly"
         lines.append(
             f"| {r['dataset']} ({r['n']}x{r['D']}) | {r['K']} | {st} | {r['iters']}/{r['palm']} | {r['obj_ratio']:.3f} | "
-            f"{r['compression']:.1f} | {r['fit_qm']:.1f} ({r['fit_qm_init']:.1f}) | {r['fit_km']:.2f} | "
+            f"{r['compression']:.1f} | {r['fit_qm']:.1f} ({r['fit_qm_init']:.1f}) | {r['fit_km']:.3f} | "
             f"{r['fit_qm'] / r['fit_km']:.1f}x | {r['batch_qm'] * 1e3:.1f} | {r['batch_km'] * 1e3:.1f} | "
             f"{r['batch_km'] / r['batch_qm']:.2f}x | {r['one_qm'] * 1e6:.0f} | {r['one_km'] * 1e6:.0f} | "
             f"{r['one_km'] / r['one_qm']:.2f}x | {r['acc_qm']:.3f} | {r['acc_km']:.3f} | "
