@@ -1,4 +1,9 @@
-"""Command line: ``python -m gpufact demo``."""
+"""Command line: ``python -m gpufact demo [quickmeans|transforms]``.
+
+``python -m gpufact demo`` runs the main demo (QuickMeans vs scikit-learn KMeans, see
+:mod:`gpufact._demo_quickmeans`); ``python -m gpufact demo transforms`` the fast-transform
+benchmark (:func:`demo`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -66,20 +71,62 @@ def demo(n: int = 4096, batch: int = 256, repeat: int = 3, out=sys.stdout) -> di
     return results
 
 
+DEMOS = {
+    "quickmeans": "QuickMeans vs scikit-learn KMeans on Fashion-MNIST (else digits) [default]",
+    "transforms": "fast transforms (Hadamard, DFT) vs dense on this machine",
+}
+_OPTS = {  # which options each demo reads (the others are refused)
+    "quickmeans": {"dataset", "n_samples", "clusters", "sparsity", "max_iter", "palm_max_iter", "plot", "repeat"},
+    "transforms": {"n", "batch", "repeat"},
+}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m gpufact", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="fast transforms vs dense on this machine")
-    d.add_argument("--n", type=int, default=4096, help="transform size (power of two)")
-    d.add_argument("--batch", type=int, default=256, help="number of vectors")
-    d.add_argument("--repeat", type=int, default=3)
+    d = sub.add_parser("demo", help="run a demo: " + "; ".join(f"{k}: {v}" for k, v in DEMOS.items()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="\n".join(f"  {k:<11} {v}" for k, v in DEMOS.items()))
+    d.add_argument("which", nargs="?", default="quickmeans", choices=list(DEMOS), help="the demo to run")
+    g = d.add_argument_group("quickmeans")
+    g.add_argument("--dataset", default=None, choices=["auto", "fashion-mnist", "digits"],
+                   help="data set (auto: Fashion-MNIST if installed, else digits)")
+    g.add_argument("--n-samples", type=int, default=None,
+                   help="training samples (a uniform subsample; default: all)")
+    g.add_argument("--clusters", type=int, default=None, help="K (default 64 on Fashion-MNIST, 32 on digits)")
+    g.add_argument("--sparsity", type=int, default=None, help="nonzeros per row and column of each factor (3)")
+    g.add_argument("--max-iter", type=int, default=None, help="Lloyd iterations (10)")
+    g.add_argument("--palm-max-iter", type=int, default=None, help="PALM sweeps per centroid update (30)")
+    g.add_argument("--plot", default=None, metavar="FILE", help="save objective curves and factor supports")
+    t = d.add_argument_group("transforms")
+    t.add_argument("--n", type=int, default=None, help="transform size (power of two, 4096)")
+    t.add_argument("--batch", type=int, default=None, help="number of vectors (256)")
+    d.add_argument("--repeat", type=int, default=None, help="timing repetitions")
     args = p.parse_args(argv)
     if args.cmd == "demo":
         from ._validation import check_int, check_power_of_two
 
-        check_power_of_two(args.n, "--n", min_value=4)
-        check_int(args.batch, "--batch", min_value=1)
-        demo(args.n, args.batch, args.repeat)
+        given = {k for k, v in vars(args).items() if v is not None and k not in ("cmd", "which")}
+        extra = given - _OPTS[args.which]
+        if extra:
+            names = ", ".join("--" + e.replace("_", "-") for e in sorted(extra))
+            raise ValueError(f"{names}: not an option of the {args.which!r} demo")
+        if args.which == "transforms":
+            n = 4096 if args.n is None else args.n
+            check_power_of_two(n, "--n", min_value=4)
+            batch = check_int(256 if args.batch is None else args.batch, "--batch", min_value=1)
+            demo(n, batch, 3 if args.repeat is None else check_int(args.repeat, "--repeat", min_value=1))
+        else:
+            from ._demo_quickmeans import demo_quickmeans
+
+            kw = {}
+            for opt, key, lo in (("clusters", "n_clusters", 1), ("sparsity", "sparsity", 1),
+                                 ("max_iter", "max_iter", 1), ("palm_max_iter", "palm_max_iter", 1),
+                                 ("n_samples", "n_samples", 1), ("repeat", "repeat", 1)):
+                v = getattr(args, opt)
+                if v is not None:
+                    kw[key] = check_int(v, "--" + opt.replace("_", "-"), min_value=lo)
+            demo_quickmeans(dataset=args.dataset or "auto", plot=args.plot, **kw)
     return 0
 
 

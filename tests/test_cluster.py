@@ -1,0 +1,252 @@
+"""QuickMeans: Lloyd's properties, batched/memmap = in memory, dense references, bad input."""
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import adjusted_rand_score
+
+import gpufact
+from gpufact.cluster import QuickMeans
+from gpufact.cluster._centroids import butterfly_rect_patterns
+from gpufact.factorize.butterfly import chain_product_pattern
+
+from conftest import host
+
+FAST = dict(palm_max_iter=20, max_iter=8, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(600, 16, centers=6, cluster_std=1.0, random_state=0)
+    return X, y
+
+
+def _dense_dist2(X, C):
+    return ((X[:, None, :] - C[None, :, :]) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("structure", ["splincol", "butterfly"])
+def test_objective_non_increasing_and_labels_consistent(blobs, structure):
+    X, _ = blobs
+    X = X + 3.0 * np.random.default_rng(1).standard_normal(X.shape)  # overlapping: many iterations
+    qm = QuickMeans(6, sparsity=2, structure=structure, tol=0.0, **FAST).fit(X)
+    h = np.array(qm.objective_history_)
+    assert len(h) == qm.n_iter_ + 1 >= 2
+    assert np.all(np.diff(h) <= 1e-12 * h[0]), h
+    # labels_, inertia_ are those of the final centroids: a dense brute-force reference
+    C = host(qm.cluster_centers_)
+    d2 = _dense_dist2(X, C)
+    np.testing.assert_array_equal(qm.labels_, d2.argmin(1))
+    assert qm.inertia_ == pytest.approx(d2.min(1).sum(), rel=1e-10)
+    np.testing.assert_allclose(C, qm.centroid_operator_.toarray(), rtol=1e-12, atol=0)
+
+
+def test_recovers_well_separated_clusters(blobs):
+    X, y = blobs
+    qm = QuickMeans(6, sparsity=2, **FAST).fit(X)
+    assert adjusted_rand_score(y, qm.labels_) == 1.0
+    assert qm.labels_.dtype == np.int32 and qm.labels_.shape == (600,)
+    assert qm.n_features_in_ == 16
+    np.testing.assert_array_equal(qm.fit_predict(X), qm.labels_)
+
+
+def test_centroid_step_against_dense_kmeans_step(blobs):
+    """With enough sparsity the factorization is exact (s = A): one QuickMeans iteration is
+    one Lloyd iteration of scikit-learn's KMeans from the same initial centroids."""
+    from sklearn.cluster import KMeans
+
+    X, _ = blobs
+    X = X[:, :6]
+    C0 = X[:6].copy()
+    qm = QuickMeans(6, sparsity=6, n_factors=2, init=C0, max_iter=1, palm_max_iter=300,
+                    tol=0.0).fit(X)
+    km = KMeans(6, init=C0, n_init=1, max_iter=1, algorithm="lloyd").fit(X)
+    np.testing.assert_allclose(host(qm.cluster_centers_), km.cluster_centers_, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("structure", ["splincol", "butterfly"])
+def test_batched_equals_in_memory(blobs, structure):
+    X, _ = blobs
+    X = X + 2.0 * np.random.default_rng(2).standard_normal(X.shape)
+    a = QuickMeans(6, sparsity=2, structure=structure, **FAST).fit(X)
+    b = QuickMeans(6, sparsity=2, structure=structure, batch_size=37, **FAST).fit(X)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_allclose(a.objective_history_, b.objective_history_, rtol=1e-12)
+    assert a.n_iter_ == b.n_iter_
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(b.predict(X), a.predict(X))
+    np.testing.assert_allclose(b.transform(X), a.transform(X), rtol=1e-9)
+
+
+def test_memmap_input(blobs, tmp_path):
+    X, _ = blobs
+    X32 = X.astype(np.float32)
+    path = tmp_path / "x.dat"
+    mm = np.memmap(path, dtype=np.float32, mode="w+", shape=X32.shape)
+    mm[:] = X32
+    mm.flush()
+    del mm
+    Xm = np.memmap(path, dtype=np.float32, mode="r", shape=X32.shape)
+    a = QuickMeans(6, sparsity=2, **FAST).fit(X32)
+    b = QuickMeans(6, sparsity=2, batch_size=100, **FAST).fit(Xm)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_allclose(a.objective_history_, b.objective_history_, rtol=1e-6)
+    assert b.cluster_centers_.dtype == np.float32
+    np.testing.assert_array_equal(b.predict(Xm), a.labels_)
+    np.testing.assert_array_equal(np.asarray(Xm), X32)
+    # a memmap is validated chunk by chunk: NaN still found, named
+    bad = np.memmap(tmp_path / "bad.dat", dtype=np.float32, mode="w+", shape=X32.shape)
+    bad[:] = X32
+    bad[555, 3] = np.nan
+    bad.flush()
+    with pytest.raises(ValueError, match="NaN"):
+        QuickMeans(6, sparsity=2, batch_size=100, **FAST).fit(
+            np.memmap(tmp_path / "bad.dat", dtype=np.float32, mode="r", shape=X32.shape))
+
+
+def test_predict_transform_match_dense_centroids(blobs):
+    X, _ = blobs
+    qm = QuickMeans(6, sparsity=2, **FAST).fit(X)
+    Xt = np.random.default_rng(3).normal(scale=8.0, size=(50, 16))
+    C = qm.cluster_centers_
+    d2 = _dense_dist2(Xt, C)
+    np.testing.assert_array_equal(qm.predict(Xt), d2.argmin(1))
+    np.testing.assert_allclose(qm.transform(Xt), np.sqrt(d2), rtol=1e-10)
+    assert qm.score(Xt) == pytest.approx(-d2.min(1).sum(), rel=1e-10)
+    assert qm.score(X) == pytest.approx(-qm.inertia_, rel=1e-10)
+    # one sample, an empty batch
+    assert qm.predict(Xt[:1])[0] == d2[0].argmin()
+    assert qm.transform(Xt[:1]).shape == (1, 6)
+
+
+def test_reseed_moves_farthest_point_of_largest_cluster():
+    from gpufact.cluster import _lloyd
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((10, 3))
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=np.int32)
+    dist2 = rng.uniform(1, 2, 10)
+    dist2[4] = 5.0  # the farthest point of cluster 0 (the largest)
+    dist2[7] = 9.0  # farther, but in the smaller cluster 1
+    K = 4
+    sums = np.zeros((K, 3))
+    np.add.at(sums, labels, X)
+    counts = np.bincount(labels, minlength=K).astype(float)
+    second = np.argmax(np.where((np.arange(10) < 6) & (np.arange(10) != 4), dist2, -1))
+    assert _lloyd.reseed_empty(X, labels, dist2, sums, counts) == 2
+    assert labels[4] == 2  # cluster 2 gets point 4; cluster 3 the next farthest of cluster 0
+    assert labels[second] == 3 and dist2[4] == dist2[second] == 0
+    assert np.bincount(labels, minlength=K).tolist() == [4, 4, 1, 1]
+    ref = np.zeros((K, 3))
+    np.add.at(ref, labels, X)
+    np.testing.assert_allclose(sums, ref)
+    np.testing.assert_array_equal(counts, np.bincount(labels, minlength=K))
+
+
+def test_fit_with_an_empty_cluster():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (100, 4)), rng.normal(20, 1, (50, 4))])
+    C0 = np.stack([X[0], X[120], np.full(4, 500.0)])  # the third centroid attracts no point
+    qm = QuickMeans(3, sparsity=2, init=C0, max_iter=3, palm_max_iter=30, tol=0.0).fit(X)
+    assert np.bincount(qm.labels_, minlength=3).min() >= 1
+    assert qm.objective_history_[-1] < qm.objective_history_[0]
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_namespace_and_dtype(xp, dt, blobs):
+    X = xp.asarray(blobs[0].astype(dt))
+    X0 = X.copy()
+    qm = QuickMeans(6, sparsity=2, **FAST).fit(X)
+    assert type(qm.cluster_centers_) is type(X) and qm.cluster_centers_.dtype == dt
+    assert type(qm.labels_) is type(X) and qm.labels_.dtype == np.int32
+    assert qm.centroid_operator_.dtype == dt and qm.centroid_operator_.device == gpufact.get_backend(X).device
+    assert qm.transform(X).dtype == dt
+    assert adjusted_rand_score(blobs[1], host(qm.predict(X))) == 1.0
+    assert bool((X == X0).all())
+
+
+def test_gpu_matches_cpu(cp, blobs):
+    X = blobs[0]
+    a = QuickMeans(6, sparsity=2, init="random", **FAST).fit(X)
+    b = QuickMeans(6, sparsity=2, init="random", **FAST).fit(cp.asarray(X))
+    assert adjusted_rand_score(a.labels_, host(b.labels_)) == 1.0
+    np.testing.assert_allclose(host(b.cluster_centers_), a.cluster_centers_, rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError):
+        a.predict(cp.asarray(X))
+
+
+def test_butterfly_rectangular_patterns_chain():
+    from gpufact.cluster._centroids import smooth_size
+
+    for K, D in [(8, 32), (32, 8), (16, 16), (2, 64), (64, 784), (6, 30), (7, 5)]:
+        pats = butterfly_rect_patterns(K, D)
+        a, b, c, d = chain_product_pattern(pats)
+        assert (a * b * d, a * c * d) == (K, D)
+        # blocks no wider than the largest prime factor: nnz far below K·D
+        big = max(q for q in range(2, max(K, D) + 1) if (K % q == 0 or D % q == 0)
+                  and all(q % r for r in range(2, q)))
+        assert max(max(p[1], p[2]) for p in pats) == big
+    assert smooth_size(784) == 784 and smooth_size(997) == 1000 and smooth_size(26) == 26 and smooth_size(34) == 35
+
+
+def test_bad_input(blobs):
+    X, _ = blobs
+    Xc = X.copy()
+    with pytest.raises(NotFittedError):
+        QuickMeans(3).predict(X)
+    Xn = X.copy()
+    Xn[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        QuickMeans(3, sparsity=2).fit(Xn)
+    Xi = X.copy()
+    Xi[5, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        QuickMeans(3, sparsity=2).fit(Xi)
+    with pytest.raises(ValueError, match="n_samples=5 should be >= n_clusters=6"):
+        QuickMeans(6, sparsity=2).fit(X[:5])
+    for k in (0, -1):
+        with pytest.raises(ValueError, match="n_clusters"):
+            QuickMeans(k).fit(X)
+    with pytest.raises(TypeError, match="n_clusters"):
+        QuickMeans(2.5).fit(X)
+    with pytest.raises(ValueError, match="sparsity=7 is larger"):
+        QuickMeans(6, sparsity=7).fit(X)
+    with pytest.raises(ValueError, match="2D array"):
+        QuickMeans(3, sparsity=2).fit(X[:, 0])
+    for kw, name in [(dict(structure="dense"), "structure"), (dict(init="kmeans"), "init"),
+                     (dict(n_factors=1), "n_factors"), (dict(n_factors="log"), "n_factors"),
+                     (dict(max_iter=0), "max_iter"), (dict(tol=-1.0), "tol"),
+                     (dict(palm_max_iter=0), "palm_max_iter"), (dict(batch_size=0), "batch_size"),
+                     (dict(init=np.zeros((2, 16))), "init")]:
+        with pytest.raises(ValueError, match=name):
+            QuickMeans(3, sparsity=2, **kw).fit(X)
+    with pytest.raises(TypeError, match="verbose"):
+        QuickMeans(3, sparsity=2, verbose="yes").fit(X)
+    qm = QuickMeans(3, sparsity=2, max_iter=2, palm_max_iter=10).fit(X)
+    with pytest.raises(ValueError, match="features"):
+        qm.predict(X[:, :5])
+    with pytest.raises(ValueError, match="features"):
+        qm.transform(X[:, :5])
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        qm.predict(Xn)
+    np.testing.assert_array_equal(X, Xc)
+
+
+@pytest.mark.parametrize("structure", ["splincol", "butterfly"])
+def test_read_only_fortran_input(blobs, structure):
+    X, _ = blobs
+    Xf = np.asfortranarray(X)
+    Xf.flags.writeable = False
+    Xr = X.copy()
+    Xr.flags.writeable = False
+    a = QuickMeans(6, sparsity=2, structure=structure, **FAST).fit(X)
+    b = QuickMeans(6, sparsity=2, structure=structure, **FAST).fit(Xf)
+    np.testing.assert_array_equal(QuickMeans(6, sparsity=2, structure=structure, **FAST).fit(Xr).labels_,
+                                  a.labels_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.predict(Xf[::-1]), a.labels_[::-1])
+
+
+def test_verbose_progress_bar(blobs, capsys):
+    QuickMeans(6, sparsity=2, verbose=True, **FAST).fit(blobs[0])
+    assert "QuickMeans" in capsys.readouterr().err
