@@ -1,4 +1,4 @@
-"""Command line: ``python -m gpufact demo [quickmeans|transforms]``.
+"""Command line: ``python -m gpufact demo [quickmeans|transforms|layers]``.
 
 ``python -m gpufact demo`` runs the main demo (QuickMeans vs scikit-learn KMeans, see
 :mod:`gpufact._demo_quickmeans`); ``python -m gpufact demo transforms`` the fast-transform
@@ -74,10 +74,12 @@ def demo(n: int = 4096, batch: int = 256, repeat: int = 3, out=sys.stdout) -> di
 DEMOS = {
     "quickmeans": "QuickMeans vs scikit-learn KMeans on Fashion-MNIST (else digits) [default]",
     "transforms": "fast transforms (Hadamard, DFT) vs dense on this machine",
+    "layers": "an MLP with dense vs butterfly vs Monarch hidden layers (PyTorch, the torch extra)",
 }
 _OPTS = {  # which options each demo reads (the others are refused)
     "quickmeans": {"dataset", "n_samples", "clusters", "sparsity", "max_iter", "palm_max_iter", "plot", "repeat"},
     "transforms": {"n", "batch", "repeat"},
+    "layers": {"dataset", "epochs", "n_samples"},
 }
 
 
@@ -98,6 +100,8 @@ def main(argv=None) -> int:
     g.add_argument("--max-iter", type=int, default=None, help="Lloyd iterations (10)")
     g.add_argument("--palm-max-iter", type=int, default=None, help="PALM sweeps per centroid update (30)")
     g.add_argument("--plot", default=None, metavar="FILE", help="save objective curves and factor supports")
+    lg = d.add_argument_group("layers")
+    lg.add_argument("--epochs", type=int, default=None, help="training epochs (3)")
     t = d.add_argument_group("transforms")
     t.add_argument("--n", type=int, default=None, help="transform size (power of two, 4096)")
     t.add_argument("--batch", type=int, default=None, help="number of vectors (256)")
@@ -110,8 +114,22 @@ def main(argv=None) -> int:
         extra = given - _OPTS[args.which]
         if extra:
             names = ", ".join("--" + e.replace("_", "-") for e in sorted(extra))
-            raise ValueError(f"{names}: not an option of the {args.which!r} demo")
-        if args.which == "transforms":
+            d.error(f"{names}: not an option of the {args.which!r} demo")
+        if args.which == "layers":
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                raise SystemExit("the layers demo needs PyTorch: pip install torch==2.13.0 && "
+                                 "pip install -e '.[torch]'") from None
+            from ._demo_layers import demo_layers
+
+            kw = {"dataset": args.dataset or "auto"}
+            if args.epochs is not None:
+                kw["epochs"] = check_int(args.epochs, "--epochs", min_value=1)
+            if args.n_samples is not None:
+                kw["n_train"] = check_int(args.n_samples, "--n-samples", min_value=1)
+            demo_layers(**kw)
+        elif args.which == "transforms":
             n = 4096 if args.n is None else args.n
             check_power_of_two(n, "--n", min_value=4)
             batch = check_int(256 if args.batch is None else args.batch, "--batch", min_value=1)

@@ -35,10 +35,17 @@ def test_quickmeans_demo_digits(tmp_path):
     assert res["obj_ratio"] > 0.9 and png.stat().st_size > 0
 
 
-def test_cli_options_belong_to_their_demo():
-    with pytest.raises(ValueError, match="--n: not an option of the 'quickmeans' demo"):
+def test_cli_options_belong_to_their_demo(capsys):
+    # a usage error (exit status 2, the message on stderr), not a traceback
+    with pytest.raises(SystemExit) as exc:
         main(["demo", "--n", "256"])
+    assert exc.value.code == 2
+    assert "--n: not an option of the 'quickmeans' demo" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--clusters"):
         main(["demo", "--clusters", "0"])
-    with pytest.raises(ValueError, match="--plot: not an option of the 'transforms'"):
+    with pytest.raises(SystemExit):
         main(["demo", "transforms", "--plot", "x.png"])
+    assert "--plot: not an option of the 'transforms'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "layers", "--n", "64"])
+    assert "--n: not an option of the 'layers'" in capsys.readouterr().err

@@ -68,17 +68,6 @@ def release_chunk(X, i, j):
         mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
-def _kernel_input(X, op):
-    """X as the fused KS-chain kernels can take it: today their Numba typing refuses a
-    read-only input array (``_copy_cols`` in ``_kernels/cpu.py`` writes in a branch not taken
-    for inputs), so a read-only NumPy chunk meeting a KS factor is copied (one chunk, bounded
-    by the chunk size). Other inputs are passed as they are."""
-    if isinstance(X, np.ndarray) and not X.flags.writeable and \
-            any(f.kind == "ks" for f in op.factors):
-        return X.copy()
-    return X
-
-
 def row_sqnorms(X, xp):
     """‖x_b‖² for each row of X (B,), in X's dtype."""
     return xp.einsum("ij,ij->i", X, X)
@@ -96,7 +85,7 @@ def assign(X, op, cnorm2):
     distances are clipped at 0 (rounding of ‖x‖² − 2⟨v, x⟩ + ‖v‖²). Cost O(nnz(op) · B).
     """
     xp = op.backend.xp
-    labels, vals = op.argmin_affine(_kernel_input(X, op), cnorm2, alpha=-2.0)
+    labels, vals = op.argmin_affine(X, cnorm2, alpha=-2.0)
     vals += row_sqnorms(X, xp).astype(vals.dtype, copy=False)
     return labels, xp.maximum(vals, 0, out=vals)
 
@@ -200,7 +189,7 @@ def distances(X, op, cnorm2, chunks):
     c2 = cnorm2.astype(dt, copy=False)
     for i, j in chunks:
         Xc = read_chunk(X, i, j)
-        S = _kernel_input(Xc, op) @ op.T
+        S = Xc @ op.T
         S *= dt.type(-2)
         S += c2
         S += row_sqnorms(Xc, xp).astype(dt, copy=False)[:, None]
