@@ -122,7 +122,8 @@ def run_one(name, K, s, structure, n_iter, palm, data, seed=0):
                 obj_ratio=float(qm.inertia_ / km.inertia_), nnz=int(F.nnz), compression=K * X.shape[1] / F.nnz,
                 fit_qm=t_qm, fit_qm_init=t_init, fit_km=t_km, n_iter_km=int(km.n_iter_), n_iter_qm=qm.n_iter_,
                 batch_qm=times["qm_b"], batch_km=times["km_b"], one_qm=times["qm_1"], one_km=times["km_1"],
-                acc_qm=acc_qm, acc_km=acc_km, seed=seed)
+                acc_qm=acc_qm, acc_km=acc_km, seed=seed,
+                assign="fused CSR chain" if structure == "splincol" else "fused KS chain")
 
 
 def table(rows):
@@ -135,20 +136,23 @@ def table(rows):
         "in one process. Speed-ups > 1: QuickMeans faster. The box is shared with other jobs; this run "
         "saw a load average of about 1-2 on its 2 cores (a first run at load 5-10 gave the same ratios "
         "within noise and 2-4x longer absolute times). "
-        "CPU: AMD EPYC (AVX2), 2 threads. Assignments use `FactorProduct.argmin_affine` as it is on this "
-        "branch (the chunked reference: scipy CSR products for splincol factors, the fused Numba KS kernels "
-        "for butterfly factors), not yet the fused CSR-chain kernel. One-vector times are `predict` calls: "
+        "CPU: AMD EPYC (AVX2), 2 threads. Assignments use `FactorProduct.argmin_affine`; the column `assign` "
+        "says which path ran: rows measured before the fused CSR-chain kernel was merged say "
+        "`scipy CSR (reference)` (one scipy SpMM per factor, then argmin), later rows `fused CSR chain`. "
+        "One-vector times are `predict` calls: "
         "both include scikit-learn's input validation (about 0.2 ms here), which bounds the ratio at small K.",
         "",
         "| data (n x D) | K | structure | iters/palm | objective QM/KM | K·D/nnz | fit QM (init) s | fit KM s | fit ratio | "
-        "batch 10k QM ms | KM ms | speed-up | 1 vector QM us | KM us | speed-up | routed 1-NN QM | KM | paper |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "assign | batch 10k QM ms | KM ms | speed-up | 1 vector QM us | KM us | speed-up | routed 1-NN QM | KM | paper |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         st = f"splincol({r['s']})" if r["structure"] == "splincol" else "butterfly"
         lines.append(
             f"| {r['dataset']} ({r['n']}x{r['D']}) | {r['K']} | {st} | {r['iters']}/{r['palm']} | {r['obj_ratio']:.3f} | "
             f"{r['compression']:.1f} | {r['fit_qm']:.1f} ({r['fit_qm_init']:.1f}) | {r['fit_km']:.3f} | "
-            f"{r['fit_qm'] / r['fit_km']:.1f}x | {r['batch_qm'] * 1e3:.1f} | {r['batch_km'] * 1e3:.1f} | "
+            f"{r['fit_qm'] / r['fit_km']:.1f}x | "
+            f"{r.get('assign', 'scipy CSR (reference)' if r['structure'] == 'splincol' else 'fused KS chain')} | "
+            f"{r['batch_qm'] * 1e3:.1f} | {r['batch_km'] * 1e3:.1f} | "
             f"{r['batch_km'] / r['batch_qm']:.2f}x | {r['one_qm'] * 1e6:.0f} | {r['one_km'] * 1e6:.0f} | "
             f"{r['one_km'] / r['one_qm']:.2f}x | {r['acc_qm']:.3f} | {r['acc_km']:.3f} | "
             f"{PAPER.get((r['dataset'], r['K']), '') if r['structure'] == 'splincol' and r['s'] == 3 else ''} |")

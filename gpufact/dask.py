@@ -188,9 +188,17 @@ def _host(a):
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
+def _finite_block(Xb):
+    from ._validation import check_finite
+
+    check_finite(Xb, "X", get_backend(Xb).xp)  # as the in-memory predict: NaN/inf is a ValueError
+    return Xb
+
+
 def _predict_block(Xb, op, cnorm2):
     from .cluster import _lloyd
 
+    _finite_block(Xb)
     return _lloyd.assign(Xb, op, cnorm2)[0]
 
 
@@ -210,6 +218,7 @@ def predict(est, X):
 def _transform_block(Xb, op, cnorm2):
     from .cluster import _lloyd
 
+    _finite_block(Xb)
     return _lloyd.distances(Xb, op, cnorm2, [(0, Xb.shape[0])])
 
 

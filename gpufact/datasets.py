@@ -15,8 +15,9 @@ data as ``dtype`` (float32 by default, float64 allowed), labels as int64; a
 :class:`sklearn.utils.Bunch` (``data``, ``target``, ``DESCR``...) or ``(X, y)`` with
 ``return_X_y=True``.
 
-Fashion-MNIST is looked for in ``data_home``, then in the folder named by the environment
-variable ``GPUFACT_DATA``, then in ``/usr/share/datasets/fashion-mnist`` (where
+Fashion-MNIST is looked for in ``data_home`` alone when it is given (a mistyped folder is an
+error, never a silent fall-back); otherwise in the folder named by the environment variable
+``GPUFACT_DATA``, then in ``/usr/share/datasets/fashion-mnist`` (where
 ``apt-get install dataset-fashion-mnist`` puts it); plain or gzipped IDX files. When absent,
 :class:`FileNotFoundError` says how to get it.
 """
@@ -55,10 +56,10 @@ def _check_dtype(dtype):
 
 def _candidate_dirs(data_home):
     dirs = []
-    if data_home is not None:
+    if data_home is not None:  # a folder named by the caller is the only one looked in
         if not isinstance(data_home, (str, os.PathLike)):
             raise TypeError(f"data_home must be a path, got {type(data_home).__name__}")
-        dirs.append(Path(data_home))
+        return [Path(data_home), Path(data_home) / "fashion-mnist"]
     env = os.environ.get("GPUFACT_DATA")
     if env:
         dirs += [Path(env), Path(env) / "fashion-mnist"]
@@ -113,7 +114,7 @@ def load_fashion_mnist(*, subset: str = "train", data_home=None, dtype=np.float3
     Parameters
     ----------
     subset : "train" (60 000 images), "test" (10 000) or "all" (70 000, train first).
-    data_home : folder holding the IDX files (searched first; see the module docstring).
+    data_home : folder holding the IDX files (the only one searched when given).
     dtype : float32 (default) or float64; pixels scaled to [0, 1].
     return_X_y : return ``(X, y)`` instead of a Bunch.
 

@@ -222,6 +222,8 @@ def test_bad_input(blobs):
             QuickMeans(3, sparsity=2, **kw).fit(X)
     with pytest.raises(TypeError, match="verbose"):
         QuickMeans(3, sparsity=2, verbose="yes").fit(X)
+    with pytest.raises(ValueError, match="verbose"):
+        QuickMeans(3, sparsity=2, verbose=-1).fit(X)
     qm = QuickMeans(3, sparsity=2, max_iter=2, palm_max_iter=10).fit(X)
     with pytest.raises(ValueError, match="features"):
         qm.predict(X[:, :5])

@@ -94,3 +94,15 @@ def test_dask_bad_input(data):
     qm = QuickMeans(5, init=data[:5], **FAST).fit(da.from_array(data, chunks=(100, -1)))
     with pytest.raises(ValueError, match="features"):
         qm.predict(da.from_array(data[:, :5], chunks=(100, -1)))
+
+
+def test_predict_transform_refuse_nan_blocks():
+    # as the in-memory predict: NaN/inf is a ValueError, not labels computed from NaN scores
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(0)
+    m = QuickMeans(4, max_iter=2, random_state=0).fit(rng.standard_normal((100, 16)))
+    Xn = np.full((3, 16), np.nan)
+    with pytest.raises(ValueError, match="NaN"):
+        m.predict(da.from_array(Xn)).compute()
+    with pytest.raises(ValueError, match="NaN"):
+        m.transform(da.from_array(Xn)).compute()

@@ -93,3 +93,9 @@ def test_blobs_matches_generator():
 def test_blobs_bad_args(kw):
     with pytest.raises((ValueError, TypeError)):
         datasets.make_blobs(10, 3, 2, **kw)
+
+
+def test_fashion_mnist_data_home_is_exclusive(tmp_path):
+    # a folder named by the caller is not silently replaced by the system copy
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        datasets.load_fashion_mnist(data_home=tmp_path / "typo")

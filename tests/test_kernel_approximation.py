@@ -419,3 +419,15 @@ def test_nystroem_quickmeans_wiring_with_stand_in(monkeypatch, digits):
     K = _rbf(X, X, gamma)
     ref = FastNystroem(gamma=gamma, n_components=32, landmarks="uniform", random_state=0).fit(X)
     assert _rel(K, (lambda Z: Z @ Z.T)(e.transform(X))) < _rel(K, (lambda Z: Z @ Z.T)(ref.transform(X)))
+
+
+@pytest.mark.parametrize("K, d", [(20, 2), (1, 10)])
+def test_quickmeans_landmarks_with_few_components_or_features(K, d):
+    # QuickMeans' default sparsity is capped at min(K, d) for the landmarks (was a ValueError
+    # about a 'sparsity' the user never set)
+    pytest.importorskip("gpufact.cluster")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, d))
+    ny = FastNystroem(gamma=0.5, n_components=K, landmarks="quickmeans", random_state=0).fit(X)
+    Z = ny.transform(X[:5])
+    assert Z.shape == (5, K) and np.isfinite(Z).all()

@@ -427,3 +427,18 @@ def test_check_samples_keeps_read_only_and_memory_mapped_data(tmp_path):
         check_samples(BaseEstimator(), noncanonical(np.eye(4), "dup"), reset=True)
     with pytest.raises(TypeError, match="X"):
         check_samples(BaseEstimator(), np.ones((3, 2), dtype=np.complex64), reset=True)
+
+
+@pytest.mark.parametrize("bad_index", [4, 1_000_000, -1])
+def test_csr_out_of_range_indices_refused(bad_index):
+    # found by a new-user trial: malformed index arrays were read out of bounds (garbage or a crash)
+    M = sps.csr_matrix((4, 4))
+    M.indices = np.array([bad_index], np.int32)
+    M.data = np.array([1.0])
+    M.indptr = np.array([0, 1, 1, 1, 1], np.int32)
+    with pytest.raises(ValueError, match="matrix"):
+        gpufact.CSRFactor(M)
+    bad_ptr = sps.csr_matrix((np.array([1.0]), np.array([0], np.int32), np.array([0, 1, 1, 1, 1], np.int32)), shape=(4, 4))
+    bad_ptr.indptr = np.array([0, 2, 1, 1, 1], np.int32)
+    with pytest.raises(ValueError, match="matrix"):
+        gpufact.CSRFactor(bad_ptr)

@@ -14,7 +14,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import get_backend
-from .._validation import check_bool, check_int, check_samples, chunk_rows
+from .._validation import check_int, check_samples, chunk_rows
 from . import _lloyd
 from ._centroids import ButterflyCentroids, SplincolCentroids, n_factors_auto
 
@@ -92,7 +92,8 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         rows per chunk, so fit memory stays O(batch_size · (D + K) + K · D) besides X itself —
         use it with ``numpy.memmap`` data. The result is the same (exact Lloyd).
     random_state : None, int or RandomState (initialisation).
-    verbose : show a tqdm progress bar over the Lloyd iterations.
+    verbose : bool or int >= 0; true (nonzero) shows a tqdm progress bar over the Lloyd
+        iterations.
 
     Attributes
     ----------
@@ -151,7 +152,8 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) \
                 or not np.isfinite(self.tol) or self.tol < 0:
             raise ValueError(f"tol must be a finite number >= 0, got {self.tol!r}")
-        check_bool(self.verbose, "verbose")
+        if not isinstance(self.verbose, (bool, np.bool_)):  # as KMeans: a bool or an int level >= 0
+            check_int(self.verbose, "verbose", min_value=0)
         if isinstance(self.init, str):
             if self.init not in _INITS:
                 raise ValueError(f"init must be one of {_INITS} or an array (n_clusters, n_features), "

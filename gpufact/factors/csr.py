@@ -64,6 +64,10 @@ class CSRFactor(Factor):
             # a copy (never the caller's arrays), then canonical: sum_duplicates sorts the
             # indices and adds duplicates; zeros dropped after the sums
             matrix = sp.csr_matrix(matrix, copy=True)
+            try:  # out-of-range or malformed index arrays would be read out of bounds
+                matrix.check_format(full_check=True)
+            except ValueError as exc:
+                raise ValueError(f"matrix: malformed sparse matrix ({exc})") from None
             matrix.sum_duplicates()
             matrix.eliminate_zeros()
         if matrix.dtype.kind not in "biufc":

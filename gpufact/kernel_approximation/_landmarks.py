@@ -31,7 +31,9 @@ def quickmeans(X, K, rng, be):
     fast-transform cost (``gpufact.cluster.QuickMeans``, imported when used)."""
     from ..cluster import QuickMeans
 
-    qm = QuickMeans(n_clusters=K, random_state=int(rng.integers(2 ** 31 - 1))).fit(X)
+    # QuickMeans' default sparsity (3) capped at the factors' smallest dimension min(K, d)
+    sparsity = max(1, min(3, K, X.shape[1]))
+    qm = QuickMeans(n_clusters=K, sparsity=sparsity, random_state=int(rng.integers(2 ** 31 - 1))).fit(X)
     V = qm.centroid_operator_
     if V.dtype != X.dtype:
         V = V.astype(X.dtype)
