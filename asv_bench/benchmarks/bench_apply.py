@@ -4,17 +4,9 @@ Offline: ``cd asv_bench && asv run --python=same --quick``.
 """
 import numpy as np
 
-from gpufact import gpu_available, transforms
+from gpufact import transforms
 
-
-def _xp(backend):
-    if backend == "numpy":
-        return np
-    if not gpu_available():
-        raise NotImplementedError("no GPU")  # asv skips the case
-    import cupy
-
-    return cupy
+from ._backends import _xp
 
 
 class Apply:

@@ -8,15 +8,7 @@ import numpy as np
 
 from gpufact import CSRFactor, FactorProduct, gpu_available, proj
 
-
-def _xp(backend):
-    if backend == "numpy":
-        return np
-    if not gpu_available():
-        raise NotImplementedError("no GPU")  # asv skips the case
-    import cupy
-
-    return cupy
+from ._backends import _xp
 
 
 def centroid_operator(K, D, Q, xp, dtype, s=3):

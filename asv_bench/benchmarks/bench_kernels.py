@@ -3,18 +3,9 @@ NumPy and CuPy. Offline: ``cd asv_bench && asv run --python=same --quick -b Kern
 import numpy as np
 from sklearn.kernel_approximation import RBFSampler
 
-from gpufact import gpu_available
 from gpufact.kernel_approximation import Fastfood, StructuredOrthogonalFeatures
 
-
-def _xp(backend):
-    if backend == "numpy":
-        return np
-    if not gpu_available():
-        raise NotImplementedError("no GPU")  # asv skips the case
-    import cupy
-
-    return cupy
+from ._backends import _xp
 
 
 _METHODS = {"sorf": StructuredOrthogonalFeatures, "fastfood": Fastfood, "rbfsampler": RBFSampler}

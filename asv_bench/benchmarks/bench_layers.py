@@ -5,17 +5,9 @@ Offline: ``cd asv_bench && asv run --python=same --quick --bench Layers``.
 """
 import numpy as np
 
-from gpufact import gpu_available, transforms, vjp
+from gpufact import transforms, vjp
 
-
-def _xp(backend):
-    if backend == "numpy":
-        return np
-    if not gpu_available():
-        raise NotImplementedError("no GPU")  # asv skips the case
-    import cupy
-
-    return cupy
+from ._backends import _xp
 
 
 class Vjp:

@@ -4,19 +4,10 @@ Offline: ``cd asv_bench && asv run --python=same --quick -b QuickMeans``.
 """
 import numpy as np
 
-from gpufact import gpu_available
 from gpufact.cluster import QuickMeans
 from gpufact.cluster import _lloyd
 
-
-def _xp(backend):
-    if backend == "numpy":
-        return np
-    if not gpu_available():
-        raise NotImplementedError("no GPU")  # asv skips the case
-    import cupy
-
-    return cupy
+from ._backends import _xp
 
 
 def _sync(xp):
