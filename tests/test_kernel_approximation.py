@@ -431,3 +431,13 @@ def test_quickmeans_landmarks_with_few_components_or_features(K, d):
     ny = FastNystroem(gamma=0.5, n_components=K, landmarks="quickmeans", random_state=0).fit(X)
     Z = ny.transform(X[:5])
     assert Z.shape == (5, K) and np.isfinite(Z).all()
+
+
+def test_nystroem_gamma_beyond_dtype_range_is_an_error():
+    # found by a new-user trial: float32 data with gamma > float32 max gave NaN features
+    X = (np.random.default_rng(0).standard_normal((50, 10)) * 3e-21).astype(np.float32)
+    with pytest.raises(ValueError, match="gamma"):
+        FastNystroem(gamma=0.5e40, n_components=10, landmarks="uniform", random_state=0).fit(X)
+    Z = FastNystroem(gamma=0.5e40, n_components=10, landmarks="uniform",
+                     random_state=0).fit_transform(X.astype(np.float64))
+    assert np.isfinite(Z).all()

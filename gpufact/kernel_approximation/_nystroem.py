@@ -87,6 +87,11 @@ class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         rng = check_seed(self.random_state, "random_state")
         X, be = check_samples(self, X, reset=True)
         gamma, coef0, degree = self._params(X.shape[1])
+        with np.errstate(over="ignore"):
+            g = np.asarray(gamma, dtype=X.dtype)
+        if not np.isfinite(g):  # the kernel would be computed with an infinite gamma: NaN features
+            raise ValueError(f"gamma={gamma!r} does not fit in {X.dtype} (the data's dtype); "
+                             "pass float64 data or rescale X")
         xp = be.xp
         K = n
         if n > X.shape[0]:
