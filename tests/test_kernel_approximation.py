@@ -400,7 +400,7 @@ def test_nystroem_quickmeans_wiring_with_stand_in(monkeypatch, digits):
         pass
 
     class QuickMeans:  # stand-in: K-means centroids held as a one-factor product
-        def __init__(self, n_clusters, *, sparsity=3, random_state=None):
+        def __init__(self, n_clusters, *, sparsity=3, max_iter=50, palm_max_iter=300, random_state=None):
             self.n_clusters, self.random_state = n_clusters, random_state
 
         def fit(self, X):

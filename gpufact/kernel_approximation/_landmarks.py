@@ -31,9 +31,13 @@ def quickmeans(X, K, rng, be):
     fast-transform cost (``gpufact.cluster.QuickMeans``, imported when used)."""
     from ..cluster import QuickMeans
 
-    # QuickMeans' default sparsity (3) capped at the factors' smallest dimension min(K, d)
+    # QuickMeans' default sparsity (3) capped at the factors' smallest dimension min(K, d);
+    # landmarks need no converged clustering: 10 Lloyd iterations of 50 PALM sweeps (the
+    # estimator's defaults, 50 x 300, took 271 s against 40 s for 2 000 Fashion-MNIST images,
+    # K = 64, for a kernel error of 0.0385 against 0.0406)
     sparsity = max(1, min(3, K, X.shape[1]))
-    qm = QuickMeans(n_clusters=K, sparsity=sparsity, random_state=int(rng.integers(2 ** 31 - 1))).fit(X)
+    qm = QuickMeans(n_clusters=K, sparsity=sparsity, max_iter=10, palm_max_iter=50,
+                    random_state=int(rng.integers(2 ** 31 - 1))).fit(X)
     V = qm.centroid_operator_
     if V.dtype != X.dtype:
         V = V.astype(X.dtype)
