@@ -72,18 +72,25 @@ def chain_product_pattern(patterns):
     return out
 
 
-def _check_patterns(patterns, shape):
-    if not isinstance(patterns, (list, tuple)) or not patterns:
-        raise ValueError("patterns must be a non-empty list of (a, b, c, d) tuples")
+def parse_patterns(patterns, name: str = "patterns"):
+    """The entries of a non-empty list of KS patterns as tuples of 4 positive ints; errors name
+    ``name[j]`` (ValueError for a malformed entry, TypeError for a non-integer)."""
     pats = []
     for j, p in enumerate(patterns):
         try:
             vals = tuple(p)
         except TypeError:
-            raise ValueError(f"patterns[{j}] must be a tuple (a, b, c, d), got {p!r}") from None
+            raise ValueError(f"{name}[{j}] must be a tuple (a, b, c, d), got {p!r}") from None
         if len(vals) != 4:
-            raise ValueError(f"patterns[{j}] must have 4 entries (a, b, c, d), got {p!r}")
-        pats.append(tuple(check_int(v, f"patterns[{j}][{i}]", min_value=1) for i, v in enumerate(vals)))
+            raise ValueError(f"{name}[{j}] must have 4 entries (a, b, c, d), got {p!r}")
+        pats.append(tuple(check_int(v, f"{name}[{j}][{i}]", min_value=1) for i, v in enumerate(vals)))
+    return pats
+
+
+def _check_patterns(patterns, shape):
+    if not isinstance(patterns, (list, tuple)) or not patterns:
+        raise ValueError("patterns must be a non-empty list of (a, b, c, d) tuples")
+    pats = parse_patterns(patterns)
     # every prefix/suffix product must be KS: check all consecutive products
     for k in range(1, len(pats)):
         chain_product_pattern(pats[:k])

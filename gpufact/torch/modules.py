@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .._validation import check_int
+from ..factorize.butterfly import parse_patterns
 from ._function import ks_chain
 
 STRUCTURES = ("butterfly", "monarch")
@@ -89,15 +90,7 @@ def ks_patterns(in_features: int, out_features: int, structure="butterfly"):
     if not isinstance(structure, (list, tuple)) or not structure:
         raise ValueError(f"structure must be one of {STRUCTURES} or a non-empty list of (a, b, c, d) patterns, "
                          f"got {structure!r}")
-    pats = []
-    for j, p in enumerate(structure):
-        try:
-            vals = tuple(p)
-        except TypeError:
-            raise ValueError(f"structure[{j}] must be a pattern (a, b, c, d), got {p!r}") from None
-        if len(vals) != 4:
-            raise ValueError(f"structure[{j}] must be a pattern (a, b, c, d), got {p!r}")
-        pats.append(tuple(check_int(v, f"structure[{j}][{i}]", min_value=1) for i, v in enumerate(vals)))
+    pats = parse_patterns(structure, "structure")
     rows = [a * b * d for a, b, c, d in pats]
     cols = [a * c * d for a, b, c, d in pats]
     for j in range(len(pats) - 1):
