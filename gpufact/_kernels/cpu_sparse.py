@@ -7,7 +7,8 @@ transposed into it while in cache by ``cpu._load_rows``' 8 x 8 vector transposes
 factor is applied there, and the result is written out once. A CSR row with entries
 (c_p, w_p) is then Σ_p w_p · row(c_p): a few scalar × vector FMAs on contiguous bt-long
 rows (up to four at a time, so an output row is written once per four entries), whatever
-the support. Tiles run in parallel (``prange``), each thread with its own two buffers.
+the support. Tiles run in parallel (GIL-free kernels on a thread pool, ``cpu._on_threads``),
+each thread with its own two buffers.
 
 The chain is held concatenated (application order, :class:`gpufact.factors._csr_chain.CSRChain`):
 
@@ -28,9 +29,9 @@ Time O(B · nnz); extra memory (rows0 + rows1 + 3) · bt per thread (at most ~1 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .cpu import _FASTMATH, _load_rows, _store_rows
+from .cpu import _FASTMATH, _load_rows, _on_threads, _store_rows
 from .cpu_tiles import _copy_cols, _store_cols
 
 # Samples per tile: a longer tile row amortises each CSR row's fixed cost (its indptr, the
@@ -178,23 +179,30 @@ def _apply_tile(plan, indptr, indices, data, X, x_rows, Y, y_rows, bt, ti, buf0,
         _store_cols(res, bt, Y, b0, Y.shape[0], nt)
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _apply_tiles(plan, indptr, indices, data, rows0, rows1, X, x_rows, Y, y_rows, bt, first, step):
+    """Tiles first, first + step, ... of :func:`csr_chain_apply`, with this thread's buffers."""
+    B = X.shape[0] if x_rows else X.shape[1]
+    ntiles = (B + bt - 1) // bt
+    buf0 = np.empty(rows0 * bt, dtype=Y.dtype)
+    buf1 = np.empty(max(rows1, 1) * bt, dtype=Y.dtype)
+    for ti in range(first, ntiles, step):
+        _apply_tile(plan, indptr, indices, data, X, x_rows, Y, y_rows, bt, ti, buf0, buf1)
+
+
 def csr_chain_apply(plan, indptr, indices, data, rows0, rows1, X, x_rows, Y, y_rows, bt, nthreads):
     """Y <- (chain of CSR factors) X, tiles of ``bt`` samples in parallel.
 
     plan, indptr, indices, data: the chain (module docstring), data of Y's dtype.
     rows0, rows1: ping-pong buffer rows. X: C-contiguous, (B, N) if ``x_rows`` else (N, B),
     of Y's dtype (read-only arrays are fine); Y: (B, M) if ``y_rows`` else (M, B).
-    bt: samples per tile (:func:`tile_width`); nthreads: Numba's thread count.
+    bt: samples per tile (:func:`tile_width`); nthreads: threads (one pair of buffers each,
+    tiles dealt round-robin; GIL-free kernels on :func:`cpu._on_threads`' pool: a ``prange``
+    region cost ~6 s more compilation on a first call).
     """
     B = X.shape[0] if x_rows else X.shape[1]
-    ntiles = (B + bt - 1) // bt
-    nth = max(1, min(nthreads, ntiles))
-    for th in prange(nth):  # one pair of buffers per thread, tiles dealt round-robin
-        buf0 = np.empty(rows0 * bt, dtype=Y.dtype)
-        buf1 = np.empty(max(rows1, 1) * bt, dtype=Y.dtype)
-        for ti in range(th, ntiles, nth):
-            _apply_tile(plan, indptr, indices, data, X, x_rows, Y, y_rows, bt, ti, buf0, buf1)
+    _on_threads(_apply_tiles, (plan, indptr, indices, data, rows0, rows1, X, x_rows, Y, y_rows, bt),
+                -(-B // bt), nthreads)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -212,7 +220,22 @@ def _argmin_tile(plan, indptr, indices, data, X, x_rows, bias, alpha, labels, va
         values[b0 + t] = bv[t]
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _argmin_tiles(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, alpha, labels, values, bt,
+                  first, step):
+    """Tiles first, first + step, ... of :func:`csr_chain_argmin`, with this thread's buffers."""
+    B = X.shape[0] if x_rows else X.shape[1]
+    ntiles = (B + bt - 1) // bt
+    buf0 = np.empty(rows0 * bt, dtype=data.dtype)
+    buf1 = np.empty(max(rows1, 1) * bt, dtype=data.dtype)
+    acc = np.empty(bt, dtype=data.dtype)
+    bv = np.empty(bt, dtype=data.dtype)
+    bi = np.empty(bt, dtype=np.int32)
+    for ti in range(first, ntiles, step):
+        _argmin_tile(plan, indptr, indices, data, X, x_rows, bias, alpha, labels, values, bt, ti,
+                     buf0, buf1, acc, bv, bi)
+
+
 def csr_chain_argmin(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, alpha, labels, values,
                      bt, nthreads):
     """labels[b], values[b] <- argmin and min over k of ``bias[k] + alpha · (chain @ x_b)[k]``
@@ -220,20 +243,11 @@ def csr_chain_argmin(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias,
     reduced on the fly (rows0, rows1 cover the other steps only).
 
     X as in :func:`csr_chain_apply`; bias: (K,) and alpha of data's dtype (real);
-    labels: int32 (B,); values: (B,) of data's dtype.
+    labels: int32 (B,); values: (B,) of data's dtype. Threads as in :func:`csr_chain_apply`.
     """
     B = X.shape[0] if x_rows else X.shape[1]
-    ntiles = (B + bt - 1) // bt
-    nth = max(1, min(nthreads, ntiles))
-    for th in prange(nth):
-        buf0 = np.empty(rows0 * bt, dtype=data.dtype)
-        buf1 = np.empty(max(rows1, 1) * bt, dtype=data.dtype)
-        acc = np.empty(bt, dtype=data.dtype)
-        bv = np.empty(bt, dtype=data.dtype)
-        bi = np.empty(bt, dtype=np.int32)
-        for ti in range(th, ntiles, nth):
-            _argmin_tile(plan, indptr, indices, data, X, x_rows, bias, alpha, labels, values, bt, ti,
-                         buf0, buf1, acc, bv, bi)
+    _on_threads(_argmin_tiles, (plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, alpha, labels,
+                                values, bt), -(-B // bt), nthreads)
 
 
 # ---- one sample at a time (tiny batches: no parallel region, no tiles, no row views) ---------
