@@ -128,26 +128,21 @@ def section_split(X, D, lines):
 
 
 def section_nystroem(datasets, Ks, lines):
-    try:
-        import gpufact.cluster  # noqa: F401
-        have_qm = True
-    except ImportError:
-        have_qm = False
+    from gpufact.kernel_approximation import _landmarks
+
     lines += ["## 2. Nyström landmarks", "",
-              "Relative kernel error, fit time and transform time per sample (float32, the whole block)."
-              + ("" if have_qm else " QuickMeans rows: gpufact.cluster is not in this build (merged separately); "
-                 "rerun this script after the merge to fill them."), ""]
+              "Relative kernel error, fit time and transform time per sample (float32, the whole block). "
+              f"QuickMeans landmarks: {_landmarks.QM_N_FACTORS} factors, sparsity {_landmarks.QM_SPARSITY}, "
+              f"{_landmarks.QM_MAX_ITER} Lloyd iterations of {_landmarks.QM_PALM_MAX_ITER} PALM sweeps; "
+              "nnz(V) = stored nonzeros of the centroid operator (K·d for dense landmarks).", ""]
     for name, X in datasets.items():
         gamma = gamma_of(X)
         K = rbf_block(X, gamma)
-        lines += [f"### {name}", "", "| K | landmarks | rel. error | fit s | transform µs / sample |",
-                  "|---:|---|---:|---:|---:|"]
+        lines += [f"### {name}", "", "| K | landmarks | rel. error | fit s | transform µs / sample | nnz(V) |",
+                  "|---:|---|---:|---:|---:|---:|"]
         for k in Ks:
             ests = {"sklearn Nystroem (uniform)": Nystroem(gamma=gamma, n_components=k, random_state=0)}
             for lm in ("quickmeans", "kmeans", "uniform", "fast-nys"):
-                if lm == "quickmeans" and not have_qm:
-                    lines.append(f"| {k} | quickmeans | pending merge | | |")
-                    continue
                 ests[f"FastNystroem {lm}"] = FastNystroem(gamma=gamma, n_components=k, landmarks=lm, random_state=0)
             fitted = {}
             for m, est in ests.items():
@@ -157,8 +152,10 @@ def section_nystroem(datasets, Ks, lines):
             best = interleaved_best({m: (lambda e=e: e.transform(X)) for m, (e, _) in fitted.items()},
                                     rounds=2, repeat=2)
             for m, (est, tfit) in fitted.items():
+                op = getattr(est, "landmark_operator_", None)
+                nnz = op.nnz if op is not None else k * X.shape[1]
                 lines.append(f"| {k} | {m} | {rel_err(K, est.transform(X)):.4f} | {tfit:.2f} | "
-                             f"{best[m] / X.shape[0] * 1e6:.1f} |")
+                             f"{best[m] / X.shape[0] * 1e6:.1f} | {nnz} |")
                 print(lines[-1], flush=True)
         lines.append("")
 
@@ -237,20 +234,22 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="kernel,split,nystroem,learned,downstream")
     ap.add_argument("--out", default="kernels_cpu.md")
+    ap.add_argument("--data", default="Fashion-MNIST,digits", help="comma-separated data sets")
     a = ap.parse_args()
     only = set(a.only.split(","))
     datasets = {}
     n_block = 500 if a.quick else 2000
-    if fashion_mnist_available():
+    if fashion_mnist_available() and "Fashion-MNIST" in a.data.split(","):
         datasets["Fashion-MNIST"] = load_fashion_mnist(subset="train", return_X_y=True)[0][:n_block]
-    datasets["digits"] = load_digits(return_X_y=True)[0][: n_block]
+    if "digits" in a.data.split(","):
+        datasets["digits"] = load_digits(return_X_y=True)[0][: n_block]
     import numba
 
     flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "") if os.path.exists("/proc/cpuinfo") else ""
     isa = "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "SSE")
     lines = [f"Vector ISA: {isa}. Threads: Numba {numba.get_num_threads()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. "
              "The box is shared (load average given below); all ratios are measured side by side "
-             "in one run.", ""]
+             f"in one run. Load average at the start: {os.getloadavg()[0]:.1f} (1 min).", ""]
     ske, why = sklearn_extra_fastfood()
     lines += [f"scikit-learn-extra Fastfood: {'available' if ske else 'not measured — ' + why}", ""]
     if "kernel" in only:

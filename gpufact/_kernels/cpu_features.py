@@ -160,61 +160,127 @@ KIND_HADAMARD = 2  # a plain [[1, 1], [1, -1]] butterfly level: add/sub in place
 
 @njit(cache=True, fastmath=_FM)
 def _hadamard_step_inplace(a, d, buf, bt):
-    """One ±1 butterfly level (pattern (a, 2, 2, d)) in place on the tile rows."""
+    """One ±1 butterfly level (pattern (a, 2, 2, d)) in place on the tile rows. Rows i and
+    i + d for i in a run of d consecutive rows are two contiguous runs of d·bt entries, so
+    each group is one long elementwise loop (the loop's alias checks paid once per group,
+    not once per row of bt entries)."""
+    L = d * bt
     for al in range(a):
-        for de in range(d):
-            i0 = al * 2 * d + de
-            x0 = buf[i0 * bt:(i0 + 1) * bt]
-            x1 = buf[(i0 + d) * bt:(i0 + d + 1) * bt]
-            for t in range(bt):
-                u = x0[t]
-                v = x1[t]
-                x0[t] = u + v
-                x1[t] = u - v
+        b = al * 2 * L
+        x0 = buf[b:b + L]
+        x1 = buf[b + L:b + 2 * L]
+        for t in range(L):
+            u = x0[t]
+            v = x1[t]
+            x0[t] = u + v
+            x1[t] = u - v
 
 
 @njit(cache=True, fastmath=_FM)
 def _hadamard_step4_inplace(a, d, buf, bt):
     """Two ±1 butterfly levels, (a, 2, 2, d) then (2a, 2, 2, d/2), in one pass over the tile:
-    four rows per group loaded once, both levels in registers, stored once."""
-    h = d // 2
+    four contiguous runs of d/2·bt entries per group loaded once, both levels in registers,
+    stored once."""
+    L = (d // 2) * bt
     for al in range(a):
-        for de in range(h):
-            i0 = al * 2 * d + de
-            x0 = buf[i0 * bt:(i0 + 1) * bt]
-            x1 = buf[(i0 + h) * bt:(i0 + h + 1) * bt]
-            x2 = buf[(i0 + d) * bt:(i0 + d + 1) * bt]
-            x3 = buf[(i0 + d + h) * bt:(i0 + d + h + 1) * bt]
-            for t in range(bt):
-                u0 = x0[t] + x2[t]
-                u2 = x0[t] - x2[t]
-                u1 = x1[t] + x3[t]
-                u3 = x1[t] - x3[t]
-                x0[t] = u0 + u1
-                x1[t] = u0 - u1
-                x2[t] = u2 + u3
-                x3[t] = u2 - u3
+        b = al * 4 * L
+        x0 = buf[b:b + L]
+        x1 = buf[b + L:b + 2 * L]
+        x2 = buf[b + 2 * L:b + 3 * L]
+        x3 = buf[b + 3 * L:b + 4 * L]
+        for t in range(L):
+            u0 = x0[t] + x2[t]
+            u2 = x0[t] - x2[t]
+            u1 = x1[t] + x3[t]
+            u3 = x1[t] - x3[t]
+            x0[t] = u0 + u1
+            x1[t] = u0 - u1
+            x2[t] = u2 + u3
+            x3[t] = u2 - u3
+
+
+@njit(cache=True, fastmath=_FM, inline="always")
+def _bf8(x0, x1, x2, x3, x4, x5, x6, x7):
+    """Three ±1 butterfly levels on 8 values: pairs (m, m+4), then (m, m+2), then (m, m+1)."""
+    a0, a4 = x0 + x4, x0 - x4
+    a1, a5 = x1 + x5, x1 - x5
+    a2, a6 = x2 + x6, x2 - x6
+    a3, a7 = x3 + x7, x3 - x7
+    b0, b2 = a0 + a2, a0 - a2
+    b1, b3 = a1 + a3, a1 - a3
+    b4, b6 = a4 + a6, a4 - a6
+    b5, b7 = a5 + a7, a5 - a7
+    return b0 + b1, b0 - b1, b2 + b3, b2 - b3, b4 + b5, b4 - b5, b6 + b7, b6 - b7
+
+
+@njit(cache=True, fastmath=_FM)
+def _hadamard_step8_inplace(a, d, buf, bt):
+    """Three ±1 butterfly levels, (a, 2, 2, d), (2a, 2, 2, d/2), (4a, 2, 2, d/4) (d a multiple
+    of 4), in one pass over the tile: eight contiguous runs of d/4·bt entries per group
+    loaded once, stored once."""
+    L = (d // 4) * bt
+    for al in range(a):
+        b = al * 8 * L
+        r0 = buf[b:b + L]
+        r1 = buf[b + L:b + 2 * L]
+        r2 = buf[b + 2 * L:b + 3 * L]
+        r3 = buf[b + 3 * L:b + 4 * L]
+        r4 = buf[b + 4 * L:b + 5 * L]
+        r5 = buf[b + 5 * L:b + 6 * L]
+        r6 = buf[b + 6 * L:b + 7 * L]
+        r7 = buf[b + 7 * L:b + 8 * L]
+        for t in range(L):
+            y0, y1, y2, y3, y4, y5, y6, y7 = _bf8(r0[t], r1[t], r2[t], r3[t], r4[t], r5[t], r6[t], r7[t])
+            r0[t] = y0
+            r1[t] = y1
+            r2[t] = y2
+            r3[t] = y3
+            r4[t] = y4
+            r5[t] = y5
+            r6[t] = y6
+            r7[t] = y7
+
+
+#: shortest contiguous run (entries) for a radix-8 pass: below it the loop's setup (alias checks
+#: of eight streams) costs more than the pass it saves (the last levels, d = 4, on 32-sample tiles)
+_MIN_RUN = 64
+
+
+@njit(cache=True, inline="always")
+def _plain_run(plan, j, n):
+    """Number (≤ n) of consecutive plain ±1 levels from step j that one pass can merge: each
+    halves d and doubles a (one more bit of the same rows)."""
+    m = 0
+    while m < n and j + m < plan.shape[0] and plan[j + m, 0] == KIND_HADAMARD:
+        if m > 0 and not (plan[j + m, 1] == 2 * plan[j + m - 1, 1] and 2 * plan[j + m, 4] == plan[j + m - 1, 4]):
+            break
+        m += 1
+    return m
 
 
 @njit(cache=True, fastmath=_FM)
 def _run_steps(w, plan, src, buf0, buf1, bt, radix4):
     """Apply the plan's steps to ``src`` (left unchanged) through buf0/buf1; returns 0 or 1,
     the buffer that holds the result (0 if the plan is empty and src is buf0). Steps of
-    kind KIND_HADAMARD run in place (the weights they carry are the plain butterfly)."""
+    kind KIND_HADAMARD run in place (the weights they carry are the plain butterfly). With
+    ``radix4`` (the default path) consecutive plain levels are merged into passes over the
+    tile: three per pass (``_hadamard_step8_inplace``) while each of its eight runs holds at
+    least ``_MIN_RUN`` entries, else two, else one."""
     cur = -1
-    skip = False
-    for j in range(plan.shape[0]):
-        if skip:
-            skip = False
-            continue
+    j = 0
+    while j < plan.shape[0]:
         if plan[j, 0] == KIND_HADAMARD and cur != -1:
             buf = buf0 if cur == 0 else buf1
-            if (radix4 and j + 1 < plan.shape[0] and plan[j + 1, 0] == KIND_HADAMARD
-                    and plan[j + 1, 1] == 2 * plan[j, 1] and 2 * plan[j + 1, 4] == plan[j, 4]):
+            m = _plain_run(plan, j, 3) if radix4 else 1
+            if m == 3 and plan[j, 4] % 4 == 0 and (plan[j, 4] // 4) * bt >= _MIN_RUN:
+                _hadamard_step8_inplace(plan[j, 1], plan[j, 4], buf, bt)
+                j += 3
+            elif m >= 2:
                 _hadamard_step4_inplace(plan[j, 1], plan[j, 4], buf, bt)
-                skip = True
+                j += 2
             else:
                 _hadamard_step_inplace(plan[j, 1], plan[j, 4], buf, bt)
+                j += 1
             continue
         s = src if cur == -1 else (buf0 if cur == 0 else buf1)
         nxt = 1 if cur == 0 else 0
@@ -224,6 +290,7 @@ def _run_steps(w, plan, src, buf0, buf1, bt, radix4):
         else:
             _generic_step(w, plan[j, 5], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], s, dst, bt)
         cur = nxt
+        j += 1
     return cur
 
 
@@ -294,8 +361,10 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
     X and the weights, with (k−1)·N < M ≤ k·N: the first M rows of the stacked blocks are
     kept (block j's in columns j·N …). cos: Y = scale · cos(Z + offset) (offset (≥ M,));
     sincos: scale · [cos Z, sin Z].
-    Plain ±1 butterfly levels (plan kind KIND_HADAMARD) run in place as add/sub, two levels
-    per pass when ``radix4``. Time O(B · k · (N log N)); memory three N x bt tiles per thread.
+    Plain ±1 butterfly levels (plan kind KIND_HADAMARD) run in place as add/sub; with
+    ``radix4`` up to three levels per pass, each group of rows as contiguous runs of the tile
+    (see ``_run_steps``; ``radix4=False``, one level per pass, gives the same bits). Time
+    O(B · k · (N log N)); memory three N x bt tiles per thread.
     """
     B, d = X.shape
     k = W1.shape[0]
