@@ -59,28 +59,37 @@ def test_transform_equals_dense_reference(xp, Est, features, dt, d):
 
 @pytest.mark.parametrize("Est", STRUCTURED)
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
-@pytest.mark.parametrize("d", [300, 600])
-def test_fused_passes_equal_level_by_level(Est, dt, d):
+@pytest.mark.parametrize("d, magnitude", [(300, 1.0), (600, 1.0), (600, 1e3)])
+def test_fused_passes_equal_level_by_level(Est, dt, d, magnitude):
     """The fused CPU kernel merges plain Hadamard levels into radix-4 / radix-8 passes over
     contiguous runs of the tile (N = 512, 1024: all pass kinds, full and partial tiles): the
     result equals the one-level-at-a-time path bit for bit (same additions, same order) and
-    the dense reference."""
+    the dense reference, with the float32 cosine reduction (arguments provably below 4096
+    through the block norm bound) and with the float64 one (large arguments)."""
     import numba
 
     from gpufact._kernels import cpu_features
     from gpufact.kernel_approximation._structured import tile_samples
 
     rng = np.random.default_rng(4)
-    X = rng.standard_normal((75, d)).astype(dt)
+    X = (rng.standard_normal((75, d)) * magnitude).astype(dt)
     est = Est(gamma=0.5 / d, n_components=2500, random_state=1).fit(X)
     Y = est.transform(X)
-    W1, plan1, perm, W2, plan2, off = est._program(np.dtype(dt))
+    W1, plan1, perm, W2, plan2, off, bound = est._program(np.dtype(dt))
     N, th = est.padded_features_, numba.get_num_threads()
+    # the bound is a bound on each block's norm (tight for SORF: √N/σ on orthogonal blocks)
+    Wd = host(est.operator_.toarray()).astype(np.float64)
+    norms = [np.linalg.norm(Wd[j * N:(j + 1) * N], 2) for j in range(len(bound) - 1)]
+    assert np.all(bound[:-1] >= np.array(norms) * (1 - 1e-6))
+    if Est is StructuredOrthogonalFeatures:
+        np.testing.assert_allclose(bound, math.sqrt(N) * math.sqrt(2 * est.gamma), rtol=1e-6)
+    small = bound.max() * np.linalg.norm(X.astype(np.float64), axis=1).max() + 2 * np.pi <= 4096
+    assert small == (magnitude == 1.0)  # both cosine paths are exercised
     Y2 = np.empty_like(Y)
     cpu_features.structured_features(W1, plan1, perm, W2, plan2, N, X, Y2, off, dt(est._scale()), False,
-                                     tile_samples(N, np.dtype(dt).itemsize, len(X), th), th, False)
+                                     tile_samples(N, np.dtype(dt).itemsize, len(X), th), th, False, bound)
     np.testing.assert_array_equal(Y, Y2)
-    P = X.astype(np.float64) @ host(est.operator_.toarray()).astype(np.float64).T
+    P = X.astype(np.float64) @ Wd.T
     s = est._scale()
     tol = 3e-6 if dt == np.float32 else 1e-12
     np.testing.assert_allclose(Y, s * np.cos(P + host(est.random_offset_)), atol=tol * np.abs(P).max() * s)

@@ -294,33 +294,114 @@ def _run_steps(w, plan, src, buf0, buf1, bt, radix4):
     return cur
 
 
+# The row loops below index the flat tile directly (no per-row array views: each view costs
+# an atomic reference-count increment and decrement, which on rows of bt = 32 samples cost as
+# much as the arithmetic).
 @njit(cache=True, fastmath=_FM)
 def _cos_rows(buf, n, bt, offset, o0, scale):
     """buf[i, :] <- scale · cos(buf[i, :] + offset[o0 + i]) for the n rows of a tile."""
     for i in range(n):
-        row = buf[i * bt:(i + 1) * bt]
         b = np.float64(offset[o0 + i])
+        base = i * bt
         for t in range(bt):
-            x = row[t]
+            x = buf[base + t]
             r, q = _reduce(np.float64(x) + b)
             c, s = _poly(r, x)
             cv, sv = _quadrant(c, s, q)
-            row[t] = scale * cv
+            buf[base + t] = scale * cv
 
 
 @njit(cache=True, fastmath=_FM)
 def _sincos_rows(buf, out_s, n, bt, scale):
     """buf[i, :] <- scale · cos buf[i, :], out_s[i, :] <- scale · sin buf[i, :]."""
     for i in range(n):
-        row = buf[i * bt:(i + 1) * bt]
-        srow = out_s[i * bt:(i + 1) * bt]
+        base = i * bt
         for t in range(bt):
-            x = row[t]
+            x = buf[base + t]
             r, q = _reduce(np.float64(x))
             c, s = _poly(r, x)
             cv, sv = _quadrant(c, s, q)
-            row[t] = scale * cv
-            srow[t] = scale * sv
+            buf[base + t] = scale * cv
+            out_s[base + t] = scale * sv
+
+
+# float32 tiles whose arguments are provably small (|t| <= _F32_REDUCE_MAX, from a bound on the
+# operator's norm, see ``structured_features``) reduce in float32: t = x + b kept exact as
+# s + e (TwoSum), j = rint(s·2/π), r = s − j·π/2 with π/2 in three parts (Cody–Waite, Cephes'
+# split; j·P1 is exact for j < 2^15) plus e. Error ≤ 1e-7 absolute (tested against NumPy in
+# float64), the same bound as the float64 reduction, at twice the float32 lanes per vector.
+_PIO2_1F = np.float32(1.5703125)
+_PIO2_2F = np.float32(4.837512969970703125e-4)
+_PIO2_3F = np.float32(7.54978995489188216e-8)
+_TWO_OVER_PI_F = np.float32(_TWO_OVER_PI)
+_F32_REDUCE_MAX = 4096.0
+
+
+@njit(cache=True, fastmath=_FM, inline="always")
+def _reduce32(x, b):
+    """(r, q) in float32 for t = x + b (float32 x, b; |t| <= _F32_REDUCE_MAX)."""
+    s = x + b
+    bb = s - x
+    e = (x - (s - bb)) + (b - bb)
+    j = np.rint(s * _TWO_OVER_PI_F)
+    r = (((s - j * _PIO2_1F) - j * _PIO2_2F) - j * _PIO2_3F) + e
+    q = j - np.float32(4.0) * np.floor(j * np.float32(0.25))
+    return r, q
+
+
+@njit(cache=True, fastmath=_FM)
+def _cos_rows32(buf, n, bt, offset, o0, scale):
+    """:func:`_cos_rows` for float32 tiles with every |buf + offset| <= _F32_REDUCE_MAX."""
+    for i in range(n):
+        b = offset[o0 + i]
+        base = i * bt
+        for t in range(bt):
+            r, q = _reduce32(buf[base + t], b)
+            c, s = _poly32(r)
+            cv, sv = _quadrant(c, s, q)
+            buf[base + t] = scale * cv
+
+
+@njit(cache=True, fastmath=_FM)
+def _sincos_rows32(buf, out_s, n, bt, scale):
+    """:func:`_sincos_rows` for float32 tiles with every |buf| <= _F32_REDUCE_MAX."""
+    z = np.float32(0.0)
+    for i in range(n):
+        base = i * bt
+        for t in range(bt):
+            r, q = _reduce32(buf[base + t], z)
+            c, s = _poly32(r)
+            cv, sv = _quadrant(c, s, q)
+            buf[base + t] = scale * cv
+            out_s[base + t] = scale * sv
+
+
+def _small_args_path(like):
+    """True when the float32 reduction applies to tiles of this dtype (float32 only)."""
+
+
+@overload(_small_args_path, jit_options={"cache": True}, inline="always")
+def _small_args_path_typed(like):
+    if like == types.float32:
+        return lambda like: True
+    return lambda like: False
+
+
+@njit(cache=True, fastmath=_FM)
+def _tile_max_norm(bin_, d, nt, bt, sq):
+    """max over the tile's nt samples of ‖x_t‖ (rows 0..d-1 of the tile), in float64."""
+    for t in range(bt):
+        sq[t] = 0.0
+    for i in range(d):
+        base = i * bt
+        for t in range(nt):
+            v = np.float64(bin_[base + t])
+            sq[t] += v * v
+    m = 0.0
+    for t in range(nt):
+        if sq[t] > m:
+            m = sq[t]
+    return np.sqrt(m)
 
 
 @njit(cache=True)
@@ -350,7 +431,7 @@ def _permute_rows(src, perm, dst, bt):
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sincos, bt, nthreads,
-                        radix4=True):
+                        radix4, norm_bound):
     """Random features of k structured N x N blocks, fused with their cosine.
 
     X : (B, d) C-contiguous samples, d <= N (zero-padded to N in the tile).
@@ -361,6 +442,10 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
     X and the weights, with (k−1)·N < M ≤ k·N: the first M rows of the stacked blocks are
     kept (block j's in columns j·N …). cos: Y = scale · cos(Z + offset) (offset (≥ M,));
     sincos: scale · [cos Z, sin Z].
+    norm_bound : (k,) float64, an upper bound on each block's spectral norm: float32
+    tiles with ``norm_bound[j] · max_t ‖x_t‖ + max |offset| <= 4096`` take their cosines
+    with the float32 argument reduction (see ``_reduce32``), other tiles (and float64) the
+    float64 one; an empty array: always float64.
     Plain ±1 butterfly levels (plan kind KIND_HADAMARD) run in place as add/sub; with
     ``radix4`` up to three levels per pass, each group of rows as contiguous runs of the tile
     (see ``_run_steps``; ``radix4=False``, one level per pass, gives the same bits). Time
@@ -374,16 +459,23 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
     ntiles = (B + bt - 1) // bt
     nth = max(1, min(nthreads, ntiles))
     has_perm = perm.shape[1] > 0
+    small = _small_args_path(scale) and norm_bound.shape[0] > 0
+    off_max = 0.0
+    if small and not sincos:
+        for i in range(M):
+            off_max = max(off_max, abs(np.float64(offset[i])))
     for th in prange(nth):
         bin_ = np.zeros(N * bt, dtype=Y.dtype)  # rows d..N-1 stay zero: the padding
         buf0 = np.empty(N * bt, dtype=Y.dtype)
         buf1 = np.empty(N * bt, dtype=Y.dtype)
+        sq = np.empty(bt, dtype=np.float64)
         for ti in range(th, ntiles, nth):
             b0 = ti * bt
             nt = min(bt, B - b0)
             _load_rows(X, b0, nt, bin_, bt)
             if nt < bt:
                 _zero_tail(bin_, d, nt, bt, bt)
+            xmax = _tile_max_norm(bin_, d, nt, bt, sq) if small else 0.0
             for j in range(k):
                 rows = min(N, M - j * N)  # the last block may be cut to the M rows kept
                 cur = _run_steps(W1[j], plan1, bin_, buf0, buf1, bt, radix4)
@@ -396,10 +488,17 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
                     cur = (1 - cur) if c2 == 0 else cur
                 res = buf0 if cur == 0 else buf1
                 spare = buf1 if cur == 0 else buf0
+                fast = small and norm_bound[j] * xmax + off_max <= _F32_REDUCE_MAX
                 if sincos:
-                    _sincos_rows(res, spare, rows, bt, scale)
+                    if fast:
+                        _sincos_rows32(res, spare, rows, bt, scale)
+                    else:
+                        _sincos_rows(res, spare, rows, bt, scale)
                     _store_block(res, bt, y, ldy, j * N, b0, nt, rows)
                     _store_block(spare, bt, y, ldy, M + j * N, b0, nt, rows)
                 else:
-                    _cos_rows(res, rows, bt, offset, j * N, scale)
+                    if fast:
+                        _cos_rows32(res, rows, bt, offset, j * N, scale)
+                    else:
+                        _cos_rows(res, rows, bt, offset, j * N, scale)
                     _store_block(res, bt, y, ldy, j * N, b0, nt, rows)
