@@ -3,8 +3,9 @@ with the random offset and the output scale fused into the same in-place pass.
 
 Neither NumPy nor Numba (without Intel SVML) vectorises ``cos`` over float32 in parallel, and
 at d = 784, D = 16384 the D cosines per sample cost as much as the structured product. Here
-the argument is reduced in float64 (t = j·π/2 + r, |r| ≤ π/4, two-part π/2 with fused
-multiply-adds: exact to |t| ~ 1e15), then ±cos r or ±sin r is evaluated by the minimax
+the argument is reduced (t = j·π/2 + r, |r| ≤ π/4) in float64 (two-part π/2 with fused
+multiply-adds: exact to |t| ~ 1e15), or, for float32 arguments known to lie below 4096, in
+float32 (``_reduce32``: twice the lanes), then ±cos r or ±sin r is evaluated by the minimax
 polynomials of Cephes (``sinf``/``cosf`` in float32, ``sin``/``cos`` in float64); the
 quadrant selects the branch by compare-and-blend, so the loop vectorises (AVX2: 4 lanes in
 the reduction, 8 in the float32 polynomials). Rows run in parallel (``prange``).
@@ -70,17 +71,37 @@ def _quadrant(c, s, q):
     return (-cv if cn else cv), (-sv if sn else sv)
 
 
+@njit(cache=True, fastmath={"nnan", "ninf", "nsz"})
+def _absmax(row):
+    """max |row| (finite data: the estimators refuse NaN/inf before any kernel runs)."""
+    m = np.float64(0.0)
+    for j in range(row.shape[0]):
+        a = np.float64(abs(row[j]))
+        m = a if a > m else m
+    return m
+
+
 @njit(parallel=True, cache=True, fastmath=_FM)
 def cos_features_f32(P, offset, scale):
-    """P[i, j] <- scale · cos(P[i, j] + offset[j]), in place (float32 P and offset)."""
+    """P[i, j] <- scale · cos(P[i, j] + offset[j]), in place (float32 P and offset). Rows
+    whose arguments are all below 4096 in magnitude reduce in float32 (``_reduce32``), the
+    others in float64."""
     n, m = P.shape
+    off_max = _absmax(offset)
     for i in prange(n):
         row = P[i]
-        for j in range(m):
-            r, q = _reduce(np.float64(row[j]) + np.float64(offset[j]))
-            c, s = _poly32(r)
-            cv, sv = _quadrant(c, s, q)
-            row[j] = scale * cv
+        if _absmax(row) + off_max <= _F32_REDUCE_MAX:
+            for j in range(m):
+                r, q = _reduce32(row[j], offset[j])
+                c, s = _poly32(r)
+                cv, sv = _quadrant(c, s, q)
+                row[j] = scale * cv
+        else:
+            for j in range(m):
+                r, q = _reduce(np.float64(row[j]) + np.float64(offset[j]))
+                c, s = _poly32(r)
+                cv, sv = _quadrant(c, s, q)
+                row[j] = scale * cv
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
@@ -98,18 +119,28 @@ def cos_features_f64(P, offset, scale):
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def sincos_features_f32(P, out, scale):
-    """out[i, :m] <- scale · cos P[i], out[i, m:] <- scale · sin P[i] (float32; P is (n, m))."""
+    """out[i, :m] <- scale · cos P[i], out[i, m:] <- scale · sin P[i] (float32; P is (n, m));
+    rows below 4096 in magnitude reduce in float32, as ``cos_features_f32``."""
     n, m = P.shape
+    z = np.float32(0.0)
     for i in prange(n):
         row = P[i]
         oc = out[i, :m]
         os_ = out[i, m:]
-        for j in range(m):
-            r, q = _reduce(np.float64(row[j]))
-            c, s = _poly32(r)
-            cv, sv = _quadrant(c, s, q)
-            oc[j] = scale * cv
-            os_[j] = scale * sv
+        if _absmax(row) <= _F32_REDUCE_MAX:
+            for j in range(m):
+                r, q = _reduce32(row[j], z)
+                c, s = _poly32(r)
+                cv, sv = _quadrant(c, s, q)
+                oc[j] = scale * cv
+                os_[j] = scale * sv
+        else:
+            for j in range(m):
+                r, q = _reduce(np.float64(row[j]))
+                c, s = _poly32(r)
+                cv, sv = _quadrant(c, s, q)
+                oc[j] = scale * cv
+                os_[j] = scale * sv
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
