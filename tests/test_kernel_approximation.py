@@ -294,14 +294,16 @@ def test_nystroem_quickmeans_landmarks(digits):
     assert _rel(K, Z @ Z.T) < 0.3
 
 
-def test_nystroem_quickmeans_landmarks_beat_uniform_on_clusters():
+@pytest.mark.parametrize("d", [40, 8])
+def test_nystroem_quickmeans_landmarks_beat_uniform_on_clusters(d):
     """On well-separated clusters, QuickMeans landmarks (near the cluster means) give a
     smaller kernel error than K samples drawn uniformly (Zhang, Tsang & Kwok 2008 for
-    K-means landmarks), averaged over the uniform draws; and the factorized operator with
-    its two factors stays below the dense product's K·d nonzeros."""
+    K-means landmarks), averaged over the uniform draws, with fewer landmarks than features
+    and with more (K > d: the K x d factor keeps d/2 per row); and the factorized operator
+    with its two factors stays below the dense product's K·d nonzeros."""
     pytest.importorskip("gpufact.cluster")
     rng = np.random.default_rng(0)
-    n_blobs, d, K = 12, 40, 24
+    n_blobs, K = 12, 24
     centres = rng.standard_normal((n_blobs, d)) * 3
     X = centres[rng.integers(n_blobs, size=600)] + 0.6 * rng.standard_normal((600, d))
     gamma = 1.0 / ((X[:, None] - X[None]) ** 2).sum(-1).mean()
@@ -315,7 +317,7 @@ def test_nystroem_quickmeans_landmarks_beat_uniform_on_clusters():
     assert len(e.landmark_operator_.factors) == 2 and e.landmark_operator_.nnz < K * d
     err_qm = _rel(Kx, (lambda Z: Z @ Z.T)(e.transform(X)))
     assert err_qm < np.mean([err("uniform", s) for s in range(5)])
-    assert err_qm < 1.5 * err("kmeans", 0)  # near K-means landmarks (benchmarks: within 5 %)
+    assert err_qm < 2 * err("kmeans", 0)  # near K-means landmarks (benchmarks: 1.06-1.2x)
 
 
 def test_nystroem_quickmeans_exact_when_landmarks_hold_every_point():

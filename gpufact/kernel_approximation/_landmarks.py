@@ -44,11 +44,18 @@ def quickmeans(X, K, rng, be):
     above K-means, the paper's Q = ⌊log2 max(K, d)⌋ (≈ 3 d nonzeros) twice K-means and no
     better than uniform sampling. Landmarks need no converged clustering: 5 Lloyd iterations
     of 20 PALM sweeps gave the same error as 10 of 50 (0.0217 vs 0.0213 at K = 64) in an
-    eighth of the fit time. The sparsity is capped at min(K, d) (QuickMeans' limit).
+    eighth of the fit time. With more landmarks than features (K > d, A = d) the roles swap:
+    the K x d factor holds each landmark's own coefficients, and s = 3 per row left them
+    sparse combinations of d/2-sparse rows (digits, d = 64, K = 256: error 0.0167, worse than
+    uniform 0.0123); that factor then keeps ⌈d/2⌉ per row, as the other keeps A/2 per column
+    (0.0085 vs K-means' 0.0071, nnz 10 578 vs K·d = 16 384). The sparsity is capped at
+    min(K, d) (QuickMeans' limit).
     """
     from ..cluster import QuickMeans
 
-    sparsity = max(1, min(QM_SPARSITY, K, X.shape[1]))
+    d = X.shape[1]
+    s = QM_SPARSITY if K <= d else max(QM_SPARSITY, -(-d // 2))
+    sparsity = max(1, min(s, K, d))
     qm = QuickMeans(n_clusters=K, sparsity=sparsity, n_factors=QM_N_FACTORS, max_iter=QM_MAX_ITER,
                     palm_max_iter=QM_PALM_MAX_ITER, random_state=int(rng.integers(2 ** 31 - 1))).fit(X)
     V = qm.centroid_operator_

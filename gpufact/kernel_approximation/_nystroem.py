@@ -28,7 +28,8 @@ class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     - ``landmarks="quickmeans"``: centroids of ``gpufact.cluster.QuickMeans``; ``X Cᵀ``
       through its factorized centroid operator V, O(nnz(V)) per sample instead of O(K d).
       QuickMeans runs with 2 factors (K x A with 3 nonzeros per row and column, then A x d
-      with A/2 per column, A = min(K, d): nnz(V) ≈ A·d/2, half the dense product's flops),
+      with A/2 per column, A = min(K, d): nnz(V) ≈ A·d/2, half the dense product's flops;
+      for K > d the K x d factor keeps ⌈d/2⌉ per row instead of 3),
       5 Lloyd iterations of 20 PALM sweeps: the landmarks are V's rows, and fewer or sparser
       factors moved them too far from the cluster means (kernel error on Fashion-MNIST 16 %
       above K-means landmarks with 3 factors, twice with QuickMeans' default ⌊log2 d⌋; with
