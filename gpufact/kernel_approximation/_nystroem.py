@@ -33,7 +33,7 @@ class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
       5 Lloyd iterations of 20 PALM sweeps: the landmarks are V's rows, and fewer or sparser
       factors moved them too far from the cluster means (kernel error on Fashion-MNIST 16 %
       above K-means landmarks with 3 factors, twice with QuickMeans' default ⌊log2 d⌋; with
-      2 factors within 5 %, see :func:`gpufact.kernel_approximation._landmarks.quickmeans`);
+      2 factors within 7 %, see :func:`gpufact.kernel_approximation._landmarks.quickmeans`);
     - ``"kmeans"``: scikit-learn ``KMeans`` centroids (fitted on the host);
     - ``"uniform"``: K samples drawn without replacement (scikit-learn's choice);
     - ``"fast-nys"``: structured landmarks (Si, Hsieh & Dhillon, "Computationally Efficient
