@@ -40,8 +40,8 @@ def quickmeans(X, K, rng, be):
     is the fidelity knob: Q = 2 (a K x A factor with s = 3 per row and column, then a factor
     with A/2 entries per column) costs nnz ≈ A·d/2 + 2·3·K, half of the dense K·d, and on the
     2 000-image Fashion-MNIST block gives kernel errors within 7 % of K-means landmarks
-    (benchmarks/results/kernels_cpu.md: K = 64: 0.0215 vs 0.0202; K = 256: 0.0107 vs 0.0100); Q = 3 (a quarter of K·d) was 16 %
-    above K-means, the paper's Q = ⌊log2 max(K, d)⌋ (≈ 3 d nonzeros) twice K-means and no
+    (benchmarks/results/kernels_cpu.md: K = 64: 0.0215 vs 0.0202; K = 256: 0.0107 vs
+    0.0100); Q = 3 (a quarter of K·d) was 16 % above K-means, the paper's Q = ⌊log2 max(K, d)⌋ (≈ 3 d nonzeros) twice K-means and no
     better than uniform sampling. Landmarks need no converged clustering: 5 Lloyd iterations
     of 20 PALM sweeps gave the same error as 10 of 50 (0.0217 vs 0.0213 at K = 64) in an
     eighth of the fit time. With more landmarks than features (K > d, A = d) the roles swap:
