@@ -102,52 +102,55 @@ def section_kernel(datasets, Ds, seeds, lines):
 
 
 def section_split(X, D, lines):
-    """Where the fused transform's time goes: structured product (FactorProduct X @ F.T, the
-    unfused path), cosine alone (Numba kernel on a (B, D) array), and the fused pass."""
+    """Where the time goes at d = 784, D = 16384 (float32): the fused transform (products,
+    cosine and store in one pass per tile), the cosine alone (the same kernel's Numba cosine
+    on a (B, D) array), the structured product unfused (FactorProduct ``X @ F.T``, the
+    generic KS chain), and RBFSampler split into its GEMM (BLAS) and NumPy's cosine. Every
+    column is timed interleaved in one process (best of rounds)."""
     from gpufact._kernels import cpu_features
 
     gamma = gamma_of(X[:1000])
-    lines += [f"## Time split at d = {X.shape[1]}, D = {D}, float32, {X.shape[0]} samples", "",
-              "| method | fused transform | X @ operator_.T (unfused product) | cos pass alone | RBFSampler |",
-              "|---|---:|---:|---:|---:|"]
+    n = X.shape[0]
+    lines += [f"## Time split at d = {X.shape[1]}, D = {D}, float32, {n} samples (µs / sample)", "",
+              "| method | fused transform | cos pass alone (Numba) | product share (fused − cos) | "
+              "X @ operator_.T (unfused) | RBFSampler | its GEMM | its np.cos | RBFSampler / fused |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     rbf = RBFSampler(gamma=gamma, n_components=D, random_state=0).fit(X)
-    P = np.random.default_rng(0).standard_normal((X.shape[0], D)).astype(np.float32)
+    W = rbf.random_weights_.astype(np.float32)
+    P = np.random.default_rng(0).standard_normal((n, D)).astype(np.float32)
     off = np.zeros(D, np.float32)
-    for name, est in (("SORF", StructuredOrthogonalFeatures(gamma=gamma, n_components=D, random_state=0)),
-                      ("Fastfood", Fastfood(gamma=gamma, n_components=D, random_state=0))):
+    for name, est in (("SORF cos", StructuredOrthogonalFeatures(gamma=gamma, n_components=D, random_state=0)),
+                      ("Fastfood cos", Fastfood(gamma=gamma, n_components=D, random_state=0))):
         est.fit(X)
         F = est.operator_
         best = interleaved_best({"fused": lambda: est.transform(X), "product": lambda: X @ F.T,
                                  "cos": lambda: cpu_features.cos_features_f32(P, off, np.float32(1)),
-                                 "rbf": lambda: rbf.transform(X)}, rounds=2, repeat=2)
-        us = {k: v / X.shape[0] * 1e6 for k, v in best.items()}
-        lines.append(f"| {name} | {us['fused']:.1f} µs | {us['product']:.1f} µs | {us['cos']:.1f} µs | "
-                     f"{us['rbf']:.1f} µs ({best['rbf'] / best['fused']:.2f}× the fused time) |")
+                                 "rbf": lambda: rbf.transform(X), "gemm": lambda: X @ W,
+                                 "npcos": lambda: np.cos(P)}, rounds=3, repeat=2)
+        us = {k: v / n * 1e6 for k, v in best.items()}
+        lines.append(f"| {name} | {us['fused']:.1f} | {us['cos']:.1f} | {us['fused'] - us['cos']:.1f} | "
+                     f"{us['product']:.1f} | {us['rbf']:.1f} | {us['gemm']:.1f} | {us['npcos']:.1f} | "
+                     f"{best['rbf'] / best['fused']:.2f}× |")
         print(lines[-1], flush=True)
     lines.append("")
 
 
 def section_nystroem(datasets, Ks, lines):
-    try:
-        import gpufact.cluster  # noqa: F401
-        have_qm = True
-    except ImportError:
-        have_qm = False
+    from gpufact.kernel_approximation import _landmarks
+
     lines += ["## 2. Nyström landmarks", "",
-              "Relative kernel error, fit time and transform time per sample (float32, the whole block)."
-              + ("" if have_qm else " QuickMeans rows: gpufact.cluster is not in this build (merged separately); "
-                 "rerun this script after the merge to fill them."), ""]
+              "Relative kernel error, fit time and transform time per sample (float32, the whole block). "
+              f"QuickMeans landmarks: {_landmarks.QM_N_FACTORS} factors, sparsity {_landmarks.QM_SPARSITY}, "
+              f"{_landmarks.QM_MAX_ITER} Lloyd iterations of {_landmarks.QM_PALM_MAX_ITER} PALM sweeps; "
+              "nnz(V) = stored nonzeros of the centroid operator (K·d for dense landmarks).", ""]
     for name, X in datasets.items():
         gamma = gamma_of(X)
         K = rbf_block(X, gamma)
-        lines += [f"### {name}", "", "| K | landmarks | rel. error | fit s | transform µs / sample |",
-                  "|---:|---|---:|---:|---:|"]
+        lines += [f"### {name}", "", "| K | landmarks | rel. error | fit s | transform µs / sample | nnz(V) |",
+                  "|---:|---|---:|---:|---:|---:|"]
         for k in Ks:
             ests = {"sklearn Nystroem (uniform)": Nystroem(gamma=gamma, n_components=k, random_state=0)}
             for lm in ("quickmeans", "kmeans", "uniform", "fast-nys"):
-                if lm == "quickmeans" and not have_qm:
-                    lines.append(f"| {k} | quickmeans | pending merge | | |")
-                    continue
                 ests[f"FastNystroem {lm}"] = FastNystroem(gamma=gamma, n_components=k, landmarks=lm, random_state=0)
             fitted = {}
             for m, est in ests.items():
@@ -157,8 +160,10 @@ def section_nystroem(datasets, Ks, lines):
             best = interleaved_best({m: (lambda e=e: e.transform(X)) for m, (e, _) in fitted.items()},
                                     rounds=2, repeat=2)
             for m, (est, tfit) in fitted.items():
+                op = getattr(est, "landmark_operator_", None)
+                nnz = op.nnz if op is not None else k * X.shape[1]
                 lines.append(f"| {k} | {m} | {rel_err(K, est.transform(X)):.4f} | {tfit:.2f} | "
-                             f"{best[m] / X.shape[0] * 1e6:.1f} |")
+                             f"{best[m] / X.shape[0] * 1e6:.1f} | {nnz} |")
                 print(lines[-1], flush=True)
         lines.append("")
 
@@ -237,26 +242,30 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="kernel,split,nystroem,learned,downstream")
     ap.add_argument("--out", default="kernels_cpu.md")
+    ap.add_argument("--data", default="Fashion-MNIST,digits", help="comma-separated data sets")
+    ap.add_argument("--D", default="1024,4096,16384", help="section 1: comma-separated feature counts")
     a = ap.parse_args()
     only = set(a.only.split(","))
     datasets = {}
     n_block = 500 if a.quick else 2000
-    if fashion_mnist_available():
+    if fashion_mnist_available() and "Fashion-MNIST" in a.data.split(","):
         datasets["Fashion-MNIST"] = load_fashion_mnist(subset="train", return_X_y=True)[0][:n_block]
-    datasets["digits"] = load_digits(return_X_y=True)[0][: n_block]
+    if "digits" in a.data.split(","):
+        datasets["digits"] = load_digits(return_X_y=True)[0][: n_block]
     import numba
 
     flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "") if os.path.exists("/proc/cpuinfo") else ""
     isa = "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "SSE")
     lines = [f"Vector ISA: {isa}. Threads: Numba {numba.get_num_threads()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. "
              "The box is shared (load average given below); all ratios are measured side by side "
-             "in one run.", ""]
+             f"in one run. Load average at the start: {os.getloadavg()[0]:.1f} (1 min).", ""]
     ske, why = sklearn_extra_fastfood()
     lines += [f"scikit-learn-extra Fastfood: {'available' if ske else 'not measured — ' + why}", ""]
     if "kernel" in only:
-        section_kernel(datasets, [256, 1024] if a.quick else [1024, 4096, 16384], [0] if a.quick else [0, 1], lines)
+        Ds = [256, 1024] if a.quick else [int(v) for v in a.D.split(",")]
+        section_kernel(datasets, Ds, [0] if a.quick else [0, 1], lines)
     if "split" in only and "Fashion-MNIST" in datasets:
-        section_split(datasets["Fashion-MNIST"][:1000], 4096 if a.quick else 16384, lines)
+        section_split(datasets["Fashion-MNIST"], 4096 if a.quick else 16384, lines)
     if "nystroem" in only:
         section_nystroem(datasets, [64, 256], lines)
     if "learned" in only:

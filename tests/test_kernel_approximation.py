@@ -58,6 +58,44 @@ def test_transform_equals_dense_reference(xp, Est, features, dt, d):
 
 
 @pytest.mark.parametrize("Est", STRUCTURED)
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("d, magnitude", [(300, 1.0), (600, 1.0), (600, 1e3)])
+def test_fused_passes_equal_level_by_level(Est, dt, d, magnitude):
+    """The fused CPU kernel merges plain Hadamard levels into radix-4 / radix-8 passes over
+    contiguous runs of the tile (N = 512, 1024: all pass kinds, full and partial tiles): the
+    result equals the one-level-at-a-time path bit for bit (same additions, same order) and
+    the dense reference, with the float32 cosine reduction (arguments provably below 4096
+    through the block norm bound) and with the float64 one (large arguments)."""
+    import numba
+
+    from gpufact._kernels import cpu_features
+    from gpufact.kernel_approximation._structured import tile_samples
+
+    rng = np.random.default_rng(4)
+    X = (rng.standard_normal((75, d)) * magnitude).astype(dt)
+    est = Est(gamma=0.5 / d, n_components=2500, random_state=1).fit(X)
+    Y = est.transform(X)
+    W1, plan1, perm, W2, plan2, off, bound = est._program(np.dtype(dt))
+    N, th = est.padded_features_, numba.get_num_threads()
+    # the bound is a bound on each block's norm (tight for SORF: √N/σ on orthogonal blocks)
+    Wd = host(est.operator_.toarray()).astype(np.float64)
+    norms = [np.linalg.norm(Wd[j * N:(j + 1) * N], 2) for j in range(len(bound) - 1)]
+    assert np.all(bound[:-1] >= np.array(norms) * (1 - 1e-6))
+    if Est is StructuredOrthogonalFeatures:
+        np.testing.assert_allclose(bound, math.sqrt(N) * math.sqrt(2 * est.gamma), rtol=1e-6)
+    small = bound.max() * np.linalg.norm(X.astype(np.float64), axis=1).max() + 2 * np.pi <= 4096
+    assert small == (magnitude == 1.0)  # both cosine paths are exercised
+    Y2 = np.empty_like(Y)
+    cpu_features.structured_features(W1, plan1, perm, W2, plan2, N, X, Y2, off, dt(est._scale()), False,
+                                     tile_samples(N, np.dtype(dt).itemsize, len(X), th), th, False, bound)
+    np.testing.assert_array_equal(Y, Y2)
+    P = X.astype(np.float64) @ Wd.T
+    s = est._scale()
+    tol = 3e-6 if dt == np.float32 else 1e-12
+    np.testing.assert_allclose(Y, s * np.cos(P + host(est.random_offset_)), atol=tol * np.abs(P).max() * s)
+
+
+@pytest.mark.parametrize("Est", STRUCTURED)
 def test_layouts_and_readonly_input(Est):
     rng = np.random.default_rng(2)
     X = rng.standard_normal((70, 20)).astype(np.float32)
@@ -256,6 +294,50 @@ def test_nystroem_quickmeans_landmarks(digits):
     assert _rel(K, Z @ Z.T) < 0.3
 
 
+@pytest.mark.parametrize("d", [40, 8])
+def test_nystroem_quickmeans_landmarks_beat_uniform_on_clusters(d):
+    """On well-separated clusters, QuickMeans landmarks (near the cluster means) give a
+    smaller kernel error than K samples drawn uniformly (Zhang, Tsang & Kwok 2008 for
+    K-means landmarks), averaged over the uniform draws, with fewer landmarks than features
+    and with more (K > d: the K x d factor keeps d/2 per row); and the factorized operator
+    with its two factors stays below the dense product's K·d nonzeros."""
+    pytest.importorskip("gpufact.cluster")
+    rng = np.random.default_rng(0)
+    n_blobs, K = 12, 24
+    centres = rng.standard_normal((n_blobs, d)) * 3
+    X = centres[rng.integers(n_blobs, size=600)] + 0.6 * rng.standard_normal((600, d))
+    gamma = 1.0 / ((X[:, None] - X[None]) ** 2).sum(-1).mean()
+    Kx = _rbf(X, X, gamma)
+
+    def err(lm, seed):
+        Z = FastNystroem(gamma=gamma, n_components=K, landmarks=lm, random_state=seed).fit_transform(X)
+        return _rel(Kx, Z @ Z.T)
+
+    e = FastNystroem(gamma=gamma, n_components=K, landmarks="quickmeans", random_state=0).fit(X)
+    assert len(e.landmark_operator_.factors) == 2 and e.landmark_operator_.nnz < K * d
+    err_qm = _rel(Kx, (lambda Z: Z @ Z.T)(e.transform(X)))
+    assert err_qm < np.mean([err("uniform", s) for s in range(5)])
+    assert err_qm < 2 * err("kmeans", 0)  # near K-means landmarks (benchmarks: 1.06-1.2x)
+
+
+def test_nystroem_quickmeans_exact_when_landmarks_hold_every_point():
+    """K distinct points (each repeated; sparse, so the two-factor operator represents them
+    exactly): QuickMeans finds them all, the landmarks are the points and the Nyström map
+    reproduces the kernel matrix."""
+    pytest.importorskip("gpufact.cluster")
+    rng = np.random.default_rng(1)
+    K, d = 8, 16
+    P = np.zeros((K, d))
+    P[np.arange(K), rng.permutation(d)[:K]] = rng.uniform(1, 3, K)
+    X = P[rng.permutation(np.repeat(np.arange(K), 5))]
+    gamma = 0.3
+    e = FastNystroem(gamma=gamma, n_components=K, landmarks="quickmeans", random_state=0).fit(X)
+    order = np.lexsort(e.components_.T)
+    np.testing.assert_allclose(e.components_[order], P[np.lexsort(P.T)], atol=1e-8)
+    Z = e.transform(X)
+    np.testing.assert_allclose(Z @ Z.T, _rbf(X, X, gamma), atol=1e-7)
+
+
 def test_nystroem_more_components_than_samples_warns():
     X = np.random.default_rng(0).standard_normal((10, 3))
     with pytest.warns(UserWarning, match="n_components > n_samples"):
@@ -400,7 +482,8 @@ def test_nystroem_quickmeans_wiring_with_stand_in(monkeypatch, digits):
         pass
 
     class QuickMeans:  # stand-in: K-means centroids held as a one-factor product
-        def __init__(self, n_clusters, *, sparsity=3, max_iter=50, palm_max_iter=300, random_state=None):
+        def __init__(self, n_clusters, *, sparsity=3, n_factors="auto", max_iter=50, palm_max_iter=300,
+                     random_state=None):
             self.n_clusters, self.random_state = n_clusters, random_state
 
         def fit(self, X):

@@ -3,8 +3,9 @@ with the random offset and the output scale fused into the same in-place pass.
 
 Neither NumPy nor Numba (without Intel SVML) vectorises ``cos`` over float32 in parallel, and
 at d = 784, D = 16384 the D cosines per sample cost as much as the structured product. Here
-the argument is reduced in float64 (t = j·π/2 + r, |r| ≤ π/4, two-part π/2 with fused
-multiply-adds: exact to |t| ~ 1e15), then ±cos r or ±sin r is evaluated by the minimax
+the argument is reduced (t = j·π/2 + r, |r| ≤ π/4) in float64 (two-part π/2 with fused
+multiply-adds: exact to |t| ~ 1e15), or, for float32 arguments known to lie below 4096, in
+float32 (``_reduce32``: twice the lanes), then ±cos r or ±sin r is evaluated by the minimax
 polynomials of Cephes (``sinf``/``cosf`` in float32, ``sin``/``cos`` in float64); the
 quadrant selects the branch by compare-and-blend, so the loop vectorises (AVX2: 4 lanes in
 the reduction, 8 in the float32 polynomials). Rows run in parallel (``prange``).
@@ -70,17 +71,37 @@ def _quadrant(c, s, q):
     return (-cv if cn else cv), (-sv if sn else sv)
 
 
+@njit(cache=True, fastmath={"nnan", "ninf", "nsz"})
+def _absmax(row):
+    """max |row| (finite data: the estimators refuse NaN/inf before any kernel runs)."""
+    m = np.float64(0.0)
+    for j in range(row.shape[0]):
+        a = np.float64(abs(row[j]))
+        m = a if a > m else m
+    return m
+
+
 @njit(parallel=True, cache=True, fastmath=_FM)
 def cos_features_f32(P, offset, scale):
-    """P[i, j] <- scale · cos(P[i, j] + offset[j]), in place (float32 P and offset)."""
+    """P[i, j] <- scale · cos(P[i, j] + offset[j]), in place (float32 P and offset). Rows
+    whose arguments are all below 4096 in magnitude reduce in float32 (``_reduce32``), the
+    others in float64."""
     n, m = P.shape
+    off_max = _absmax(offset)
     for i in prange(n):
         row = P[i]
-        for j in range(m):
-            r, q = _reduce(np.float64(row[j]) + np.float64(offset[j]))
-            c, s = _poly32(r)
-            cv, sv = _quadrant(c, s, q)
-            row[j] = scale * cv
+        if _absmax(row) + off_max <= _F32_REDUCE_MAX:
+            for j in range(m):
+                r, q = _reduce32(row[j], offset[j])
+                c, s = _poly32(r)
+                cv, sv = _quadrant(c, s, q)
+                row[j] = scale * cv
+        else:
+            for j in range(m):
+                r, q = _reduce(np.float64(row[j]) + np.float64(offset[j]))
+                c, s = _poly32(r)
+                cv, sv = _quadrant(c, s, q)
+                row[j] = scale * cv
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
@@ -98,18 +119,28 @@ def cos_features_f64(P, offset, scale):
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def sincos_features_f32(P, out, scale):
-    """out[i, :m] <- scale · cos P[i], out[i, m:] <- scale · sin P[i] (float32; P is (n, m))."""
+    """out[i, :m] <- scale · cos P[i], out[i, m:] <- scale · sin P[i] (float32; P is (n, m));
+    rows below 4096 in magnitude reduce in float32, as ``cos_features_f32``."""
     n, m = P.shape
+    z = np.float32(0.0)
     for i in prange(n):
         row = P[i]
         oc = out[i, :m]
         os_ = out[i, m:]
-        for j in range(m):
-            r, q = _reduce(np.float64(row[j]))
-            c, s = _poly32(r)
-            cv, sv = _quadrant(c, s, q)
-            oc[j] = scale * cv
-            os_[j] = scale * sv
+        if _absmax(row) <= _F32_REDUCE_MAX:
+            for j in range(m):
+                r, q = _reduce32(row[j], z)
+                c, s = _poly32(r)
+                cv, sv = _quadrant(c, s, q)
+                oc[j] = scale * cv
+                os_[j] = scale * sv
+        else:
+            for j in range(m):
+                r, q = _reduce(np.float64(row[j]))
+                c, s = _poly32(r)
+                cv, sv = _quadrant(c, s, q)
+                oc[j] = scale * cv
+                os_[j] = scale * sv
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
@@ -160,61 +191,127 @@ KIND_HADAMARD = 2  # a plain [[1, 1], [1, -1]] butterfly level: add/sub in place
 
 @njit(cache=True, fastmath=_FM)
 def _hadamard_step_inplace(a, d, buf, bt):
-    """One ±1 butterfly level (pattern (a, 2, 2, d)) in place on the tile rows."""
+    """One ±1 butterfly level (pattern (a, 2, 2, d)) in place on the tile rows. Rows i and
+    i + d for i in a run of d consecutive rows are two contiguous runs of d·bt entries, so
+    each group is one long elementwise loop (the loop's alias checks paid once per group,
+    not once per row of bt entries)."""
+    L = d * bt
     for al in range(a):
-        for de in range(d):
-            i0 = al * 2 * d + de
-            x0 = buf[i0 * bt:(i0 + 1) * bt]
-            x1 = buf[(i0 + d) * bt:(i0 + d + 1) * bt]
-            for t in range(bt):
-                u = x0[t]
-                v = x1[t]
-                x0[t] = u + v
-                x1[t] = u - v
+        b = al * 2 * L
+        x0 = buf[b:b + L]
+        x1 = buf[b + L:b + 2 * L]
+        for t in range(L):
+            u = x0[t]
+            v = x1[t]
+            x0[t] = u + v
+            x1[t] = u - v
 
 
 @njit(cache=True, fastmath=_FM)
 def _hadamard_step4_inplace(a, d, buf, bt):
     """Two ±1 butterfly levels, (a, 2, 2, d) then (2a, 2, 2, d/2), in one pass over the tile:
-    four rows per group loaded once, both levels in registers, stored once."""
-    h = d // 2
+    four contiguous runs of d/2·bt entries per group loaded once, both levels in registers,
+    stored once."""
+    L = (d // 2) * bt
     for al in range(a):
-        for de in range(h):
-            i0 = al * 2 * d + de
-            x0 = buf[i0 * bt:(i0 + 1) * bt]
-            x1 = buf[(i0 + h) * bt:(i0 + h + 1) * bt]
-            x2 = buf[(i0 + d) * bt:(i0 + d + 1) * bt]
-            x3 = buf[(i0 + d + h) * bt:(i0 + d + h + 1) * bt]
-            for t in range(bt):
-                u0 = x0[t] + x2[t]
-                u2 = x0[t] - x2[t]
-                u1 = x1[t] + x3[t]
-                u3 = x1[t] - x3[t]
-                x0[t] = u0 + u1
-                x1[t] = u0 - u1
-                x2[t] = u2 + u3
-                x3[t] = u2 - u3
+        b = al * 4 * L
+        x0 = buf[b:b + L]
+        x1 = buf[b + L:b + 2 * L]
+        x2 = buf[b + 2 * L:b + 3 * L]
+        x3 = buf[b + 3 * L:b + 4 * L]
+        for t in range(L):
+            u0 = x0[t] + x2[t]
+            u2 = x0[t] - x2[t]
+            u1 = x1[t] + x3[t]
+            u3 = x1[t] - x3[t]
+            x0[t] = u0 + u1
+            x1[t] = u0 - u1
+            x2[t] = u2 + u3
+            x3[t] = u2 - u3
+
+
+@njit(cache=True, fastmath=_FM, inline="always")
+def _bf8(x0, x1, x2, x3, x4, x5, x6, x7):
+    """Three ±1 butterfly levels on 8 values: pairs (m, m+4), then (m, m+2), then (m, m+1)."""
+    a0, a4 = x0 + x4, x0 - x4
+    a1, a5 = x1 + x5, x1 - x5
+    a2, a6 = x2 + x6, x2 - x6
+    a3, a7 = x3 + x7, x3 - x7
+    b0, b2 = a0 + a2, a0 - a2
+    b1, b3 = a1 + a3, a1 - a3
+    b4, b6 = a4 + a6, a4 - a6
+    b5, b7 = a5 + a7, a5 - a7
+    return b0 + b1, b0 - b1, b2 + b3, b2 - b3, b4 + b5, b4 - b5, b6 + b7, b6 - b7
+
+
+@njit(cache=True, fastmath=_FM)
+def _hadamard_step8_inplace(a, d, buf, bt):
+    """Three ±1 butterfly levels, (a, 2, 2, d), (2a, 2, 2, d/2), (4a, 2, 2, d/4) (d a multiple
+    of 4), in one pass over the tile: eight contiguous runs of d/4·bt entries per group
+    loaded once, stored once."""
+    L = (d // 4) * bt
+    for al in range(a):
+        b = al * 8 * L
+        r0 = buf[b:b + L]
+        r1 = buf[b + L:b + 2 * L]
+        r2 = buf[b + 2 * L:b + 3 * L]
+        r3 = buf[b + 3 * L:b + 4 * L]
+        r4 = buf[b + 4 * L:b + 5 * L]
+        r5 = buf[b + 5 * L:b + 6 * L]
+        r6 = buf[b + 6 * L:b + 7 * L]
+        r7 = buf[b + 7 * L:b + 8 * L]
+        for t in range(L):
+            y0, y1, y2, y3, y4, y5, y6, y7 = _bf8(r0[t], r1[t], r2[t], r3[t], r4[t], r5[t], r6[t], r7[t])
+            r0[t] = y0
+            r1[t] = y1
+            r2[t] = y2
+            r3[t] = y3
+            r4[t] = y4
+            r5[t] = y5
+            r6[t] = y6
+            r7[t] = y7
+
+
+#: shortest contiguous run (entries) for a radix-8 pass: below it the loop's setup (alias checks
+#: of eight streams) costs more than the pass it saves (the last levels, d = 4, on 32-sample tiles)
+_MIN_RUN = 64
+
+
+@njit(cache=True, inline="always")
+def _plain_run(plan, j, n):
+    """Number (≤ n) of consecutive plain ±1 levels from step j that one pass can merge: each
+    halves d and doubles a (one more bit of the same rows)."""
+    m = 0
+    while m < n and j + m < plan.shape[0] and plan[j + m, 0] == KIND_HADAMARD:
+        if m > 0 and not (plan[j + m, 1] == 2 * plan[j + m - 1, 1] and 2 * plan[j + m, 4] == plan[j + m - 1, 4]):
+            break
+        m += 1
+    return m
 
 
 @njit(cache=True, fastmath=_FM)
 def _run_steps(w, plan, src, buf0, buf1, bt, radix4):
     """Apply the plan's steps to ``src`` (left unchanged) through buf0/buf1; returns 0 or 1,
     the buffer that holds the result (0 if the plan is empty and src is buf0). Steps of
-    kind KIND_HADAMARD run in place (the weights they carry are the plain butterfly)."""
+    kind KIND_HADAMARD run in place (the weights they carry are the plain butterfly). With
+    ``radix4`` (the default path) consecutive plain levels are merged into passes over the
+    tile: three per pass (``_hadamard_step8_inplace``) while each of its eight runs holds at
+    least ``_MIN_RUN`` entries, else two, else one."""
     cur = -1
-    skip = False
-    for j in range(plan.shape[0]):
-        if skip:
-            skip = False
-            continue
+    j = 0
+    while j < plan.shape[0]:
         if plan[j, 0] == KIND_HADAMARD and cur != -1:
             buf = buf0 if cur == 0 else buf1
-            if (radix4 and j + 1 < plan.shape[0] and plan[j + 1, 0] == KIND_HADAMARD
-                    and plan[j + 1, 1] == 2 * plan[j, 1] and 2 * plan[j + 1, 4] == plan[j, 4]):
+            m = _plain_run(plan, j, 3) if radix4 else 1
+            if m == 3 and plan[j, 4] % 4 == 0 and (plan[j, 4] // 4) * bt >= _MIN_RUN:
+                _hadamard_step8_inplace(plan[j, 1], plan[j, 4], buf, bt)
+                j += 3
+            elif m >= 2:
                 _hadamard_step4_inplace(plan[j, 1], plan[j, 4], buf, bt)
-                skip = True
+                j += 2
             else:
                 _hadamard_step_inplace(plan[j, 1], plan[j, 4], buf, bt)
+                j += 1
             continue
         s = src if cur == -1 else (buf0 if cur == 0 else buf1)
         nxt = 1 if cur == 0 else 0
@@ -224,36 +321,118 @@ def _run_steps(w, plan, src, buf0, buf1, bt, radix4):
         else:
             _generic_step(w, plan[j, 5], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], s, dst, bt)
         cur = nxt
+        j += 1
     return cur
 
 
+# The row loops below index the flat tile directly (no per-row array views: each view costs
+# an atomic reference-count increment and decrement, which on rows of bt = 32 samples cost as
+# much as the arithmetic).
 @njit(cache=True, fastmath=_FM)
 def _cos_rows(buf, n, bt, offset, o0, scale):
     """buf[i, :] <- scale · cos(buf[i, :] + offset[o0 + i]) for the n rows of a tile."""
     for i in range(n):
-        row = buf[i * bt:(i + 1) * bt]
         b = np.float64(offset[o0 + i])
+        base = i * bt
         for t in range(bt):
-            x = row[t]
+            x = buf[base + t]
             r, q = _reduce(np.float64(x) + b)
             c, s = _poly(r, x)
             cv, sv = _quadrant(c, s, q)
-            row[t] = scale * cv
+            buf[base + t] = scale * cv
 
 
 @njit(cache=True, fastmath=_FM)
 def _sincos_rows(buf, out_s, n, bt, scale):
     """buf[i, :] <- scale · cos buf[i, :], out_s[i, :] <- scale · sin buf[i, :]."""
     for i in range(n):
-        row = buf[i * bt:(i + 1) * bt]
-        srow = out_s[i * bt:(i + 1) * bt]
+        base = i * bt
         for t in range(bt):
-            x = row[t]
+            x = buf[base + t]
             r, q = _reduce(np.float64(x))
             c, s = _poly(r, x)
             cv, sv = _quadrant(c, s, q)
-            row[t] = scale * cv
-            srow[t] = scale * sv
+            buf[base + t] = scale * cv
+            out_s[base + t] = scale * sv
+
+
+# float32 tiles whose arguments are provably small (|t| <= _F32_REDUCE_MAX, from a bound on the
+# operator's norm, see ``structured_features``) reduce in float32: t = x + b kept exact as
+# s + e (TwoSum), j = rint(s·2/π), r = s − j·π/2 with π/2 in three parts (Cody–Waite, Cephes'
+# split; j·P1 is exact for j < 2^15) plus e. Error ≤ 1e-7 absolute (tested against NumPy in
+# float64), the same bound as the float64 reduction, at twice the float32 lanes per vector.
+_PIO2_1F = np.float32(1.5703125)
+_PIO2_2F = np.float32(4.837512969970703125e-4)
+_PIO2_3F = np.float32(7.54978995489188216e-8)
+_TWO_OVER_PI_F = np.float32(_TWO_OVER_PI)
+_F32_REDUCE_MAX = 4096.0
+
+
+@njit(cache=True, fastmath=_FM, inline="always")
+def _reduce32(x, b):
+    """(r, q) in float32 for t = x + b (float32 x, b; |t| <= _F32_REDUCE_MAX)."""
+    s = x + b
+    bb = s - x
+    e = (x - (s - bb)) + (b - bb)
+    j = np.rint(s * _TWO_OVER_PI_F)
+    r = (((s - j * _PIO2_1F) - j * _PIO2_2F) - j * _PIO2_3F) + e
+    q = j - np.float32(4.0) * np.floor(j * np.float32(0.25))
+    return r, q
+
+
+@njit(cache=True, fastmath=_FM)
+def _cos_rows32(buf, n, bt, offset, o0, scale):
+    """:func:`_cos_rows` for float32 tiles with every |buf + offset| <= _F32_REDUCE_MAX."""
+    for i in range(n):
+        b = offset[o0 + i]
+        base = i * bt
+        for t in range(bt):
+            r, q = _reduce32(buf[base + t], b)
+            c, s = _poly32(r)
+            cv, sv = _quadrant(c, s, q)
+            buf[base + t] = scale * cv
+
+
+@njit(cache=True, fastmath=_FM)
+def _sincos_rows32(buf, out_s, n, bt, scale):
+    """:func:`_sincos_rows` for float32 tiles with every |buf| <= _F32_REDUCE_MAX."""
+    z = np.float32(0.0)
+    for i in range(n):
+        base = i * bt
+        for t in range(bt):
+            r, q = _reduce32(buf[base + t], z)
+            c, s = _poly32(r)
+            cv, sv = _quadrant(c, s, q)
+            buf[base + t] = scale * cv
+            out_s[base + t] = scale * sv
+
+
+def _small_args_path(like):
+    """True when the float32 reduction applies to tiles of this dtype (float32 only)."""
+
+
+@overload(_small_args_path, jit_options={"cache": True}, inline="always")
+def _small_args_path_typed(like):
+    if like == types.float32:
+        return lambda like: True
+    return lambda like: False
+
+
+@njit(cache=True, fastmath=_FM)
+def _tile_max_norm(bin_, d, nt, bt, sq):
+    """max over the tile's nt samples of ‖x_t‖ (rows 0..d-1 of the tile), in float64."""
+    for t in range(bt):
+        sq[t] = 0.0
+    for i in range(d):
+        base = i * bt
+        for t in range(nt):
+            v = np.float64(bin_[base + t])
+            sq[t] += v * v
+    m = 0.0
+    for t in range(nt):
+        if sq[t] > m:
+            m = sq[t]
+    return np.sqrt(m)
 
 
 @njit(cache=True)
@@ -283,7 +462,7 @@ def _permute_rows(src, perm, dst, bt):
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sincos, bt, nthreads,
-                        radix4=True):
+                        radix4, norm_bound):
     """Random features of k structured N x N blocks, fused with their cosine.
 
     X : (B, d) C-contiguous samples, d <= N (zero-padded to N in the tile).
@@ -294,8 +473,14 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
     X and the weights, with (k−1)·N < M ≤ k·N: the first M rows of the stacked blocks are
     kept (block j's in columns j·N …). cos: Y = scale · cos(Z + offset) (offset (≥ M,));
     sincos: scale · [cos Z, sin Z].
-    Plain ±1 butterfly levels (plan kind KIND_HADAMARD) run in place as add/sub, two levels
-    per pass when ``radix4``. Time O(B · k · (N log N)); memory three N x bt tiles per thread.
+    norm_bound : (k,) float64, an upper bound on each block's spectral norm: float32
+    tiles with ``norm_bound[j] · max_t ‖x_t‖ + max |offset| <= 4096`` take their cosines
+    with the float32 argument reduction (see ``_reduce32``), other tiles (and float64) the
+    float64 one; an empty array: always float64.
+    Plain ±1 butterfly levels (plan kind KIND_HADAMARD) run in place as add/sub; with
+    ``radix4`` up to three levels per pass, each group of rows as contiguous runs of the tile
+    (see ``_run_steps``; ``radix4=False``, one level per pass, gives the same bits). Time
+    O(B · k · (N log N)); memory three N x bt tiles per thread.
     """
     B, d = X.shape
     k = W1.shape[0]
@@ -305,16 +490,23 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
     ntiles = (B + bt - 1) // bt
     nth = max(1, min(nthreads, ntiles))
     has_perm = perm.shape[1] > 0
+    small = _small_args_path(scale) and norm_bound.shape[0] > 0
+    off_max = 0.0
+    if small and not sincos:
+        for i in range(M):
+            off_max = max(off_max, abs(np.float64(offset[i])))
     for th in prange(nth):
         bin_ = np.zeros(N * bt, dtype=Y.dtype)  # rows d..N-1 stay zero: the padding
         buf0 = np.empty(N * bt, dtype=Y.dtype)
         buf1 = np.empty(N * bt, dtype=Y.dtype)
+        sq = np.empty(bt, dtype=np.float64)
         for ti in range(th, ntiles, nth):
             b0 = ti * bt
             nt = min(bt, B - b0)
             _load_rows(X, b0, nt, bin_, bt)
             if nt < bt:
                 _zero_tail(bin_, d, nt, bt, bt)
+            xmax = _tile_max_norm(bin_, d, nt, bt, sq) if small else 0.0
             for j in range(k):
                 rows = min(N, M - j * N)  # the last block may be cut to the M rows kept
                 cur = _run_steps(W1[j], plan1, bin_, buf0, buf1, bt, radix4)
@@ -327,10 +519,17 @@ def structured_features(W1, plan1, perm, W2, plan2, N, X, Y, offset, scale, sinc
                     cur = (1 - cur) if c2 == 0 else cur
                 res = buf0 if cur == 0 else buf1
                 spare = buf1 if cur == 0 else buf0
+                fast = small and norm_bound[j] * xmax + off_max <= _F32_REDUCE_MAX
                 if sincos:
-                    _sincos_rows(res, spare, rows, bt, scale)
+                    if fast:
+                        _sincos_rows32(res, spare, rows, bt, scale)
+                    else:
+                        _sincos_rows(res, spare, rows, bt, scale)
                     _store_block(res, bt, y, ldy, j * N, b0, nt, rows)
                     _store_block(spare, bt, y, ldy, M + j * N, b0, nt, rows)
                 else:
-                    _cos_rows(res, rows, bt, offset, j * N, scale)
+                    if fast:
+                        _cos_rows32(res, rows, bt, offset, j * N, scale)
+                    else:
+                        _cos_rows(res, rows, bt, offset, j * N, scale)
                     _store_block(res, bt, y, ldy, j * N, b0, nt, rows)

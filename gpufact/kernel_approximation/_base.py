@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._validation import check_int, check_samples, check_seed
 from ..product import FactorProduct
-from ._structured import block_program, check_features, check_gamma, padded_size, tile_samples
+from ._structured import block_norm_bounds, block_program, check_features, check_gamma, padded_size, tile_samples
 
 
 class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -87,7 +87,8 @@ class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             W1, plan1, W2, plan2 = block_program(runs1, True, self.n_blocks_, dt, runs2)
             perm_arr = np.zeros((self.n_blocks_, 0), dtype=np.int64) if perm is None else perm
             off = np.zeros(0, dtype=dt) if offset is None else offset.astype(dt)
-            prog = self._programs[dt] = (W1, plan1, perm_arr, W2, plan2, off)
+            prog = self._programs[dt] = (W1, plan1, perm_arr, W2, plan2, off,
+                                         block_norm_bounds(W1, plan1, W2, plan2))
         return prog
 
     def transform(self, X):
@@ -116,7 +117,7 @@ class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
             from .._kernels import cpu_features
 
-            W1, plan1, perm, W2, plan2, off = self._program(dt)
+            W1, plan1, perm, W2, plan2, off, bound = self._program(dt)
             Y = np.empty((B, self.n_components_), dtype=dt)
             if B == 0:
                 return Y
@@ -124,7 +125,7 @@ class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             threads = numba.get_num_threads()
             bt = tile_samples(self.padded_features_, dt.itemsize, B, threads)
             cpu_features.structured_features(W1, plan1, perm, W2, plan2, self.padded_features_, Xc, Y,
-                                             off, scale, self.features == "sincos", bt, threads)
+                                             off, scale, self.features == "sincos", bt, threads, True, bound)
             return Y
         op = self._operators.get(dt)
         if op is None:

@@ -145,6 +145,28 @@ def block_program(runs1, replicated: bool, k: int, dtype, runs2=(), *, inplace_h
     return W1, plan1, W2, plan2
 
 
+def block_norm_bounds(W1, plan1, W2, plan2):
+    """(k,) float64 upper bounds on the spectral norm of each block of a ``block_program``:
+    the product over its KS steps of the largest spectral norm of a step's b x c blocks (a
+    KS factor is a permuted block diagonal, so its norm is its largest block's; 2 x 2 blocks
+    in closed form). Exact for orthogonal runs (√2 per Hadamard level, so √N/σ for SORF).
+    The fused kernel uses it to prove that float32 cosine arguments are small
+    (``structured_features``' ``norm_bound``)."""
+    k = W1.shape[0]
+    out = np.ones(k)
+    for W, plan in ((W1, plan1), (W2, plan2)):
+        for _, a, b, c, d, off in plan:
+            blocks = np.asarray(W[:, off:off + a * d * b * c], dtype=np.float64).reshape(k, a * d, b, c)
+            if b == c == 2:  # σ_max² = (F² + √(F⁴ − 4 det²)) / 2
+                f2 = (blocks ** 2).sum(axis=(2, 3))
+                det = blocks[..., 0, 0] * blocks[..., 1, 1] - blocks[..., 0, 1] * blocks[..., 1, 0]
+                sig = np.sqrt((f2 + np.sqrt(np.maximum(f2 ** 2 - 4 * det ** 2, 0))) / 2)
+            else:
+                sig = np.linalg.norm(blocks, 2, axis=(2, 3))
+            out *= sig.max(axis=1) * (1 + 1e-12)
+    return out
+
+
 def tile_samples(N: int, itemsize: int, B: int, threads: int) -> int:
     """Samples per tile of the fused kernel: three N x bt tiles per thread within ~384 KiB
     (L2), a multiple of 8 (the transposes' width), at least 8, at most an even share of B."""
