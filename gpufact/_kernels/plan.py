@@ -63,3 +63,41 @@ def butterfly_passes(log2ds, offsets, max_radix_log2: int = 3) -> np.ndarray:
             out[p, 1 + r] = ld
             out[p, 1 + R_max + r] = off
     return out
+
+
+def radix_passes(plan, max_radix_log2: int = 3) -> np.ndarray:
+    """Group the steps of a :func:`make_plan` plan into the passes of the CPU apply.
+
+    Returns int64 (P, 2) rows ``(R, j)``: R = 0, generic step j (one sweep, tile to tile);
+    R >= 1, steps j .. j + R - 1 applied as radix-2^R groups in place
+    (:mod:`gpufact._kernels.cpu_radix`). Consecutive butterfly steps (kind 1) combine when
+    they have one size (2·a·d) and distinct power-of-two strides d: every group of 2^R rows
+    is then closed under all R factors. Greedy, then balanced: a run of L combinable steps
+    takes ceil(L / max_radix_log2) passes of near-equal radix. A butterfly step that cannot
+    combine (odd stride, another size) is a pass of its own (R = 1).
+    """
+    runs = []
+    for j, (kind, a, b, c, d, _) in enumerate(np.asarray(plan).tolist()):
+        if kind != KIND_RADIX2:
+            runs.append([0, j])
+            continue
+        pow2 = d & (d - 1) == 0
+        last = runs[-1] if runs else None
+        if pow2 and last is not None and last[0] >= 1 and last[3] is not None and last[2] == 2 * a * d \
+                and d not in last[3]:
+            last[0] += 1
+            last[3].add(d)
+        else:  # a new run; one that starts with an odd stride stays a single radix-2 pass
+            runs.append([1, j, 2 * a * d, {d} if pow2 else None])
+    out = []
+    for run in runs:
+        L, j = run[0], run[1]
+        if L == 0:
+            out.append((0, j))
+            continue
+        P = -(-L // max_radix_log2)
+        for p in range(P):
+            R = L // P + (p < L % P)
+            out.append((R, j))
+            j += R
+    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
