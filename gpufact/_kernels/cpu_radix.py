@@ -15,6 +15,8 @@ are VECTOR_BYTES wide (64 on AVX-512, else 32: the backend splits wider ones).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -27,7 +29,7 @@ VECTOR_BYTES = 64 if vector_isa() == "AVX-512" else 32
 # vectors per row and loop trip, by radix: 2 at R = 1, 2 (every weight splat serves two
 # vectors), 1 at R = 3 (8 rows fill AVX2's 16 registers)
 _UNROLL = {1: 2, 2: 2, 3: 1}
-MAX_RADIX_LOG2 = 3  # at most 8 rows per group (16 vector registers of AVX2 hold 8 rows)
+MAX_RADIX_LOG2 = 2  # default pass radix 4: radix 8 (supported) measured no faster on AVX2 (weights spill)
 _FLAGS = ("contract", "reassoc", "nsz", "arcp")
 
 
@@ -59,6 +61,23 @@ def tile_width(maxdim: int, dtype, B: int, threads: int, rows: bool) -> int:
     return max(v, -(-bt // v) * v)
 
 
+DIRECT_MIN_SAMPLES = 64  # narrower column blocks take the tiles (short rows: loop overhead)
+
+
+def direct_width(N: int, itemsize: int, B: int, threads: int) -> int:
+    """Columns per block of the direct mode of :func:`ks_chain_apply_radix` (0: use tiles).
+    Each pass sweeps the block (N rows of Y), so a thread's block is sized to its share of
+    half the last-level cache (read at run time, :func:`gpufact._cpuinfo.cache_sizes`), at
+    most an even share of the batch, rounded up to whole vectors; 0 when that leaves fewer
+    than DIRECT_MIN_SAMPLES columns (a large N, or a small batch)."""
+    w = cache_sizes()["L3"] // (2 * threads) // (N * itemsize)
+    w = min(w, -(-B // threads))
+    if w < DIRECT_MIN_SAMPLES:
+        return 0
+    v = lanes(itemsize) * max(_UNROLL.values())
+    return -(-w // v) * v
+
+
 def _splat(builder, x, n):
     v = builder.insert_element(ir.Constant(ir.VectorType(x.type, n), ir.Undefined), x,
                                ir.Constant(ir.IntType(32), 0))
@@ -72,130 +91,119 @@ def _levels(R):
 
 
 def _group_codegen(planar):
+    """LLVM IR of :func:`_bf_group`: weights splat once, then a loop over vectors of V
+    samples (lanes x _UNROLL[R]) and a scalar loop over the n % V samples left."""
     def codegen(context, builder, sig, args):
-        if planar:
-            buf, rows, half, wr, wi, wk, nv = args
-            bty, _, _, wty, _, wkty, nvty = sig.args
-        else:
-            buf, rows, wr, wk, nv = args
-            bty, _, wty, wkty, nvty = sig.args
-        R = {2: 1, 4: 2, 8: 3}[sig.args[1].count]
-        n = 1 << R
-        data = context.make_array(bty)(context, builder, buf).data
-        elt = data.type.pointee
-        V = lanes(context.get_abi_sizeof(elt)) * _UNROLL[R]
-        vty = ir.VectorType(elt, V)
-        nv = builder.udiv(nv, ir.Constant(nv.type, V))
-        offs = cgutils.unpack_tuple(builder, rows, n)
-        wks = cgutils.unpack_tuple(builder, wk, R * n // 2)
+        src, dst, rows, half, wr, wi, wk, n = args
+        sty, dty, rty, _, wty, _, wkty, nty = sig.args
+        R = {2: 1, 4: 2, 8: 3}[rty.count]
+        m = 1 << R
+        sdata = context.make_array(sty)(context, builder, src).data
+        ddata = context.make_array(dty)(context, builder, dst).data
+        elt = sdata.type.pointee
+        size = context.get_abi_sizeof(elt)
+        V = lanes(size) * _UNROLL[R]
+        n = context.cast(builder, n, nty, types.intp)
+        half = context.cast(builder, half, sig.args[3], types.intp) if planar else None
+        offs = [context.cast(builder, o, rty.dtype, types.intp) for o in cgutils.unpack_tuple(builder, rows, m)]
+        wks = [context.cast(builder, k, wkty.dtype, types.intp) for k in cgutils.unpack_tuple(builder, wk, R * m // 2)]
 
-        def weights(arr):
+        def scalars(arr):
             p = context.make_array(wty)(context, builder, arr).data
-            return [[_splat(builder, builder.load(builder.gep(p, [builder.add(k, ir.Constant(k.type, q))])), V)
-                     for q in range(4)] for k in wks]
+            return [[builder.load(builder.gep(p, [builder.add(k, ir.Constant(k.type, q))])) for q in range(4)]
+                    for k in wks]
 
-        W = weights(wr)
-        Wi = weights(wi) if planar else None
-        levels = _levels(R)
-        with cgutils.for_range(builder, nv) as loop:
+        Wr = scalars(wr)
+        Wi = scalars(wi) if planar else None
+        nv = builder.udiv(n, ir.Constant(n.type, V))
+        body(builder, sdata, ddata, offs, half, Wr, Wi, R, V, size, nv, None)
+        body(builder, sdata, ddata, offs, half, Wr, Wi, R, 1, size, builder.urem(n, ir.Constant(n.type, V)),
+             builder.mul(nv, ir.Constant(n.type, V)))
+        return context.get_dummy_value()
+
+    def body(builder, sdata, ddata, offs, half, Wr, Wi, R, V, size, count, start):
+        vty = ir.VectorType(sdata.type.pointee, V)
+        W = [[_splat(builder, x, V) for x in blk] for blk in Wr]
+        Wim = [[_splat(builder, x, V) for x in blk] for blk in Wi] if planar else None
+        with cgutils.for_range(builder, count) as loop:
             t = builder.mul(loop.index, ir.Constant(loop.index.type, V))
+            if start is not None:
+                t = builder.add(t, start)
 
-            def ptr(off, extra=None):
+            def ptr(data, off, extra=None):
                 idx = builder.add(off, t)
                 if extra is not None:
                     idx = builder.add(idx, extra)
                 return builder.bitcast(builder.gep(data, [idx]), vty.as_pointer())
 
-            re = [builder.load(ptr(o)) for o in offs]
-            for ld in re:
-                ld.align = context.get_abi_sizeof(elt)
-            im = None
-            if planar:
-                im = [builder.load(ptr(o, half)) for o in offs]
-                for ld in im:
-                    ld.align = context.get_abi_sizeof(elt)
-            fm, fa, fs = builder.fmul, builder.fadd, builder.fsub
+            def load(off, extra=None):
+                ld = builder.load(ptr(sdata, off, extra))
+                ld.align = size
+                return ld
+
+            def store(v, off, extra=None):
+                st = builder.store(v, ptr(ddata, off, extra))
+                st.align = size
+
+            re = [load(o) for o in offs]
+            im = [load(o, half) for o in offs] if planar else None
+            fm, fa, fs = (functools.partial(f, flags=_FLAGS) for f in (builder.fmul, builder.fadd, builder.fsub))
             kb = 0
-            for level in levels:
+            for level in _levels(R):
                 for r, s in level:
                     w00, w01, w10, w11 = W[kb]
                     ur, vr = re[r], re[s]
                     if not planar:
-                        re[r] = fa(fm(w00, ur, flags=_FLAGS), fm(w01, vr, flags=_FLAGS), flags=_FLAGS)
-                        re[s] = fa(fm(w10, ur, flags=_FLAGS), fm(w11, vr, flags=_FLAGS), flags=_FLAGS)
+                        re[r] = fa(fm(w00, ur), fm(w01, vr))
+                        re[s] = fa(fm(w10, ur), fm(w11, vr))
                     else:
-                        b00, b01, b10, b11 = Wi[kb]
+                        b00, b01, b10, b11 = Wim[kb]
                         ui, vi = im[r], im[s]
 
                         def cre(a, b, c, d):  # real part of (a + ib) u + (c + id) v
-                            x = fs(fm(a, ur, flags=_FLAGS), fm(b, ui, flags=_FLAGS), flags=_FLAGS)
-                            x = fa(x, fm(c, vr, flags=_FLAGS), flags=_FLAGS)
-                            return fs(x, fm(d, vi, flags=_FLAGS), flags=_FLAGS)
+                            return fs(fa(fs(fm(a, ur), fm(b, ui)), fm(c, vr)), fm(d, vi))
 
                         def cim(a, b, c, d):
-                            x = fa(fm(a, ui, flags=_FLAGS), fm(b, ur, flags=_FLAGS), flags=_FLAGS)
-                            x = fa(x, fm(c, vi, flags=_FLAGS), flags=_FLAGS)
-                            return fa(x, fm(d, vr, flags=_FLAGS), flags=_FLAGS)
+                            return fa(fa(fa(fm(a, ui), fm(b, ur)), fm(c, vi)), fm(d, vr))
 
                         re[r], im[r] = cre(w00, b00, w01, b01), cim(w00, b00, w01, b01)
                         re[s], im[s] = cre(w10, b10, w11, b11), cim(w10, b10, w11, b11)
                     kb += 1
             for j, o in enumerate(offs):
-                st = builder.store(re[j], ptr(o))
-                st.align = context.get_abi_sizeof(elt)
+                store(re[j], o)
                 if planar:
-                    st = builder.store(im[j], ptr(o, half))
-                    st.align = context.get_abi_sizeof(elt)
-        return context.get_dummy_value()
+                    store(im[j], o, half)
 
     return codegen
 
 
-def _ok(buf, rows, w, wk):
-    return (isinstance(buf, types.Array) and buf.ndim == 1 and isinstance(buf.dtype, types.Float)
-            and isinstance(w, types.Array) and w.ndim == 1 and w.dtype == buf.dtype
+def _ok(src, dst, rows, w, wk):
+    return (isinstance(src, types.Array) and src.ndim == 1 and isinstance(src.dtype, types.Float)
+            and isinstance(dst, types.Array) and dst.ndim == 1 and dst.dtype == src.dtype and dst.mutable
+            and isinstance(w, types.Array) and w.ndim == 1 and w.dtype == src.dtype
             and isinstance(rows, types.UniTuple) and rows.count in (2, 4, 8) and isinstance(rows.dtype, types.Integer)
             and isinstance(wk, types.UniTuple) and isinstance(wk.dtype, types.Integer)
             and wk.count == {2: 1, 4: 4, 8: 12}[rows.count])
 
 
 @intrinsic
-def _bf_group_any(typingctx, buf, rows, half, wr, wi, wk, nv):
-    """:func:`_bf_group` when ``wi`` is None (``half`` unused), else :func:`_bf_group_planar`."""
+def _bf_group(typingctx, src, dst, rows, half, wr, wi, wk, n):
+    """One radix-2^R group, R = 1, 2, 3: the 2^R rows of ``src`` starting at element offsets
+    ``rows`` (UniTuple of 2, 4 or 8; bit k of the row number = level k's partner), R levels
+    in order, level k updating (r, r | 2^k), r with bit k clear, by the 2 x 2 block (row
+    major) at wr[wk[q]:wk[q] + 4], q running over levels then r ascending; ``n`` samples per
+    row; results to the same offsets of ``dst`` (1-D arrays of one float dtype; dst may be
+    src: every vector is loaded before it is stored). ``wi`` None: real rows (``half``
+    unused). ``wi`` an array: planar complex rows, imaginary parts ``half`` elements after
+    the real parts, weights as real parts ``wr`` and imaginary parts ``wi``; complex
+    multiply-adds are real vector FMAs. No bounds checks: the callers' loops guarantee them."""
+    if not _ok(src, dst, rows, wr, wk):
+        return None
     if isinstance(wi, types.NoneType):
-        if not _ok(buf, rows, wr, wk):
-            return None
-
-        def codegen(context, builder, sig, args):
-            b, r, _, w, _, k, n = args
-            s = types.void(*(sig.args[i] for i in (0, 1, 3, 5, 6)))
-            return _group_codegen(False)(context, builder, s, (b, r, w, k, n))
-        return types.void(buf, rows, half, wr, wi, wk, nv), codegen
-    if not (_ok(buf, rows, wr, wk) and isinstance(wi, types.Array) and wi.dtype == buf.dtype):
-        return None
-    return types.void(buf, rows, half, wr, wi, wk, nv), _group_codegen(True)
-
-
-@intrinsic
-def _bf_group(typingctx, buf, rows, w, wk, nv):
-    """In place on a real tile ``buf`` (1-D): the 2^R rows starting at offsets ``rows``
-    (UniTuple of 2, 4 or 8 element offsets; bit k of the row number = level k's partner),
-    R levels in order, level k updating (r, r | 2^k) for r with bit k clear by the 2 x 2 block
-    w[wk[m]: wk[m] + 4] (row-major), m running over levels then r ascending; ``nv`` vectors of
-    :func:`lanes` samples per row. No bounds checks: the caller's loops guarantee them."""
-    if not _ok(buf, rows, w, wk):
-        return None
-    return types.void(buf, rows, w, wk, nv), _group_codegen(False)
-
-
-@intrinsic
-def _bf_group_planar(typingctx, buf, rows, half, wr, wi, wk, nv):
-    """:func:`_bf_group` on a planar complex tile: a row's real parts at its offset, its
-    imaginary parts ``half`` elements further; complex weights as real parts ``wr`` and
-    imaginary parts ``wi``. Complex multiply-adds are real vector FMAs."""
-    if not (_ok(buf, rows, wr, wk) and isinstance(wi, types.Array) and wi.dtype == buf.dtype):
-        return None
-    return types.void(buf, rows, half, wr, wi, wk, nv), _group_codegen(True)
+        return types.void(src, dst, rows, half, wr, wi, wk, n), _group_codegen(False)
+    if isinstance(wi, types.Array) and wi.ndim == 1 and wi.dtype == src.dtype:
+        return types.void(src, dst, rows, half, wr, wi, wk, n), _group_codegen(True)
+    return None
 
 
 # ---- the fused chain in radix-2^R passes -------------------------------------------------------
@@ -319,78 +327,96 @@ def _generic_step_typed(wr, wi, off, a, b, c, d, src, dst, bt):
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _chain_passes(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, bt, first, step):
-    """Tiles first, first + step, ... of :func:`ks_chain_apply_radix` on the calling thread.
-    Real tiles when ``wi`` is None (weights ``wr``, dtype of Y), planar complex tiles
-    otherwise (row i: bt real parts at 2i·bt, then bt imaginary parts; weights as real parts
-    ``wr`` and imaginary parts ``wi``). Flags typed None or True as in
-    :func:`gpufact._kernels.cpu._chain_tiles`: ``x_rows``, ``y_rows`` row-major samples;
-    ``generic`` None when every pass is a butterfly pass (then one tile buffer: the passes
-    run in place, and the generic step is not compiled).
+def _chain_passes(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, direct, bt, first, step):
+    """Blocks first, first + step, ... of ``bt`` samples of :func:`ks_chain_apply_radix`, on
+    the calling thread. Real rows when ``wi`` is None (weights ``wr``, dtype of Y), planar
+    complex rows otherwise (row i: bt real parts at 2i·bt, then bt imaginary parts; weights
+    as real parts ``wr`` and imaginary parts ``wi``). Flags typed None or True (None
+    branches are pruned, :func:`gpufact._kernels.cpu._flag`): ``x_rows``, ``y_rows``
+    row-major samples; ``generic`` None when every pass is a butterfly pass (then one tile
+    buffer, the passes in place); ``direct`` True: no tile, the passes run on Y's columns
+    b0 .. b0 + bt themselves (real column batches, square butterfly chains): the first pass
+    reads X and writes Y, the others work in place on Y.
 
     Passes (``plan.radix_passes``): R = 0, generic KS step tile to tile (ping-pong);
-    R = 1, 2, 3, butterfly steps j .. j + R - 1 in place, by groups of 2^R rows
-    (:func:`_bf_group_any`): R = 1 walks the blocks (al, de) (any stride d); R >= 2 inserts
-    zero bits at the strides' positions into the group number g (power-of-two strides), and
-    finds each 2 x 2 block by removing its level's bit from the row number."""
+    R = 1, 2, 3, butterfly steps j .. j + R - 1 by groups of 2^R rows (:func:`_bf_group`):
+    R = 1 walks the blocks (al, de) (any stride d); R >= 2 inserts zero bits at the strides'
+    positions into the group number g (power-of-two strides), and finds each 2 x 2 block by
+    removing its level's bit from the row number."""
     B = X.shape[1] if x_rows is None else X.shape[0]
     N = X.shape[0] if x_rows is None else X.shape[1]
     nrow = 1 if wi is None else 2  # real rows per tile row
-    rs = nrow * bt  # elements per tile row
+    if direct is None:
+        rs = nrow * bt  # elements per tile row
+        buf0 = np.empty(maxdim * rs, dtype=wr.dtype)
+        buf1 = buf0 if generic is None else np.empty(maxdim * rs, dtype=wr.dtype)
+    else:
+        rs = B
+        buf0 = Y.reshape(-1)
+        buf1 = buf0
     ntiles = (B + bt - 1) // bt
-    buf0 = np.empty(maxdim * rs, dtype=wr.dtype)
-    buf1 = buf0 if generic is None else np.empty(maxdim * rs, dtype=wr.dtype)
     for ti in range(first, ntiles, step):
         b0 = ti * bt
         nt = min(bt, B - b0)
-        _load_tile(X, x_rows, b0, nt, buf0, bt, wi)
-        if nt < bt:  # a reused buffer holds stale values, possibly slow denormals
-            for i in range(nrow * N):
-                for t in range(i * bt + nt, (i + 1) * bt):
-                    buf0[t] = 0
         src, dst = buf0, buf1
+        c0, n = 0, bt
+        if direct is None:
+            _load_tile(X, x_rows, b0, nt, buf0, bt, wi)
+            if nt < bt:  # a reused buffer holds stale values, possibly slow denormals
+                for i in range(nrow * N):
+                    for t in range(i * bt + nt, (i + 1) * bt):
+                        buf0[t] = 0
+        else:
+            src = X.reshape(-1)
+            c0, n = b0, nt
         for p in range(passes.shape[0]):
             R, j = passes[p, 0], passes[p, 1]
+            tgt = src if direct is None else buf0  # butterfly passes: in place, or X -> Y
             if R == 1:
                 a, d, off = plan[j, 1], plan[j, 4], plan[j, 5]
                 for al in range(a):
                     for de in range(d):
                         i0 = al * 2 * d + de
-                        _bf_group_any(src, (i0 * rs, (i0 + d) * rs), bt, wr, wi, (off + 4 * (al * d + de),), bt)
+                        _bf_group(src, tgt, (i0 * rs + c0, (i0 + d) * rs + c0), bt, wr, wi,
+                                  (off + 4 * (al * d + de),), n)
             elif R == 2:
-                n = 2 * plan[j, 1] * plan[j, 4]
+                m = 2 * plan[j, 1] * plan[j, 4]
                 l0, l1 = _log2(plan[j, 4]), _log2(plan[j + 1, 4])
                 o0, o1 = plan[j, 5], plan[j + 1, 5]
                 d0, d1 = 1 << l0, 1 << l1
-                for g in range(n >> 2):
+                for g in range(m >> 2):
                     i0 = _insert_zero(_insert_zero(g, min(l0, l1)), max(l0, l1))
-                    rows = (i0 * rs, (i0 + d0) * rs, (i0 + d1) * rs, (i0 + d0 + d1) * rs)
+                    rows = (i0 * rs + c0, (i0 + d0) * rs + c0, (i0 + d1) * rs + c0, (i0 + d0 + d1) * rs + c0)
                     wk = (o0 + 4 * _drop(i0, l0), o0 + 4 * _drop(i0 + d1, l0),
                           o1 + 4 * _drop(i0, l1), o1 + 4 * _drop(i0 + d0, l1))
-                    _bf_group_any(src, rows, bt, wr, wi, wk, bt)
+                    _bf_group(src, tgt, rows, bt, wr, wi, wk, n)
             elif R == 3:
-                n = 2 * plan[j, 1] * plan[j, 4]
+                m = 2 * plan[j, 1] * plan[j, 4]
                 l0, l1, l2 = _log2(plan[j, 4]), _log2(plan[j + 1, 4]), _log2(plan[j + 2, 4])
                 o0, o1, o2 = plan[j, 5], plan[j + 1, 5], plan[j + 2, 5]
                 d0, d1, d2 = 1 << l0, 1 << l1, 1 << l2
                 lo = min(l0, l1, l2)
                 hi = max(l0, l1, l2)
                 mid = l0 + l1 + l2 - lo - hi
-                for g in range(n >> 3):
+                for g in range(m >> 3):
                     i0 = _insert_zero(_insert_zero(_insert_zero(g, lo), mid), hi)
-                    rows = (i0 * rs, (i0 + d0) * rs, (i0 + d1) * rs, (i0 + d0 + d1) * rs,
-                            (i0 + d2) * rs, (i0 + d0 + d2) * rs, (i0 + d1 + d2) * rs, (i0 + d0 + d1 + d2) * rs)
+                    rows = (i0 * rs + c0, (i0 + d0) * rs + c0, (i0 + d1) * rs + c0, (i0 + d0 + d1) * rs + c0,
+                            (i0 + d2) * rs + c0, (i0 + d0 + d2) * rs + c0, (i0 + d1 + d2) * rs + c0,
+                            (i0 + d0 + d1 + d2) * rs + c0)
                     wk = (o0 + 4 * _drop(i0, l0), o0 + 4 * _drop(i0 + d1, l0),
                           o0 + 4 * _drop(i0 + d2, l0), o0 + 4 * _drop(i0 + d1 + d2, l0),
                           o1 + 4 * _drop(i0, l1), o1 + 4 * _drop(i0 + d0, l1),
                           o1 + 4 * _drop(i0 + d2, l1), o1 + 4 * _drop(i0 + d0 + d2, l1),
                           o2 + 4 * _drop(i0, l2), o2 + 4 * _drop(i0 + d0, l2),
                           o2 + 4 * _drop(i0 + d1, l2), o2 + 4 * _drop(i0 + d0 + d1, l2))
-                    _bf_group_any(src, rows, bt, wr, wi, wk, bt)
+                    _bf_group(src, tgt, rows, bt, wr, wi, wk, n)
             elif generic is not None:
                 _generic_step(wr, wi, plan[j, 5], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], src, dst, bt)
-                src, dst = dst, src
-        _store_tile(src, bt, Y, y_rows, b0, nt, wi)
+                tgt = dst
+                dst = src
+            src = tgt
+        if direct is None:
+            _store_tile(src, bt, Y, y_rows, b0, nt, wi)
 
 
 @njit(inline="always")
@@ -413,7 +439,7 @@ def _drop(i, k):
     return ((i >> (k + 1)) << k) | (i & ((1 << k) - 1))
 
 
-def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt, nthreads):
+def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt, nthreads, direct=False):
     """Y <- (chain of KS factors) X in radix-2^R passes, tiles of ``bt`` samples in parallel.
 
     wr : 1-D weights (every factor's blocks (a, d, b, c), concatenated), real parts when
@@ -423,11 +449,17 @@ def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt,
     (with ``wi``); Y : (B, M) if ``y_rows`` else (M, B). bt : samples per tile, a whole
     number of vectors (:func:`tile_width`). nthreads : threads (each allocates its tile
     buffers once and takes every nthreads-th tile). Extra memory: one tile buffer per thread
-    (maxdim·bt elements of Y), two when the plan has generic steps.
+    (maxdim·bt elements of Y), two when the plan has generic steps. direct : no tiles, the
+    passes run on blocks of ``bt`` columns of Y (:func:`direct_width`; real X and Y, both
+    column batches, a square chain of butterfly steps only); no extra memory.
     """
     B = X.shape[0] if x_rows else X.shape[1]
     v = lanes(wr.dtype.itemsize) * max(_UNROLL.values())
-    if bt % v:
+    if bt % v and not direct:
         raise ValueError(f"bt must be a multiple of {v}, got {bt}")
-    args = (wr, wi, plan, passes, maxdim, X, _flag(x_rows), Y, _flag(y_rows), _flag(_has_generic(plan)), bt)
+    if direct and (wi is not None or x_rows or y_rows or _has_generic(plan) or X.shape != Y.shape
+                   or X.dtype != Y.dtype or not X.flags.writeable):
+        raise ValueError("direct: real column batches X, Y of one shape and dtype, butterfly steps only")
+    args = (wr, wi, plan, passes, maxdim, X, _flag(x_rows), Y, _flag(y_rows), _flag(_has_generic(plan)),
+            _flag(direct), bt)
     _on_threads(_chain_passes, args, -(-B // bt), nthreads)

@@ -14,6 +14,7 @@ _PARALLEL_WORK = 1 << 22
 # chains with butterfly steps run in radix-2^R passes (cpu_radix); False: every chain on the
 # radix-2 tile kernels of cpu.py (kept for chains of generic steps, and for the benchmark)
 _RADIX_PASSES = True
+_DIRECT = True  # real column batches of square butterfly chains: passes on Y's columns, no tiles
 
 
 class KSChain:
@@ -122,9 +123,15 @@ class KSChain:
             if self._passes is None:
                 self._passes = radix_passes(self.plan, cpu_radix.MAX_RADIX_LOG2)
             w = self.weights_planar(dt) if dt.kind == "c" else (self.weights(dt), None)
-            bt = cpu_radix.tile_width(self.maxdim, dt, B, threads, x_rows or y_rows)
+            bt = 0
+            if (_DIRECT and dt.kind == "f" and not (x_rows or y_rows) and X.dtype == dt and X.shape == Y.shape
+                    and X.flags.writeable and not np.may_share_memory(X, Y) and (self._passes[:, 0] > 0).all()):
+                bt = cpu_radix.direct_width(self.maxdim, dt.itemsize, B, threads)
+            direct = bt > 0
+            if not direct:
+                bt = cpu_radix.tile_width(self.maxdim, dt, B, threads, x_rows or y_rows)
             cpu_radix.ks_chain_apply_radix(*w, self.plan, self._passes, self.maxdim, X, x_rows, Y, y_rows, bt,
-                                           threads)
+                                           threads, direct)
             return out
         bt = k.tile_width(self.maxdim, dt.itemsize, B, threads, x_rows or y_rows)
         if dt.kind == "c":  # complex tiles held planar (real vector FMAs, no shuffles)
