@@ -29,6 +29,7 @@ VECTOR_BYTES = 64 if vector_isa() == "AVX-512" else 32
 # vectors per row and loop trip, by radix: 2 at R = 1, 2 (every weight splat serves two
 # vectors), 1 at R = 3 (8 rows fill AVX2's 16 registers)
 _UNROLL = {1: 2, 2: 2, 3: 1}
+_UNROLL_PLANAR = _UNROLL  # planar complex rows: the same (measured against 1 per row: no slower)
 MAX_RADIX_LOG2 = 2  # default pass radix 4: radix 8 (supported) measured no faster on AVX2 (weights spill)
 _FLAGS = ("contract", "reassoc", "nsz", "arcp")
 
@@ -102,7 +103,7 @@ def _group_codegen(planar):
         ddata = context.make_array(dty)(context, builder, dst).data
         elt = sdata.type.pointee
         size = context.get_abi_sizeof(elt)
-        V = lanes(size) * _UNROLL[R]
+        V = lanes(size) * (_UNROLL_PLANAR if planar else _UNROLL)[R]
         n = context.cast(builder, n, nty, types.intp)
         half = context.cast(builder, half, sig.args[3], types.intp) if planar else None
         offs = [context.cast(builder, o, rty.dtype, types.intp) for o in cgutils.unpack_tuple(builder, rows, m)]

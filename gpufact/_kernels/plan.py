@@ -76,6 +76,8 @@ def radix_passes(plan, max_radix_log2: int = 3) -> np.ndarray:
     takes ceil(L / max_radix_log2) passes of near-equal radix. A butterfly step that cannot
     combine (odd stride, another size) is a pass of its own (R = 1).
     """
+    if not 1 <= max_radix_log2 <= 3:
+        raise ValueError(f"max_radix_log2 must be 1, 2 or 3, got {max_radix_log2}")
     runs = []
     for j, (kind, a, b, c, d, _) in enumerate(np.asarray(plan).tolist()):
         if kind != KIND_RADIX2:
