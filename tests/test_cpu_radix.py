@@ -40,7 +40,7 @@ def test_radix_passes_cover_the_plan_in_order(max_radix):
         plan, _, _ = make_plan(chain)
         passes = radix_passes(plan, max_radix)
         covered = []
-        for R, j in passes:
+        for R, j, *_ in passes:
             steps = [j] if R == 0 else list(range(j, j + R))
             covered += steps
             assert R <= max_radix

@@ -95,8 +95,8 @@ def _group_codegen(planar):
     """LLVM IR of :func:`_bf_group`: weights splat once, then a loop over vectors of V
     samples (lanes x _UNROLL[R]) and a scalar loop over the n % V samples left."""
     def codegen(context, builder, sig, args):
-        src, dst, rows, half, wr, wi, wk, n = args
-        sty, dty, rty, _, wty, _, wkty, nty = sig.args
+        src, dst, rows, half, wr, wi, wk, n, _ = args
+        sty, dty, rty, _, wty, _, wkty, nty, tail = sig.args
         R = {2: 1, 4: 2, 8: 3}[rty.count]
         m = 1 << R
         sdata = context.make_array(sty)(context, builder, src).data
@@ -118,8 +118,9 @@ def _group_codegen(planar):
         Wi = scalars(wi) if planar else None
         nv = builder.udiv(n, ir.Constant(n.type, V))
         body(builder, sdata, ddata, offs, half, Wr, Wi, R, V, size, nv, None)
-        body(builder, sdata, ddata, offs, half, Wr, Wi, R, 1, size, builder.urem(n, ir.Constant(n.type, V)),
-             builder.mul(nv, ir.Constant(n.type, V)))
+        if not isinstance(tail, types.NoneType):
+            body(builder, sdata, ddata, offs, half, Wr, Wi, R, 1, size, builder.urem(n, ir.Constant(n.type, V)),
+                 builder.mul(nv, ir.Constant(n.type, V)))
         return context.get_dummy_value()
 
     def body(builder, sdata, ddata, offs, half, Wr, Wi, R, V, size, count, start):
@@ -188,12 +189,13 @@ def _ok(src, dst, rows, w, wk):
 
 
 @intrinsic
-def _bf_group(typingctx, src, dst, rows, half, wr, wi, wk, n):
+def _bf_group(typingctx, src, dst, rows, half, wr, wi, wk, n, tail):
     """One radix-2^R group, R = 1, 2, 3: the 2^R rows of ``src`` starting at element offsets
     ``rows`` (UniTuple of 2, 4 or 8; bit k of the row number = level k's partner), R levels
     in order, level k updating (r, r | 2^k), r with bit k clear, by the 2 x 2 block (row
     major) at wr[wk[q]:wk[q] + 4], q running over levels then r ascending; ``n`` samples per
-    row; results to the same offsets of ``dst`` (1-D arrays of one float dtype; dst may be
+    row (``tail`` None: n is a multiple of the vector length, no scalar loop for the rest
+    is compiled); results to the same offsets of ``dst`` (1-D arrays of one float dtype; dst may be
     src: every vector is loaded before it is stored). ``wi`` None: real rows (``half``
     unused). ``wi`` an array: planar complex rows, imaginary parts ``half`` elements after
     the real parts, weights as real parts ``wr`` and imaginary parts ``wi``; complex
@@ -201,9 +203,9 @@ def _bf_group(typingctx, src, dst, rows, half, wr, wi, wk, n):
     if not _ok(src, dst, rows, wr, wk):
         return None
     if isinstance(wi, types.NoneType):
-        return types.void(src, dst, rows, half, wr, wi, wk, n), _group_codegen(False)
+        return types.void(src, dst, rows, half, wr, wi, wk, n, tail), _group_codegen(False)
     if isinstance(wi, types.Array) and wi.ndim == 1 and wi.dtype == src.dtype:
-        return types.void(src, dst, rows, half, wr, wi, wk, n), _group_codegen(True)
+        return types.void(src, dst, rows, half, wr, wi, wk, n, tail), _group_codegen(True)
     return None
 
 
@@ -224,7 +226,7 @@ def _load_tile(X, x_rows, b0, nt, buf, bt, wi):
     raise NotImplementedError("compiled through its Numba overload")
 
 
-@overload(_load_tile, jit_options={"cache": True}, inline="always")
+@overload(_load_tile, jit_options={"cache": True})
 def _load_tile_typed(X, x_rows, b0, nt, buf, bt, wi):
     if isinstance(wi, types.NoneType):
         def load_real(X, x_rows, b0, nt, buf, bt, wi):
@@ -251,7 +253,7 @@ def _store_tile(buf, bt, Y, y_rows, b0, nt, wi):
     raise NotImplementedError("compiled through its Numba overload")
 
 
-@overload(_store_tile, jit_options={"cache": True}, inline="always")
+@overload(_store_tile, jit_options={"cache": True})
 def _store_tile_typed(buf, bt, Y, y_rows, b0, nt, wi):
     if isinstance(wi, types.NoneType):
         def store_real(buf, bt, Y, y_rows, b0, nt, wi):
@@ -328,30 +330,35 @@ def _generic_step_typed(wr, wi, off, a, b, c, d, src, dst, bt):
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _chain_passes(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, direct, bt, first, step):
+def _chain_passes(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, radix8, tiles, direct, bt, first,
+                  step):
     """Blocks first, first + step, ... of ``bt`` samples of :func:`ks_chain_apply_radix`, on
     the calling thread. Real rows when ``wi`` is None (weights ``wr``, dtype of Y), planar
     complex rows otherwise (row i: bt real parts at 2i·bt, then bt imaginary parts; weights
-    as real parts ``wr`` and imaginary parts ``wi``). Flags typed None or True (None
-    branches are pruned, :func:`gpufact._kernels.cpu._flag`): ``x_rows``, ``y_rows``
-    row-major samples; ``generic`` None when every pass is a butterfly pass (then one tile
-    buffer, the passes in place); ``direct`` True: no tile, the passes run on Y's columns
-    b0 .. b0 + bt themselves (real column batches, square butterfly chains): the first pass
-    reads X and writes Y, the others work in place on Y.
+    as real parts ``wr`` and imaginary parts ``wi``). Flags typed None or True (a branch
+    under ``flag is not None`` is pruned where the flag is None, :func:`gpufact._kernels.cpu._flag`):
+    ``x_rows``, ``y_rows`` row-major samples; ``generic``: the plan has generic steps (else
+    one tile buffer, passes in place); ``radix8``: it has radix-8 passes; ``tiles`` or
+    ``direct``, one of the two: tiles copied in and out, or no tile: the passes run on Y's
+    columns b0 .. b0 + bt themselves (real column batches, square butterfly chains), the
+    first pass reading X, the others in place on Y.
 
-    Passes (``plan.radix_passes``): R = 0, generic KS step tile to tile (ping-pong);
-    R = 1, 2, 3, butterfly steps j .. j + R - 1 by groups of 2^R rows (:func:`_bf_group`):
-    R = 1 walks the blocks (al, de) (any stride d); R >= 2 inserts zero bits at the strides'
-    positions into the group number g (power-of-two strides), and finds each 2 x 2 block by
-    removing its level's bit from the row number."""
+    Passes (``plan.radix_passes``: R, j, log2 of the R strides): R = 0, generic KS step tile
+    to tile (ping-pong); R = 1, 2, 3, butterfly steps j .. j + R - 1 by groups of 2^R rows
+    (:func:`_bf_group`): R = 1 walks the blocks (al, de) (any stride d); R >= 2 inserts zero
+    bits at the strides' positions into the group number g (power-of-two strides), and finds
+    a group's 2 x 2 blocks by removing each level's bit from its first row number (the other
+    rows' blocks follow at fixed distances). Bit tricks written out inline: Numba inlines
+    small jitted helpers slowly, and first-call compilation time counts."""
     B = X.shape[1] if x_rows is None else X.shape[0]
     N = X.shape[0] if x_rows is None else X.shape[1]
     nrow = 1 if wi is None else 2  # real rows per tile row
-    if direct is None:
-        rs = nrow * bt  # elements per tile row
-        buf0 = np.empty(maxdim * rs, dtype=wr.dtype)
-        buf1 = buf0 if generic is None else np.empty(maxdim * rs, dtype=wr.dtype)
-    else:
+    rs = nrow * bt  # elements per tile row
+    buf0 = np.empty(0 if tiles is None else maxdim * rs, dtype=wr.dtype)
+    buf1 = buf0
+    if generic is not None:
+        buf1 = np.empty(maxdim * rs, dtype=wr.dtype)
+    if direct is not None:
         rs = B
         buf0 = Y.reshape(-1)
         buf1 = buf0
@@ -361,13 +368,13 @@ def _chain_passes(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, d
         nt = min(bt, B - b0)
         src, dst = buf0, buf1
         c0, n = 0, bt
-        if direct is None:
+        if tiles is not None:
             _load_tile(X, x_rows, b0, nt, buf0, bt, wi)
             if nt < bt:  # a reused buffer holds stale values, possibly slow denormals
                 for i in range(nrow * N):
                     for t in range(i * bt + nt, (i + 1) * bt):
                         buf0[t] = 0
-        else:
+        if direct is not None:
             src = X.reshape(-1)
             c0, n = b0, nt
         for p in range(passes.shape[0]):
@@ -379,65 +386,58 @@ def _chain_passes(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, d
                     for de in range(d):
                         i0 = al * 2 * d + de
                         _bf_group(src, tgt, (i0 * rs + c0, (i0 + d) * rs + c0), bt, wr, wi,
-                                  (off + 4 * (al * d + de),), n)
+                                  (off + 4 * (al * d + de),), n, direct)
             elif R == 2:
-                m = 2 * plan[j, 1] * plan[j, 4]
-                l0, l1 = _log2(plan[j, 4]), _log2(plan[j + 1, 4])
+                l0, l1 = passes[p, 2], passes[p, 3]
                 o0, o1 = plan[j, 5], plan[j + 1, 5]
                 d0, d1 = 1 << l0, 1 << l1
-                for g in range(m >> 2):
-                    i0 = _insert_zero(_insert_zero(g, min(l0, l1)), max(l0, l1))
-                    rows = (i0 * rs + c0, (i0 + d0) * rs + c0, (i0 + d1) * rs + c0, (i0 + d0 + d1) * rs + c0)
-                    wk = (o0 + 4 * _drop(i0, l0), o0 + 4 * _drop(i0 + d1, l0),
-                          o1 + 4 * _drop(i0, l1), o1 + 4 * _drop(i0 + d0, l1))
-                    _bf_group(src, tgt, rows, bt, wr, wi, wk, n)
+                lo, hi = min(l0, l1), max(l0, l1)
+                e0 = d1 >> 1 if l1 > l0 else d1  # block distance of the partner rows, level 0
+                e1 = d0 >> 1 if l0 > l1 else d0
+                for g in range((2 * plan[j, 1] * plan[j, 4]) >> 2):
+                    i0 = ((g >> lo) << (lo + 1)) | (g & ((1 << lo) - 1))
+                    i0 = ((i0 >> hi) << (hi + 1)) | (i0 & ((1 << hi) - 1))
+                    p0 = o0 + 4 * (((i0 >> (l0 + 1)) << l0) | (i0 & (d0 - 1)))
+                    p1 = o1 + 4 * (((i0 >> (l1 + 1)) << l1) | (i0 & (d1 - 1)))
+                    r0 = i0 * rs + c0
+                    _bf_group(src, tgt, (r0, r0 + d0 * rs, r0 + d1 * rs, r0 + (d0 + d1) * rs), bt, wr, wi,
+                              (p0, p0 + 4 * e0, p1, p1 + 4 * e1), n, direct)
             elif R == 3:
-                m = 2 * plan[j, 1] * plan[j, 4]
-                l0, l1, l2 = _log2(plan[j, 4]), _log2(plan[j + 1, 4]), _log2(plan[j + 2, 4])
-                o0, o1, o2 = plan[j, 5], plan[j + 1, 5], plan[j + 2, 5]
-                d0, d1, d2 = 1 << l0, 1 << l1, 1 << l2
-                lo = min(l0, l1, l2)
-                hi = max(l0, l1, l2)
-                mid = l0 + l1 + l2 - lo - hi
-                for g in range(m >> 3):
-                    i0 = _insert_zero(_insert_zero(_insert_zero(g, lo), mid), hi)
-                    rows = (i0 * rs + c0, (i0 + d0) * rs + c0, (i0 + d1) * rs + c0, (i0 + d0 + d1) * rs + c0,
-                            (i0 + d2) * rs + c0, (i0 + d0 + d2) * rs + c0, (i0 + d1 + d2) * rs + c0,
-                            (i0 + d0 + d1 + d2) * rs + c0)
-                    wk = (o0 + 4 * _drop(i0, l0), o0 + 4 * _drop(i0 + d1, l0),
-                          o0 + 4 * _drop(i0 + d2, l0), o0 + 4 * _drop(i0 + d1 + d2, l0),
-                          o1 + 4 * _drop(i0, l1), o1 + 4 * _drop(i0 + d0, l1),
-                          o1 + 4 * _drop(i0 + d2, l1), o1 + 4 * _drop(i0 + d0 + d2, l1),
-                          o2 + 4 * _drop(i0, l2), o2 + 4 * _drop(i0 + d0, l2),
-                          o2 + 4 * _drop(i0 + d1, l2), o2 + 4 * _drop(i0 + d0 + d1, l2))
-                    _bf_group(src, tgt, rows, bt, wr, wi, wk, n)
-            elif generic is not None:
-                _generic_step(wr, wi, plan[j, 5], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], src, dst, bt)
-                tgt = dst
-                dst = src
+                if radix8 is not None:
+                    l0, l1, l2 = passes[p, 2], passes[p, 3], passes[p, 4]
+                    o0, o1, o2 = plan[j, 5], plan[j + 1, 5], plan[j + 2, 5]
+                    d0, d1, d2 = 1 << l0, 1 << l1, 1 << l2
+                    lo = min(l0, l1, l2)
+                    hi = max(l0, l1, l2)
+                    mid = l0 + l1 + l2 - lo - hi
+                    e01 = d1 >> 1 if l1 > l0 else d1  # e_kj: block distance of stride j's rows at level k
+                    e02 = d2 >> 1 if l2 > l0 else d2
+                    e10 = d0 >> 1 if l0 > l1 else d0
+                    e12 = d2 >> 1 if l2 > l1 else d2
+                    e20 = d0 >> 1 if l0 > l2 else d0
+                    e21 = d1 >> 1 if l1 > l2 else d1
+                    for g in range((2 * plan[j, 1] * plan[j, 4]) >> 3):
+                        i0 = ((g >> lo) << (lo + 1)) | (g & ((1 << lo) - 1))
+                        i0 = ((i0 >> mid) << (mid + 1)) | (i0 & ((1 << mid) - 1))
+                        i0 = ((i0 >> hi) << (hi + 1)) | (i0 & ((1 << hi) - 1))
+                        p0 = o0 + 4 * (((i0 >> (l0 + 1)) << l0) | (i0 & (d0 - 1)))
+                        p1 = o1 + 4 * (((i0 >> (l1 + 1)) << l1) | (i0 & (d1 - 1)))
+                        p2 = o2 + 4 * (((i0 >> (l2 + 1)) << l2) | (i0 & (d2 - 1)))
+                        r0 = i0 * rs + c0
+                        rows = (r0, r0 + d0 * rs, r0 + d1 * rs, r0 + (d0 + d1) * rs, r0 + d2 * rs,
+                                r0 + (d0 + d2) * rs, r0 + (d1 + d2) * rs, r0 + (d0 + d1 + d2) * rs)
+                        wk = (p0, p0 + 4 * e01, p0 + 4 * e02, p0 + 4 * (e01 + e02),
+                              p1, p1 + 4 * e10, p1 + 4 * e12, p1 + 4 * (e10 + e12),
+                              p2, p2 + 4 * e20, p2 + 4 * e21, p2 + 4 * (e20 + e21))
+                        _bf_group(src, tgt, rows, bt, wr, wi, wk, n, direct)
+            else:
+                if generic is not None:
+                    _generic_step(wr, wi, plan[j, 5], plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], src, dst, bt)
+                    tgt = dst
+                    dst = src
             src = tgt
-        if direct is None:
+        if tiles is not None:
             _store_tile(src, bt, Y, y_rows, b0, nt, wi)
-
-
-@njit(inline="always")
-def _log2(d):
-    k = 0
-    while (1 << (k + 1)) <= d:
-        k += 1
-    return k
-
-
-@njit(inline="always")
-def _insert_zero(g, k):
-    """g with a zero bit inserted at position k (bits k and up move one up)."""
-    return ((g >> k) << (k + 1)) | (g & ((1 << k) - 1))
-
-
-@njit(inline="always")
-def _drop(i, k):
-    """i with bit k removed (the inverse of :func:`_insert_zero` on numbers with bit k clear)."""
-    return ((i >> (k + 1)) << k) | (i & ((1 << k) - 1))
 
 
 def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt, nthreads, direct=False):
@@ -445,7 +445,7 @@ def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt,
 
     wr : 1-D weights (every factor's blocks (a, d, b, c), concatenated), real parts when
     ``wi`` (imaginary parts) is given, else the weights in Y's dtype. plan : int64 (S, 6)
-    steps (``plan.make_plan``); passes : int64 (P, 2) (``plan.radix_passes``); maxdim : the
+    steps (``plan.make_plan``); passes : int64 (P, 5) (``plan.radix_passes``); maxdim : the
     largest row count. X : C-contiguous, (B, N) if ``x_rows`` else (N, B), real, or complex
     (with ``wi``); Y : (B, M) if ``y_rows`` else (M, B). bt : samples per tile, a whole
     number of vectors (:func:`tile_width`). nthreads : threads (each allocates its tile
@@ -462,5 +462,5 @@ def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt,
                    or X.dtype != Y.dtype or not X.flags.writeable):
         raise ValueError("direct: real column batches X, Y of one shape and dtype, butterfly steps only")
     args = (wr, wi, plan, passes, maxdim, X, _flag(x_rows), Y, _flag(y_rows), _flag(_has_generic(plan)),
-            _flag(direct), bt)
+            _flag((passes[:, 0] == 3).any()), _flag(not direct), _flag(direct), bt)
     _on_threads(_chain_passes, args, -(-B // bt), nthreads)

@@ -68,9 +68,10 @@ def butterfly_passes(log2ds, offsets, max_radix_log2: int = 3) -> np.ndarray:
 def radix_passes(plan, max_radix_log2: int = 3) -> np.ndarray:
     """Group the steps of a :func:`make_plan` plan into the passes of the CPU apply.
 
-    Returns int64 (P, 2) rows ``(R, j)``: R = 0, generic step j (one sweep, tile to tile);
-    R >= 1, steps j .. j + R - 1 applied as radix-2^R groups in place
-    (:mod:`gpufact._kernels.cpu_radix`). Consecutive butterfly steps (kind 1) combine when
+    Returns int64 (P, 5) rows ``(R, j, l_0, l_1, l_2)``: R = 0, generic step j (one sweep,
+    tile to tile); R >= 1, steps j .. j + R - 1 applied as radix-2^R groups in place
+    (:mod:`gpufact._kernels.cpu_radix`), l_k = log2 of step j + k's stride d when R >= 2
+    (-1 in unused slots). Consecutive butterfly steps (kind 1) combine when
     they have one size (2·a·d) and distinct power-of-two strides d: every group of 2^R rows
     is then closed under all R factors. Greedy, then balanced: a run of L combinable steps
     takes ceil(L / max_radix_log2) passes of near-equal radix. A butterfly step that cannot
@@ -95,11 +96,12 @@ def radix_passes(plan, max_radix_log2: int = 3) -> np.ndarray:
     for run in runs:
         L, j = run[0], run[1]
         if L == 0:
-            out.append((0, j))
+            out.append((0, j, -1, -1, -1))
             continue
         P = -(-L // max_radix_log2)
         for p in range(P):
             R = L // P + (p < L % P)
-            out.append((R, j))
+            lds = [int(plan[j + k][4]).bit_length() - 1 if R > 1 else -1 for k in range(R)]
+            out.append((R, j, *(lds + [-1] * (3 - R))))
             j += R
-    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+    return np.asarray(out, dtype=np.int64).reshape(-1, 5)
