@@ -32,7 +32,11 @@ def main():
     except ImportError:
         pyfaust = None
     rng = np.random.default_rng(0)
-    lines = ["Hadamard matrix as log2(N) butterfly factors, float32 (pyfaust gets the same factors as "
+    load = os.getloadavg()
+    lines = [f"Load average (1, 5, 15 min) at the start: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} on "
+             f"{os.cpu_count()} cores (other processes on the machine slow every contender, dense NumPy's "
+             "2-thread OpenBLAS most).", "",
+             "Hadamard matrix as log2(N) butterfly factors, float32 (pyfaust gets the same factors as "
              "scipy CSR float32). Each time: the best of 3 rounds that visit every library in turn (best of 3 runs each, after a warm-up), one process. Ratios > 1: gpufact faster.",
              "", "| N | B | gpufact F@X (ms) | gpufact X@F.T rows (ms) | dense numpy (ms) | pyfaust (ms) | "
              "scipy.fft.rfft (ms) | copy of X (ms) | vs dense | vs pyfaust | F@X / copy | extra memory / (N·B) |",
