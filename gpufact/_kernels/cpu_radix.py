@@ -1,17 +1,34 @@
-"""Radix-2^R butterfly groups in vector registers, for the fused CPU apply (:mod:`.cpu`).
+"""Fused CPU apply of Kronecker-sparse chains in radix-2^R passes (R = 1, 2, 3).
 
-R consecutive butterfly-like Kronecker-sparse factors (b = c = 2, same size, strides d that
-nest: each larger d a multiple of twice the smaller, e.g. distinct powers of two) act on
-closed groups of 2^R rows: the rows i0 + sum of a subset of the d's. One group pass loads
-the 2^R rows once, applies the R factors (2 x 2 blocks) in registers, and stores the rows
-once, in place: R factors cost one sweep of the tile instead of R (the tile of a large
-transform lives in L2 or L3, where each sweep is bound by loads and stores).
+R consecutive butterfly-like Kronecker-sparse factors (b = c = 2, one size, distinct
+power-of-two strides d) act on closed groups of 2^R rows: the rows i0 + a sum of a subset
+of the d's. One group pass loads the 2^R rows once, applies the R factors (2 x 2 blocks)
+in registers, and stores the rows once: R factors cost one sweep of the rows instead of R.
+``plan.radix_passes`` groups a plan's steps; a step that cannot pair (generic KS factor,
+odd stride, repeated stride, another size) is a pass of its own (radix 2, or the generic
+tile-to-tile step).
 
-The group is written as LLVM vector code (:func:`_bf_group`, :func:`_bf_group_planar`):
-Numba's own loops over 2R rows lose vectorisation to runtime alias checks (LLVM gives up
-past 8 pointer pairs), so the loads, 2 x 2 updates and stores of a vector of samples are
-emitted directly, weights splat once per group before the loop over the tile row. Vectors
-are VECTOR_BYTES wide (64 on AVX-512, else 32: the backend splits wider ones).
+The group is written as LLVM vector code (:func:`_bf_group`): Numba's own loops over 2R
+rows lose vectorisation to runtime alias checks, so the loads, 2 x 2 updates and stores of
+a vector of samples are emitted directly, the weights splat once per group. Vectors are
+VECTOR_BYTES wide (64 on AVX-512, else 32; wider ones are split by the backend), real rows
+two vectors per loop trip at R = 1, 2 (a weight splat serves both), planar complex rows one.
+
+Two modes (:func:`ks_chain_apply_radix`): **tiles**, as the radix-2 kernel of :mod:`.cpu`
+(bt samples copied into a (rows, bt) buffer, row-major samples through 8 x 8 vector
+transposes, complex rows planar), but one buffer, passes in place; **direct**, for real
+column batches through a square butterfly chain: no tile at all, each thread runs the
+passes on a block of Y's columns sized from the last-level cache, the first pass reading X
+(on this 2-core AMD EPYC the tile copies of column batches cost more than the factors:
+gathering bt-wide strips from 4096 rows of X while scattering strips of Y runs at a fifth
+of a plain copy's speed).
+
+Measured on AMD EPYC (Zen 3, AVX2, 16 vector registers), see
+benchmarks/results/apply_cpu_amd-epyc.md: 1.4-2.2x (float32) and 1.0-2x (complex64) over
+the radix-2 kernel at B >= 64, mostly from the in-place passes and the direct mode; radix 4
+and radix 8 cost the same per row and level as radix 2 here (the 16 or 48 weights of a
+group do not fit the registers beside the rows: every update reloads its weight, so the
+load ports, not the tile sweeps, bound a pass), hence MAX_RADIX_LOG2 = 2.
 """
 from __future__ import annotations
 
