@@ -227,69 +227,15 @@ def _bf_group(typingctx, src, dst, rows, half, wr, wi, wk, n, tail):
 
 
 # ---- the fused chain in radix-2^R passes -------------------------------------------------------
-# One kernel for real and planar complex tiles: the parts that differ are small functions
-# typed per case (overloads on whether ``wi`` is None), inlined.
+# One kernel for real and planar complex tiles: the code that differs sits under
+# ``real is not None`` or ``wi is not None`` (pruned where None), the generic step in an
+# overload typed per case (compiled only for plans that have generic steps).
 
 from numba import njit  # noqa: E402
 from numba.core.extending import overload  # noqa: E402
 
 from .cpu import (_FASTMATH, _cols_to_tile_planar, _flag, _has_generic, _load_rows,  # noqa: E402
                   _load_rows_planar_any, _on_threads, _store_rows, _store_rows_planar, _tile_to_cols_planar)
-
-
-def _load_tile(X, x_rows, b0, nt, buf, bt, wi):
-    """Tile rows <- samples b0 .. b0 + nt of X (real rows, or planar rows when ``wi`` is
-    an array)."""
-    raise NotImplementedError("compiled through its Numba overload")
-
-
-@overload(_load_tile, jit_options={"cache": True})
-def _load_tile_typed(X, x_rows, b0, nt, buf, bt, wi):
-    if isinstance(wi, types.NoneType):
-        def load_real(X, x_rows, b0, nt, buf, bt, wi):
-            if x_rows is None:
-                for i in range(X.shape[0]):
-                    xr = X[i, b0:b0 + nt]
-                    br = buf[i * bt:i * bt + nt]
-                    for t in range(nt):
-                        br[t] = xr[t]
-            else:
-                _load_rows(X, b0, nt, buf, bt)
-        return load_real
-
-    def load_planar(X, x_rows, b0, nt, buf, bt, wi):
-        if x_rows is None:
-            _cols_to_tile_planar(X, b0, buf, X.shape[0], nt, bt)
-        else:
-            _load_rows_planar_any(X, b0, nt, buf, bt)
-    return load_planar
-
-
-def _store_tile(buf, bt, Y, y_rows, b0, nt, wi):
-    """Samples b0 .. b0 + nt of Y <- tile rows: the inverse of :func:`_load_tile`."""
-    raise NotImplementedError("compiled through its Numba overload")
-
-
-@overload(_store_tile, jit_options={"cache": True})
-def _store_tile_typed(buf, bt, Y, y_rows, b0, nt, wi):
-    if isinstance(wi, types.NoneType):
-        def store_real(buf, bt, Y, y_rows, b0, nt, wi):
-            if y_rows is None:
-                for i in range(Y.shape[0]):
-                    yr = Y[i, b0:b0 + nt]
-                    br = buf[i * bt:i * bt + nt]
-                    for t in range(nt):
-                        yr[t] = br[t]
-            else:
-                _store_rows(buf, bt, Y, b0, nt)
-        return store_real
-
-    def store_planar(buf, bt, Y, y_rows, b0, nt, wi):
-        if y_rows is None:
-            _tile_to_cols_planar(buf, bt, Y, b0, Y.shape[0], nt)
-        else:
-            _store_rows_planar(buf, bt, Y, b0, nt)
-    return store_planar
 
 
 def _generic_step(wr, wi, off, a, b, c, d, src, dst, bt):
@@ -347,11 +293,11 @@ def _generic_step_typed(wr, wi, off, a, b, c, d, src, dst, bt):
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _chain_passes(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, radix8, tiles, direct, bt, first,
-                  step):
+def _chain_passes(wr, wi, real, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, radix8, tiles, direct, bt,
+                  first, step):
     """Blocks first, first + step, ... of ``bt`` samples of :func:`ks_chain_apply_radix`, on
-    the calling thread. Real rows when ``wi`` is None (weights ``wr``, dtype of Y), planar
-    complex rows otherwise (row i: bt real parts at 2i·bt, then bt imaginary parts; weights
+    the calling thread. Real rows when ``wi`` is None and ``real`` True (weights ``wr``,
+    dtype of Y), planar complex rows when ``real`` is None (row i: bt real parts at 2i·bt, then bt imaginary parts; weights
     as real parts ``wr`` and imaginary parts ``wi``). Flags typed None or True (a branch
     under ``flag is not None`` is pruned where the flag is None, :func:`gpufact._kernels.cpu._flag`):
     ``x_rows``, ``y_rows`` row-major samples; ``generic``: the plan has generic steps (else
@@ -386,7 +332,20 @@ def _chain_passes(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, r
         src, dst = buf0, buf1
         c0, n = 0, bt
         if tiles is not None:
-            _load_tile(X, x_rows, b0, nt, buf0, bt, wi)
+            if real is not None:
+                if x_rows is None:
+                    for i in range(N):
+                        xr = X[i, b0:b0 + nt]
+                        br = buf0[i * bt:i * bt + nt]
+                        for t in range(nt):
+                            br[t] = xr[t]
+                else:
+                    _load_rows(X, b0, nt, buf0, bt)
+            if wi is not None:
+                if x_rows is None:
+                    _cols_to_tile_planar(X, b0, buf0, N, nt, bt)
+                else:
+                    _load_rows_planar_any(X, b0, nt, buf0, bt)
             if nt < bt:  # a reused buffer holds stale values, possibly slow denormals
                 for i in range(nrow * N):
                     for t in range(i * bt + nt, (i + 1) * bt):
@@ -454,7 +413,20 @@ def _chain_passes(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, r
                     dst = src
             src = tgt
         if tiles is not None:
-            _store_tile(src, bt, Y, y_rows, b0, nt, wi)
+            if real is not None:
+                if y_rows is None:
+                    for i in range(Y.shape[0]):
+                        yr = Y[i, b0:b0 + nt]
+                        br = src[i * bt:i * bt + nt]
+                        for t in range(nt):
+                            yr[t] = br[t]
+                else:
+                    _store_rows(src, bt, Y, b0, nt)
+            if wi is not None:
+                if y_rows is None:
+                    _tile_to_cols_planar(src, bt, Y, b0, Y.shape[0], nt)
+                else:
+                    _store_rows_planar(src, bt, Y, b0, nt)
 
 
 def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt, nthreads, direct=False):
@@ -478,6 +450,6 @@ def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt,
     if direct and (wi is not None or x_rows or y_rows or _has_generic(plan) or X.shape != Y.shape
                    or X.dtype != Y.dtype or not X.flags.writeable):
         raise ValueError("direct: real column batches X, Y of one shape and dtype, butterfly steps only")
-    args = (wr, wi, plan, passes, maxdim, X, _flag(x_rows), Y, _flag(y_rows), _flag(_has_generic(plan)),
+    args = (wr, wi, _flag(wi is None), plan, passes, maxdim, X, _flag(x_rows), Y, _flag(y_rows), _flag(_has_generic(plan)),
             _flag((passes[:, 0] == 3).any()), _flag(not direct), _flag(direct), bt)
     _on_threads(_chain_passes, args, -(-B // bt), nthreads)
