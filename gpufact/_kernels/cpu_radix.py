@@ -57,10 +57,11 @@ def lanes(itemsize: int) -> int:
 
 
 def tile_width(maxdim: int, dtype, B: int, threads: int, rows: bool) -> int:
-    """Samples per tile of :func:`ks_chain_apply_radix` for Y of ``dtype``. A tile row is L1d / 64 bytes (the core's L1 data
-    cache, read at run time by :func:`gpufact._cpuinfo.cache_sizes`: 512 B = 128 float32 on
-    a 32 KiB L1d, measured best at N = 1024 and 4096, the 2^R rows of a group pass and the
-    next group's prefetched rows stay in L1); when either side is row-major, a tile larger
+    """Samples per tile of :func:`ks_chain_apply_radix` for Y of ``dtype``. A tile row is
+    L1d / 64 bytes (the core's L1 data cache, read at run time by
+    :func:`gpufact._cpuinfo.cache_sizes`: 512 B = 128 float32 on a 32 KiB L1d, measured
+    best at N = 1024 and 4096 against 64 and 256; the 2^R rows of a group pass and the next
+    group's rows stay in L1); when either side is row-major, a tile larger
     than half the L2 keeps at most 64 samples (the transposes sweep 8-sample strips across
     all rows), as :func:`gpufact._kernels.cpu.tile_width`; the tile at most TILE_MAX_BYTES;
     no wider than an even share of the batch; and a whole number of vectors (the group
@@ -297,9 +298,10 @@ def _chain_passes(wr, wi, real, plan, passes, maxdim, X, x_rows, Y, y_rows, gene
                   first, step):
     """Blocks first, first + step, ... of ``bt`` samples of :func:`ks_chain_apply_radix`, on
     the calling thread. Real rows when ``wi`` is None and ``real`` True (weights ``wr``,
-    dtype of Y), planar complex rows when ``real`` is None (row i: bt real parts at 2i·bt, then bt imaginary parts; weights
-    as real parts ``wr`` and imaginary parts ``wi``). Flags typed None or True (a branch
-    under ``flag is not None`` is pruned where the flag is None, :func:`gpufact._kernels.cpu._flag`):
+    dtype of Y), planar complex rows when ``real`` is None (row i: bt real parts at 2i·bt,
+    then bt imaginary parts; weights as real parts ``wr`` and imaginary parts ``wi``).
+    Flags typed None or True (a branch under ``flag is not None`` is pruned where the flag
+    is None, :func:`gpufact._kernels.cpu._flag`):
     ``x_rows``, ``y_rows`` row-major samples; ``generic``: the plan has generic steps (else
     one tile buffer, passes in place); ``radix8``: it has radix-8 passes; ``tiles`` or
     ``direct``, one of the two: tiles copied in and out, or no tile: the passes run on Y's
@@ -450,6 +452,6 @@ def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt,
     if direct and (wi is not None or x_rows or y_rows or _has_generic(plan) or X.shape != Y.shape
                    or X.dtype != Y.dtype or not X.flags.writeable):
         raise ValueError("direct: real column batches X, Y of one shape and dtype, butterfly steps only")
-    args = (wr, wi, _flag(wi is None), plan, passes, maxdim, X, _flag(x_rows), Y, _flag(y_rows), _flag(_has_generic(plan)),
-            _flag((passes[:, 0] == 3).any()), _flag(not direct), _flag(direct), bt)
+    args = (wr, wi, _flag(wi is None), plan, passes, maxdim, X, _flag(x_rows), Y, _flag(y_rows),
+            _flag(_has_generic(plan)), _flag((passes[:, 0] == 3).any()), _flag(not direct), _flag(direct), bt)
     _on_threads(_chain_passes, args, -(-B // bt), nthreads)
