@@ -88,11 +88,15 @@ def _run(chain, dtype, B, x_rows, y_rows, max_radix, bt, nthreads, rng, direct=F
 @pytest.mark.parametrize("name", list(CHAINS))
 @pytest.mark.parametrize("max_radix", [1, 2, 3])
 def test_tiles_match_reference(name, max_radix, dtype):
-    """Tiles of 16 samples (B = 37: a partial tile), 2 threads, every layout pair."""
+    """Tiles of 16 samples (B = 37: a partial tile), 2 threads, column batches and row-major
+    samples on both sides; one side each for two dtypes (every flag combination is a Numba
+    specialisation compiled on first use: the mixed layouts run the same passes)."""
     rng = np.random.default_rng(max_radix)
-    for x_rows in (False, True):
-        for y_rows in (False, True):
-            _run(CHAINS[name], dtype, 37, x_rows, y_rows, max_radix, 16, 2, rng)
+    layouts = [(False, False), (True, True)]
+    if dtype in (np.float32, np.complex128) and max_radix < 3:
+        layouts += [(False, True), (True, False)]
+    for x_rows, y_rows in layouts:
+        _run(CHAINS[name], dtype, 37, x_rows, y_rows, max_radix, 16, 2, rng)
 
 
 @pytest.mark.parametrize("B", [1, 5, 16, 37, 130])
