@@ -6,6 +6,7 @@ amd-epyc, intel-xeon, ...), naming the CPU model, vector ISA and cache sizes.
 """
 from __future__ import annotations
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -14,6 +15,7 @@ import scipy.fft
 from _common import interleaved_best, write
 from gpufact import transforms
 from gpufact._cpuinfo import cpu_family
+from gpufact.factors import _chain
 
 
 def _peak_extra(fn, base_bytes):
@@ -30,7 +32,11 @@ def main():
     except ImportError:
         pyfaust = None
     rng = np.random.default_rng(0)
-    lines = ["Hadamard matrix as log2(N) butterfly factors, float32 (pyfaust gets the same factors as "
+    load = os.getloadavg()
+    lines = [f"Load average (1, 5, 15 min) at the start: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} on "
+             f"{os.cpu_count()} cores (other processes on the machine slow every contender, dense NumPy's "
+             "2-thread OpenBLAS most).", "",
+             "Hadamard matrix as log2(N) butterfly factors, float32 (pyfaust gets the same factors as "
              "scipy CSR float32). Each time: the best of 3 rounds that visit every library in turn (best of 3 runs each, after a warm-up), one process. Ratios > 1: gpufact faster.",
              "", "| N | B | gpufact F@X (ms) | gpufact X@F.T rows (ms) | dense numpy (ms) | pyfaust (ms) | "
              "scipy.fft.rfft (ms) | copy of X (ms) | vs dense | vs pyfaust | F@X / copy | extra memory / (N·B) |",
@@ -96,8 +102,65 @@ def main():
                          f"{t['d'] * 1e3:.3f} | {t.get('p', np.nan) * 1e3:.3f} | {t['fft'] * 1e3:.3f} | "
                          f"{t['d'] / t['f']:.1f}x | {t.get('p', np.nan) / t['f']:.1f}x |")
             print(lines[-1], flush=True)
+    lines += before_after()
     write(f"apply_cpu_{cpu_family()}.md", "Apply: FactorProduct @ X vs dense, pyfaust, FFT (CPU)", lines)
 
 
+def _radix2(fn):
+    """fn run on the radix-2 tile kernels of gpufact._kernels.cpu (the path before radix passes)."""
+    def run():
+        _chain._RADIX_PASSES = False
+        try:
+            return fn()
+        finally:
+            _chain._RADIX_PASSES = True
+    return run
+
+
+def before_after():
+    """Radix-2 tile kernels (before) vs radix-2^R passes (now), side by side in one process."""
+    load = os.getloadavg()
+    out = ["", "## Before / after: radix-2 tiles vs radix-2^R passes", "",
+           "Same process, same rounds (3 rounds visiting every contender, best of 3 each): `before` is the "
+           "radix-2 tile kernel of `gpufact._kernels.cpu` (one sweep of the tile per factor, two tile buffers; "
+           "`gpufact.factors._chain._RADIX_PASSES = False`), `now` the radix-2^R passes of "
+           "`gpufact._kernels.cpu_radix` (two butterfly factors per load and store of a row group, in place; "
+           "real column batches without tiles, on Y's columns). Hadamard (float32) and DFT with its "
+           "bit-reversal permutation (complex64). Ratio = before / now (> 1: now faster). B = 1 takes the "
+           "one-vector path in both (unchanged). Load average at the start (1, 5, 15 min): "
+           f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} on {os.cpu_count()} cores.", "",
+           "| dtype | N | B | F@X before (ms) | F@X now (ms) | F@X ratio | X@F.T before (ms) | X@F.T now (ms) | "
+           "X@F.T ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    rng = np.random.default_rng(1)
+    for dt in (np.float32, np.complex64):
+        for N in (1024, 4096):
+            F = transforms.hadamard(N, dtype=dt) if dt == np.float32 else transforms.dft(N, dtype=dt)
+            for B in (1, 64, 1024):
+                X = rng.standard_normal((N, B)).astype(dt)
+                if dt == np.complex64:
+                    X = X + 1j * rng.standard_normal((N, B)).astype(np.float32)
+                Xr = np.ascontiguousarray(X.T)
+                fns = {"f0": _radix2(lambda: F @ X), "f1": lambda: F @ X,
+                       "r0": _radix2(lambda: Xr @ F.T), "r1": lambda: Xr @ F.T}
+                ref = fns["f0"]()
+                tol = 1e-4 * np.abs(ref).max()
+                np.testing.assert_allclose(fns["f1"](), ref, rtol=1e-4, atol=tol)
+                np.testing.assert_allclose(fns["r0"]().T, ref, rtol=1e-4, atol=tol)
+                np.testing.assert_allclose(fns["r1"]().T, ref, rtol=1e-4, atol=tol)
+                t = interleaved_best(fns)
+                out.append(f"| {np.dtype(dt).name} | {N} | {B} | {t['f0'] * 1e3:.3f} | {t['f1'] * 1e3:.3f} | "
+                           f"{t['f0'] / t['f1']:.2f}x | {t['r0'] * 1e3:.3f} | {t['r1'] * 1e3:.3f} | "
+                           f"{t['r0'] / t['r1']:.2f}x |")
+                print(out[-1], flush=True)
+    load = os.getloadavg()
+    out += ["", f"Load average at the end: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}."]
+    return out
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["--before-after"]:  # that section alone, printed
+        print("\n".join(before_after()))
+    else:
+        main()

@@ -81,3 +81,37 @@ class Baselines:
 
     def time_copy(self, N, B):
         self.X.copy()
+
+
+class ApplyRadix:
+    """The CPU apply's two kernels on the same butterfly chains: ``radix2`` (one sweep of the
+    tile per factor, gpufact._kernels.cpu) and ``passes`` (radix-2^R passes, two factors per
+    load and store, gpufact._kernels.cpu_radix), column batches and row-major samples: the
+    before/after of benchmarks/apply.py."""
+
+    params = (["radix2", "passes"], [2 ** 10, 2 ** 12], [64, 1024], ["float32", "complex64"])
+    param_names = ["kernel", "N", "B", "dtype"]
+    timeout = 120
+
+    def setup(self, kernel, N, B, dtype):
+        from gpufact.factors import _chain
+
+        self._chain = _chain
+        self.on = kernel == "passes"
+        self.F = transforms.hadamard(N, dtype=dtype) if dtype == "float32" else transforms.dft(N, dtype=dtype)
+        X = np.random.default_rng(0).standard_normal((N, B)).astype(dtype)
+        self.X, self.Xr = X, np.ascontiguousarray(X.T)
+        self._run(lambda: (self.F @ self.X, self.Xr @ self.F.T))
+
+    def _run(self, fn):
+        self._chain._RADIX_PASSES = self.on
+        try:
+            return fn()
+        finally:
+            self._chain._RADIX_PASSES = True
+
+    def time_apply(self, kernel, N, B, dtype):
+        self._run(lambda: self.F @ self.X)
+
+    def time_apply_rows(self, kernel, N, B, dtype):
+        self._run(lambda: self.Xr @ self.F.T)

@@ -1,8 +1,8 @@
 """Apply kernels: NumPy references, Numba (CPU) twins and CUDA launchers.
 
 Each kernel exists three times with one semantics:
-``reference.py`` (plain NumPy, the ground truth used by the tests), ``cpu.py`` (Numba: applying
-factors) with ``cpu_sparse.py`` (Numba: fused CSR chains and the fused assignment),
+``reference.py`` (plain NumPy, the ground truth used by the tests), ``cpu.py`` and
+``cpu_radix.py`` (Numba: applying factors; radix-2^R passes for butterfly chains) with ``cpu_sparse.py`` (Numba: fused CSR chains and the fused assignment),
 ``cpu_grad.py`` (Numba: gradients), ``cpu_features.py`` (Numba: fused random-feature maps)
 and ``cpu_solvers.py`` (Numba: the solvers' projections and norms), and ``cuda.py``
 (CuPy ``RawModule`` launchers over ``kernels/*.cu``).

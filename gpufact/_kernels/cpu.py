@@ -21,8 +21,11 @@ flags typed None or True (:func:`_flag`) let Numba prune what a call does not us
 layout's loads and stores, the generic step of an all-butterfly plan. No ``prange``: a
 parallel region costs seconds more to compile than the thread launcher it replaces.
 
-(A fused radix-4 step, two butterfly factors per pass, was measured slower here: Numba's
-loops over 8 rows lose vectorisation to alias checks.)
+Chains with butterfly steps run instead on the radix-2^R passes of :mod:`.cpu_radix` (two
+factors per load and store of a row group, explicit LLVM vector code: Numba's own loops over
+8 rows lose vectorisation to alias checks); the tile kernels here serve chains without
+butterfly steps (and ``gpufact.factors._chain._RADIX_PASSES = False``, the benchmarks'
+"before"), the one-sample kernel every chain at B <= 8.
 
 Time O(B * sum_j nnz_j); extra memory 2 * max_dim * bt per thread (``tile_width``), at most
 ~2 * max_dim * B. Works on column batches (X of shape (N, B)) and on row-major samples (X of

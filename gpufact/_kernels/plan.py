@@ -63,3 +63,45 @@ def butterfly_passes(log2ds, offsets, max_radix_log2: int = 3) -> np.ndarray:
             out[p, 1 + r] = ld
             out[p, 1 + R_max + r] = off
     return out
+
+
+def radix_passes(plan, max_radix_log2: int = 3) -> np.ndarray:
+    """Group the steps of a :func:`make_plan` plan into the passes of the CPU apply.
+
+    Returns int64 (P, 5) rows ``(R, j, l_0, l_1, l_2)``: R = 0, generic step j (one sweep,
+    tile to tile); R >= 1, steps j .. j + R - 1 applied as radix-2^R groups in place
+    (:mod:`gpufact._kernels.cpu_radix`), l_k = log2 of step j + k's stride d when R >= 2
+    (-1 in unused slots). Consecutive butterfly steps (kind 1) combine when
+    they have one size (2·a·d) and distinct power-of-two strides d: every group of 2^R rows
+    is then closed under all R factors. Greedy, then balanced: a run of L combinable steps
+    takes ceil(L / max_radix_log2) passes of near-equal radix. A butterfly step that cannot
+    combine (odd stride, another size) is a pass of its own (R = 1).
+    """
+    if not 1 <= max_radix_log2 <= 3:
+        raise ValueError(f"max_radix_log2 must be 1, 2 or 3, got {max_radix_log2}")
+    runs = []
+    for j, (kind, a, b, c, d, _) in enumerate(np.asarray(plan).tolist()):
+        if kind != KIND_RADIX2:
+            runs.append([0, j])
+            continue
+        pow2 = d & (d - 1) == 0
+        last = runs[-1] if runs else None
+        if pow2 and last is not None and last[0] >= 1 and last[3] is not None and last[2] == 2 * a * d \
+                and d not in last[3]:
+            last[0] += 1
+            last[3].add(d)
+        else:  # a new run; one that starts with an odd stride stays a single radix-2 pass
+            runs.append([1, j, 2 * a * d, {d} if pow2 else None])
+    out = []
+    for run in runs:
+        L, j = run[0], run[1]
+        if L == 0:
+            out.append((0, j, -1, -1, -1))
+            continue
+        P = -(-L // max_radix_log2)
+        for p in range(P):
+            R = L // P + (p < L % P)
+            lds = [int(plan[j + k][4]).bit_length() - 1 if R > 1 else -1 for k in range(R)]
+            out.append((R, j, *(lds + [-1] * (3 - R))))
+            j += R
+    return np.asarray(out, dtype=np.int64).reshape(-1, 5)

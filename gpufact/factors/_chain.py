@@ -4,13 +4,17 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels import cpu_kernels
-from .._kernels.plan import make_plan
+from .._kernels.plan import KIND_RADIX2, make_plan, radix_passes
 
 _SMALL_B = 8  # up to this many samples: one tile on one thread
 # multiply-adds (nnz x samples) below which one thread beats several: starting the pool's
 # threads costs tens of microseconds (N = 1024, B = 64: 0.13 ms on one thread, 0.17 ms on two
 # before, under prange)
 _PARALLEL_WORK = 1 << 22
+# chains with butterfly steps run in radix-2^R passes (cpu_radix); False: every chain on the
+# radix-2 tile kernels of cpu.py (kept for chains of generic steps, and for the benchmark)
+_RADIX_PASSES = True
+_DIRECT = True  # real column batches of square butterfly chains: passes on Y's columns, no tiles
 
 
 class KSChain:
@@ -30,6 +34,7 @@ class KSChain:
         self._pass_host = {}
         self.shape = (self.factors[0].shape[0], self.factors[-1].shape[1])
         self._nnz = sum(a * b * c * d for a, b, c, d in self.patterns)
+        self._passes = None  # radix_passes of the plan, made on the first tiled CPU call
 
     def weights(self, dtype):
         dt = np.dtype(dtype)
@@ -112,6 +117,22 @@ class KSChain:
         import numba
 
         threads = numba.get_num_threads() if self._nnz * B >= _PARALLEL_WORK else 1
+        if _RADIX_PASSES and (self.plan[:, 0] == KIND_RADIX2).any():
+            from .._kernels import cpu_radix
+
+            if self._passes is None:
+                self._passes = radix_passes(self.plan, cpu_radix.MAX_RADIX_LOG2)
+            w = self.weights_planar(dt) if dt.kind == "c" else (self.weights(dt), None)
+            bt = 0
+            if (_DIRECT and dt.kind == "f" and not (x_rows or y_rows) and X.dtype == dt and X.shape == Y.shape
+                    and X.flags.writeable and not np.may_share_memory(X, Y) and (self._passes[:, 0] > 0).all()):
+                bt = cpu_radix.direct_width(self.maxdim, dt.itemsize, B, threads)
+            direct = bt > 0
+            if not direct:
+                bt = cpu_radix.tile_width(self.maxdim, dt, B, threads, x_rows or y_rows)
+            cpu_radix.ks_chain_apply_radix(*w, self.plan, self._passes, self.maxdim, X, x_rows, Y, y_rows, bt,
+                                           threads, direct)
+            return out
         bt = k.tile_width(self.maxdim, dt.itemsize, B, threads, x_rows or y_rows)
         if dt.kind == "c":  # complex tiles held planar (real vector FMAs, no shuffles)
             wr, wi = self.weights_planar(dt)
