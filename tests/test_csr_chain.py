@@ -247,3 +247,57 @@ def test_argmin_affine_bad_input():
     for alpha in (1j, np.nan, "2", None):
         with pytest.raises(TypeError, match="alpha"):
             F.argmin_affine(X, np.zeros(7), alpha)
+
+
+@pytest.mark.parametrize("dtype", REAL, ids=lambda d: np.dtype(d).name)
+def test_argmin_affine_small_batch_path(dtype):
+    """1 to 8 C-contiguous rows of F's dtype take argmin_affine's lean path: the same labels
+    and values as the general path (forced here by a non-contiguous copy) and the dense
+    scores; every other small input still goes through the checks."""
+    from gpufact._kernels import cpu_sparse
+    from gpufact.product import ARGMIN_SMALL_ROWS
+
+    assert ARGMIN_SMALL_ROWS == cpu_sparse.SMALL_B  # the general path runs the same kernel for them
+    rng = np.random.default_rng(11)
+    F = _chain(dtype, rng, np)
+    bias = rand((7,), dtype, rng, np)
+    X = rand((ARGMIN_SMALL_ROWS + 1, 11), dtype, rng, np)
+    V = _dense(F).real
+    for B in range(1, ARGMIN_SMALL_ROWS + 1):
+        Xb = np.ascontiguousarray(X[:B])
+        small = F._argmin_small(Xb, bias, -2.0)
+        assert small is not None and small[2]
+        lab, val = F.argmin_affine(Xb, bias)
+        np.testing.assert_array_equal(lab, small[0])
+        np.testing.assert_array_equal(val, small[1])
+        Xg = np.asfortranarray(np.concatenate([Xb, Xb]))[:B]  # not C-contiguous (B > 1)
+        if B > 1:
+            assert F._argmin_small(Xg, bias, -2.0) is None
+        glab, gval = F.argmin_affine(Xg, bias)
+        np.testing.assert_array_equal(lab, glab)
+        np.testing.assert_allclose(val, gval, rtol=tol(dtype))
+        S = bias[None, :] - 2.0 * Xb.astype(np.float64) @ V.T
+        np.testing.assert_array_equal(lab, S.argmin(1))
+        assert lab.dtype == np.int32 and val.dtype == dtype
+    x1 = X[:1].copy()
+    for v in (np.nan, np.inf, -np.inf):  # the lean path reports non-finite input
+        xb = X[:3].copy()
+        xb[2, 4] = v
+        assert not F._argmin_small(xb, bias, -2.0)[2]
+    # not taken: more rows, another dtype, a NumPy scalar alpha, a bias of another dtype
+    assert F._argmin_small(X, bias, -2.0) is None
+    assert F._argmin_small(x1.astype(np.float16), bias, -2.0) is None
+    assert F._argmin_small(x1, bias, np.float64(-2.0)) is None
+    assert F._argmin_small(x1, bias.astype(np.float16), -2.0) is None
+    # bad input on small batches still raises
+    with pytest.raises(ValueError, match="X: expected shape"):
+        F.argmin_affine(np.ascontiguousarray(x1[:, :3]), bias)
+    with pytest.raises(ValueError, match="bias: expected shape"):
+        F.argmin_affine(x1, bias[:6])
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        F.argmin_affine(x1, bias, chunk_bytes=0)
+    for alpha in (np.nan, np.inf, True):
+        with pytest.raises(TypeError, match="alpha"):
+            F.argmin_affine(x1, bias, alpha)
+    with pytest.raises(TypeError, match="alpha"):
+        F.argmin_affine(x1, bias, "2")

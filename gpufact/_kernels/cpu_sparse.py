@@ -261,14 +261,23 @@ def _vec_steps(plan, indptr, indices, data, nsteps, src, dst):
     return src
 
 
-@njit(cache=True)
+# reassociation only (no "nnan"/"ninf": the finiteness test below must see NaN and inf), so
+# the Σ 0·x reduction vectorises
+@njit(cache=True, fastmath={"reassoc"})
 def _vec_load(X, x_rows, t, buf):
+    """buf <- sample t of X; returns whether it is finite (Σ 0·x_i is 0, else NaN)."""
+    z = X.dtype.type(0)
     if x_rows:
         for i in range(X.shape[1]):
-            buf[i] = X[t, i]
+            v = X[t, i]
+            buf[i] = v
+            z += v * 0
     else:
         for i in range(X.shape[0]):
-            buf[i] = X[i, t]
+            v = X[i, t]
+            buf[i] = v
+            z += v * 0
+    return z == 0
 
 
 @njit(cache=True, fastmath=_SCALAR)
@@ -291,15 +300,18 @@ def csr_chain_apply_serial(plan, indptr, indices, data, rows0, rows1, X, x_rows,
 @njit(cache=True, fastmath=_SCALAR)
 def csr_chain_argmin_serial(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, alpha, labels,
                             values):
-    """:func:`csr_chain_argmin`, one sample at a time on one thread (tiny batches)."""
+    """:func:`csr_chain_argmin`, one sample at a time on one thread (tiny batches). Returns
+    whether X is finite (no NaN, no inf): a free by-product of the load, for callers that
+    must refuse such input."""
     B = X.shape[0] if x_rows else X.shape[1]
     J = plan.shape[0]
     K = plan[J - 1, 0]
     p0 = plan[J - 1, 2]
     b0 = np.empty(max(rows0, rows1, 1), dtype=data.dtype)
     b1 = np.empty(max(rows0, rows1, 1), dtype=data.dtype)
+    finite = True
     for t in range(B):
-        _vec_load(X, x_rows, t, b0)
+        finite &= _vec_load(X, x_rows, t, b0)
         res = _vec_steps(plan, indptr, indices, data, J - 1, b0, b1)
         best = data.dtype.type(np.inf)
         arg = 0
@@ -310,3 +322,4 @@ def csr_chain_argmin_serial(plan, indptr, indices, data, rows0, rows1, X, x_rows
                 arg = k
         labels[t] = arg
         values[t] = best
+    return finite

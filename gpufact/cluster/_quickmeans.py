@@ -14,6 +14,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import get_backend
+from ..product import ARGMIN_SMALL_ROWS
 from .._validation import check_int, check_samples, chunk_rows
 from . import _lloyd
 from ._centroids import ButterflyCentroids, SplincolCentroids, n_factors_auto
@@ -297,6 +298,20 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return self
 
     # --- predict / transform ----------------------------------------------------------
+    def _small_batch(self, X) -> bool:
+        """Whether X may skip scikit-learn's validation (the lean path of predict/transform):
+        a fitted CPU estimator, X a C-contiguous NumPy (B, n_features_in_) of the centroids'
+        dtype with 1 <= B <= ARGMIN_SMALL_ROWS, no feature names seen in fit. Finiteness is
+        left to the caller (the fused kernel reports it for free). Anything else goes
+        through :meth:`_test_data`, which raises the documented errors. Allocates nothing."""
+        if type(X) is not np.ndarray or X.ndim != 2 or not 0 < X.shape[0] <= ARGMIN_SMALL_ROWS \
+                or not X.flags.c_contiguous:
+            return False
+        d = self.__dict__
+        c2 = d.get("_cnorm2")
+        return (type(c2) is np.ndarray and X.dtype == c2.dtype and X.shape[1] == d.get("n_features_in_")
+                and "feature_names_in_" not in d)
+
     def _test_data(self, X):
         check_is_fitted(self)
         X, be = check_samples(self, X, reset=False)
@@ -316,6 +331,14 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             from ..dask import predict as dask_predict
 
             return dask_predict(self, X)
+        if self._small_batch(X):  # one or a few vectors: the fused kernel's B = 1 loop, no copies
+            op = self.centroid_operator_
+            got = op._argmin_small(X, self._cnorm2, -2.0)
+            if got is not None and got[2]:
+                return got[0]
+            if got is None and bool(np.isfinite(X).all()):  # an operator without the fused kernel
+                return op.argmin_affine(X, self._cnorm2, -2.0)[0]
+            # NaN or inf: the general path raises scikit-learn's error
         X, _ = self._test_data(X)
         return self._labels_dist2(X)[0]
 
@@ -330,7 +353,8 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             from ..dask import transform as dask_transform
 
             return dask_transform(self, X)
-        X, _ = self._test_data(X)
+        if not (self._small_batch(X) and bool(np.isfinite(X).all())):
+            X, _ = self._test_data(X)
         return _lloyd.distances(X, self.centroid_operator_, self._cnorm2, self._predict_chunks(X))
 
     def fit_transform(self, X, y=None):
