@@ -301,3 +301,36 @@ def test_argmin_affine_small_batch_path(dtype):
             F.argmin_affine(x1, bias, alpha)
     with pytest.raises(TypeError, match="alpha"):
         F.argmin_affine(x1, bias, "2")
+
+
+@pytest.mark.parametrize("dtype", REAL, ids=lambda d: np.dtype(d).name)
+def test_argmin_affine_fixed_width_tiles(dtype):
+    """Batches that fill every thread with full tiles run the fixed-width kernel (a padded
+    last tile): the same labels as the dense scores and as the runtime-width kernel, samples
+    as rows or as columns."""
+    import numba
+
+    from gpufact._kernels import cpu_sparse as k
+
+    rng = np.random.default_rng(12)
+    F = _chain(dtype, rng, np)
+    chain = F._get_segments()[0]
+    bias = rand((7,), dtype, rng, np)
+    dt = np.dtype(dtype)
+    w = k.FIXED_TILE_BYTES[0] // dt.itemsize
+    B = 2 * numba.get_num_threads() * w + 5
+    assert k.fixed_width(k.tile_width(30, dt.itemsize, B, numba.get_num_threads()), dt.itemsize, B,
+                         numba.get_num_threads()) == w
+    X = rand((B, 11), dtype, rng, np)
+    V = _dense(F).real
+    S = bias[None, :] - 2.0 * X.astype(np.float64) @ V.T
+    for Xl in (X, np.asfortranarray(X)):
+        lab, val = F.argmin_affine(Xl, bias)
+        np.testing.assert_array_equal(lab, S.argmin(1))
+        np.testing.assert_allclose(val, S.min(1), rtol=tol(dtype), atol=tol(dtype) * np.abs(S).max())
+    plan, _, ip, ix, data = chain.arrays(dt)
+    r0, r1 = chain.buffer_rows(True)
+    lab2, val2 = np.empty(B, np.int32), np.empty(B, dt)
+    k.csr_chain_argmin(plan, ip, ix, data, r0, r1, X, True, bias, dt.type(-2), lab2, val2, 24, 2)
+    np.testing.assert_array_equal(lab, lab2)
+    np.testing.assert_allclose(val, val2, rtol=tol(dtype))

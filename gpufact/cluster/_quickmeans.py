@@ -340,7 +340,7 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 return op.argmin_affine(X, self._cnorm2, -2.0)[0]
             # NaN or inf: the general path raises scikit-learn's error
         X, _ = self._test_data(X)
-        return self._labels_dist2(X)[0]
+        return _lloyd.labels_chunks(X, self.centroid_operator_, self._cnorm2, self._predict_chunks(X))
 
     def fit_predict(self, X, y=None):
         """``fit(X).labels_``."""

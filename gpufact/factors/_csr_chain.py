@@ -245,5 +245,9 @@ class CSRChain:
 
         threads = numba.get_num_threads()
         bt = k.tile_width(r0 + r1 + 3, dt.itemsize, B, threads)
-        k.csr_chain_argmin(plan_h, ip, ix, data, r0, r1, X, x_rows, bias, alpha, labels, values, bt, threads)
+        fixed = k.fixed_width(bt, dt.itemsize, B, threads)
+        if fixed:
+            k.argmin_fixed(fixed)(plan_h, ip, ix, data, r0, r1, X, x_rows, bias, alpha, labels, values, threads)
+        else:
+            k.csr_chain_argmin(plan_h, ip, ix, data, r0, r1, X, x_rows, bias, alpha, labels, values, bt, threads)
         return labels, values
