@@ -292,9 +292,15 @@ class FactorProduct:
         NumPy, F a CSR chain) take a lean path: a few attribute checks, then the fused
         kernel's one-sample loop on the caller's array (nothing allocated but the outputs).
         """
+        return self._argmin(X, bias, alpha, chunk_bytes)[:2]
+
+    def _argmin(self, X, bias, alpha, chunk_bytes=32 << 20):
+        """:meth:`argmin_affine`, returning ``(labels, values, finite)``: ``finite`` whether X
+        holds no NaN or inf when the fused CPU kernels read X directly (found while loading
+        it), None when not known (GPU, other factors applied first, the chunked path)."""
         got = self._argmin_small(X, bias, alpha) if type(chunk_bytes) is int and chunk_bytes >= 1 else None
         if got is not None:
-            return got[:2]
+            return got
         _check_operand(X)
         _check_operand(bias, "bias")
         get_backend(self, X, bias)
@@ -316,7 +322,7 @@ class FactorProduct:
         labels = xp.empty(B, dtype=xp.int32)
         values = xp.empty(B, dtype=dt)
         if B == 0:
-            return labels, values
+            return labels, values, True
         b = xp.ascontiguousarray(bias.astype(dt, copy=False))
         a = dt.type(alpha)
         head = self._get_segments()[0]
@@ -332,7 +338,7 @@ class FactorProduct:
             lab = xp.argmin(S, axis=1)
             labels[i:j] = lab
             values[i:j] = xp.take_along_axis(S, lab[:, None], axis=1)[:, 0]
-        return labels, values
+        return labels, values, None
 
     def _small_plan(self, dt):
         """The serial fused kernel's chain arguments for dtype ``dt`` (cached), or False when
@@ -385,8 +391,7 @@ class FactorProduct:
         dt = values.dtype
         rest = self._factors[len(head.factors):]
         if not rest and X.dtype == dt:  # one fused pass over the whole batch
-            head.argmin_cols(X.T, b, a, labels, values)
-            return labels, values
+            return labels, values, head.argmin_cols(X.T, b, a, labels, values)
         if rest:
             if self._rest is None:
                 self._rest = FactorProduct(list(rest)).T
@@ -395,11 +400,16 @@ class FactorProduct:
             width = X.shape[1]
         B = X.shape[0]
         step = max(1, int(chunk_bytes // max(1, width * dt.itemsize)))
+        finite = True
         for i in range(0, B, step):
             j = min(B, i + step)
             Z = X[i:j] @ self._rest if rest else X[i:j].astype(dt)
-            head.argmin_cols(Z.astype(dt, copy=False).T, b, a, labels[i:j], values[i:j])
-        return labels, values
+            f = head.argmin_cols(Z.astype(dt, copy=False).T, b, a, labels[i:j], values[i:j])
+            finite = None if f is None or finite is None else finite and f
+        # X converted to dt: an overflow to inf also reads as non-finite (callers then check X);
+        # other factors first: Z's finiteness says nothing certain about X's
+        return labels, values, None if rest else finite
+
     def vjp(self, X, G, *, layout: str = "cols", input_grad: bool = True, factor_grads: bool = True):
         """Gradients through ``Y = F @ X`` (``layout="cols"``) or ``Y = X @ F.T`` (``"rows"``)
         given ``G = ∂ℓ/∂Y``: ``(grad_X, [grad of each factor's values])``; see

@@ -231,6 +231,12 @@ def test_bad_input(blobs):
         qm.transform(X[:, :5])
     with pytest.raises(ValueError, match="NaN|infinity"):
         qm.predict(Xn)
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        qm.predict(Xi)  # found by the fused kernel's load (no separate scan)
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        QuickMeans(3, structure="butterfly", max_iter=2).fit(X).predict(Xi)  # no kernel flag: full check
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        QuickMeans(3, sparsity=2, max_iter=2, palm_max_iter=10, batch_size=100).fit(X).predict(Xn)
     np.testing.assert_array_equal(X, Xc)
 
 

@@ -334,3 +334,24 @@ def test_argmin_affine_fixed_width_tiles(dtype):
     k.csr_chain_argmin(plan, ip, ix, data, r0, r1, X, True, bias, dt.type(-2), lab2, val2, 24, 2)
     np.testing.assert_array_equal(lab, lab2)
     np.testing.assert_allclose(val, val2, rtol=tol(dtype))
+
+
+@pytest.mark.parametrize("B", [3, 40, 700])
+def test_argmin_finite_flag(B):
+    """The fused CPU kernels report NaN/inf in X, found while loading it (one-sample, runtime-
+    width and fixed-width kernels); labels are unaffected for finite X."""
+    rng = np.random.default_rng(13)
+    F = _chain(np.float32, rng, np)
+    bias = rand((7,), np.float32, rng, np)
+    X = rand((B, 11), np.float32, rng, np)
+    lab, val, finite = F._argmin(X, bias, -2.0)
+    assert finite is True
+    np.testing.assert_array_equal(lab, F.argmin_affine(np.asfortranarray(X), bias)[0])
+    for v in (np.nan, np.inf, -np.inf):
+        Xb = X.copy()
+        Xb[B - 1, 10] = v  # the last sample (a padded tile's), the last feature
+        assert F._argmin(Xb, bias, -2.0)[2] is False
+        assert F._argmin(np.asfortranarray(Xb), bias, -2.0)[2] is False
+    assert F._argmin(X.astype(np.float64), bias, -2.0)[2] is True  # converted to the chain's dtype
+    G = FactorProduct([_csr(7, 11, np.float64, rng, np), DenseFactor(rng.standard_normal((11, 11)))])
+    assert G._argmin(X.astype(np.float64), bias.astype(np.float64), -2.0)[2] is None  # not known

@@ -189,6 +189,19 @@ def _load_tile(X, x_rows, b0, nt, buf, bt):
                 br[t] = xr[t]
 
 
+@njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _tile_finite(buf, N, bt, nt):
+    """Whether the N loaded tile rows (nt samples each) hold no NaN or inf: Σ 0·x is 0, else
+    NaN (the kernels' fast-math flags keep NaN and inf semantics). One pass over the tile
+    while it is in cache."""
+    z = buf.dtype.type(0)
+    for i in range(N):
+        o = i * bt
+        for t in range(nt):
+            z += buf[o + t] * 0
+    return z == 0
+
+
 @njit(cache=True, fastmath=_FASTMATH)
 def _apply_tile(plan, indptr, indices, data, X, x_rows, Y, y_rows, bt, ti, buf0, buf1):
     B = X.shape[0] if x_rows else X.shape[1]
@@ -228,12 +241,14 @@ def _argmin_tile(plan, indptr, indices, data, X, x_rows, bias, alpha, labels, va
     b0 = ti * bt
     nt = min(bt, B - b0)
     _load_tile(X, x_rows, b0, nt, buf0, bt)
+    finite = _tile_finite(buf0, X.shape[1] if x_rows else X.shape[0], bt, nt)
     J = plan.shape[0]
     res = buf0 if _run_steps(plan, indptr, indices, data, J - 1, buf0, buf1, bt, nt) == 0 else buf1
     _argmin_rows(indptr, indices, data, plan[J - 1, 2], plan[J - 1, 0], res, bt, nt, bias, alpha, acc, bv, bi)
     for t in range(nt):
         labels[b0 + t] = bi[t]
         values[b0 + t] = bv[t]
+    return finite
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -244,20 +259,26 @@ def csr_chain_argmin(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias,
     reduced on the fly (rows0, rows1 cover the other steps only).
 
     X as in :func:`csr_chain_apply`; bias: (K,) and alpha of data's dtype (real);
-    labels: int32 (B,); values: (B,) of data's dtype.
+    labels: int32 (B,); values: (B,) of data's dtype. Returns whether X is finite (no NaN,
+    no inf; checked on each tile as it is loaded), for callers that must refuse such input.
     """
     B = X.shape[0] if x_rows else X.shape[1]
     ntiles = (B + bt - 1) // bt
     nth = max(1, min(nthreads, ntiles))
+    bad = 0
     for th in prange(nth):
         buf0 = np.empty(rows0 * bt, dtype=data.dtype)
         buf1 = np.empty(max(rows1, 1) * bt, dtype=data.dtype)
         acc = np.empty(bt, dtype=data.dtype)
         bv = np.empty(bt, dtype=data.dtype)
         bi = np.empty(bt, dtype=np.int32)
+        nb = 0
         for ti in range(th, ntiles, nth):
-            _argmin_tile(plan, indptr, indices, data, X, x_rows, bias, alpha, labels, values, bt, ti,
-                         buf0, buf1, acc, bv, bi)
+            if not _argmin_tile(plan, indptr, indices, data, X, x_rows, bias, alpha, labels, values, bt, ti,
+                                buf0, buf1, acc, bv, bi):
+                nb += 1
+        bad += nb
+    return bad == 0
 
 
 # ---- tiles of a fixed width: every inner loop has a compile-time trip count --------------------
@@ -268,7 +289,7 @@ def argmin_fixed(bt: int):
     compile-time constant: the row loops of the inlined steps are fully known, with no
     remainder loops; a last partial tile is zero-padded). Measured (one thread, K = 256,
     D = 784, splincol(3), float32, bt = 128): 0.85x the CPU time of the runtime-width kernel.
-    Same arguments as :func:`csr_chain_argmin` without ``bt``."""
+    Same arguments and result as :func:`csr_chain_argmin` without ``bt``."""
     BT = bt
     UBT = np.uint64(bt)
 
@@ -279,16 +300,20 @@ def argmin_fixed(bt: int):
         J = plan.shape[0]
         ntiles = (B + BT - 1) // BT
         nth = max(1, min(nthreads, ntiles))
+        bad = 0
         for th in prange(nth):
             buf0 = np.empty(rows0 * BT, dtype=data.dtype)
             buf1 = np.empty(max(rows1, 1) * BT, dtype=data.dtype)
             acc = np.empty(BT, dtype=data.dtype)
             bv = np.empty(BT, dtype=data.dtype)
             bi = np.empty(BT, dtype=np.int32)
+            nb = 0
             for ti in range(th, ntiles, nth):
                 b0 = ti * BT
                 nt = min(BT, B - b0)
                 _load_tile(X, x_rows, b0, nt, buf0, BT)
+                if not _tile_finite(buf0, N, BT, nt):
+                    nb += 1
                 if nt < BT:  # the padding samples: zeros (finite, no denormals)
                     for i in range(N):
                         for t in range(nt, BT):
@@ -299,6 +324,8 @@ def argmin_fixed(bt: int):
                 for t in range(nt):
                     labels[b0 + t] = bi[t]
                     values[b0 + t] = bv[t]
+            bad += nb
+        return bad == 0
 
     return kernel
 

@@ -181,15 +181,20 @@ def assign_chunks(X, op, cnorm2, chunks):
 
 def labels_chunks(X, op, cnorm2, chunks):
     """Labels (n,) int32 of the rows of X, chunk by chunk (X may be a ``numpy.memmap``):
-    :func:`assign_chunks` without the distances (no ‖x‖² pass over X). O(nnz(op) · n)."""
+    :func:`assign_chunks` without the distances (no ‖x‖² pass over X), and whether X is
+    finite as the fused kernels found while reading it (True / False; None when not known).
+    O(nnz(op) · n)."""
     if len(chunks) == 1 and not isinstance(X, np.memmap):
-        return op.argmin_affine(X, cnorm2, alpha=-2.0)[0]
+        labels, _, finite = op._argmin(X, cnorm2, -2.0)
+        return labels, finite
     xp = op.backend.xp
     labels = xp.empty(X.shape[0], dtype=xp.int32)
+    finite = True
     for i, j in chunks:
-        labels[i:j] = op.argmin_affine(read_chunk(X, i, j), cnorm2, alpha=-2.0)[0]
+        labels[i:j], _, f = op._argmin(read_chunk(X, i, j), cnorm2, -2.0)
+        finite = None if f is None or finite is None else finite and f
         release_chunk(X, i, j)
-    return labels
+    return labels, finite
 
 
 def distances(X, op, cnorm2, chunks):
