@@ -159,11 +159,13 @@ def table(rows):
         f"load average on its 2 cores when each row was timed was {load} (rows without it: about 1-2); "
         "absolute times move with the load, ratios much less. "
         "CPU: AMD EPYC (AVX2), 2 threads. Assignments use `FactorProduct.argmin_affine`; the column `assign` "
-        "says which path ran: rows measured before the fused CSR-chain kernel was merged say "
-        "`scipy CSR (reference)` (one scipy SpMM per factor, then argmin), later rows `fused CSR chain`. "
+        "says which path ran (`scipy CSR (reference)`: one scipy SpMM per factor, then argmin, in rows measured "
+        "before the fused CSR-chain kernel was merged). "
         "One-vector times are `predict` calls: KMeans' include scikit-learn's input validation (about 0.1-0.2 "
         "ms); QuickMeans' take its small-batch path (1-8 C-contiguous rows: attribute checks, the fused "
-        "kernel's one-sample loop, NaN/inf found by the kernel's load).",
+        "kernel's one-sample loop, NaN/inf found by the kernel's load). Rows missing from the before/after "
+        "table below were measured before that path and the fixed-width tiles existed (their one-vector "
+        "times include the full validation).",
         "",
         "| data (n x D) | K | structure | iters/palm | objective QM/KM | K·D/nnz | fit QM (init) s | fit KM s | fit ratio | "
         "assign | batch 10k QM ms | KM ms | speed-up | 1 vector QM us | KM us | speed-up | routed 1-NN QM | KM | paper |",
