@@ -197,8 +197,8 @@ def table(rows):
                 f"| {r['dataset']} | {r['K']} | {st} | {r['batch_qm_before'] * 1e3:.1f} | {r['batch_qm'] * 1e3:.1f} | "
                 f"{r['batch_km'] * 1e3:.1f} | {r['batch_km'] / r['batch_qm_before']:.2f}x | "
                 f"{r['batch_km'] / r['batch_qm']:.2f}x | {r['one_qm_before'] * 1e6:.0f} | {r['one_qm'] * 1e6:.0f} | "
-                f"{r['one_km'] * 1e6:.0f} | {r['one_km'] / r['one_qm_before']:.2f}x | {r['one_km'] / r['one_qm']:.2f}x | "
-                f"{r['load'][0]:.1f} |")
+                f"{r['one_km'] * 1e6:.0f} | {r['one_km'] / r['one_qm_before']:.2f}x | "
+                f"{r['one_km'] / r['one_qm']:.2f}x | {r['load'][0]:.1f} |")
     return lines
 
 
