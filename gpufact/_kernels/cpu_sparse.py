@@ -20,6 +20,12 @@ input, result of step 1, of step 2, ... alternately). The assignment kernels nev
 last factor's output: each of its rows is reduced into a running (value, index) minimum per
 sample as soon as it is computed, so nothing of size K x B exists, even per tile.
 
+Batches that give every thread full tiles run :func:`argmin_fixed`, the same assignment kernel
+compiled for one tile width (FIXED_TILE_BYTES per tile row): constant trip counts, no remainder
+loops, the last tile zero-padded. The assignment kernels also report whether X is finite,
+from a Σ 0·x pass over each tile as it is loaded (so ``QuickMeans.predict`` needs no separate
+NaN/inf scan).
+
 Tie rule (as ``numpy.argmin`` and the reference): the first minimum in k order; a NaN score
 wins (the first NaN).
 
