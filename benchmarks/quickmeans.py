@@ -9,6 +9,7 @@ cluster) for both, and the paper's numbers where it gives them.
 
     python benchmarks/quickmeans.py                 # the table in results/quickmeans_cpu.md
     python benchmarks/quickmeans.py --only breast   # one data set (name prefix)
+    python benchmarks/quickmeans.py --only blobs --K 512 --sparsity 3 --structure splincol
 
 Results are appended to results/quickmeans_cpu.json as they come (a long run can be
 interrupted), and the Markdown table is written from it.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +31,8 @@ from sklearn.cluster import KMeans, kmeans_plusplus  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from gpufact import datasets  # noqa: E402
-from gpufact.cluster import QuickMeans  # noqa: E402
+from gpufact._kernels import cpu_sparse  # noqa: E402
+from gpufact.cluster import QuickMeans, _lloyd  # noqa: E402
 
 JSON = _common.RESULTS / "quickmeans_cpu.json"
 
@@ -110,10 +113,26 @@ def run_one(name, K, s, structure, n_iter, palm, data, seed=0):
     B = np.ascontiguousarray(B[:10_000])
     x1 = np.ascontiguousarray(B[:1])
     qm.predict(B[:100])
+    fixed = cpu_sparse.FIXED_TILE_BYTES
+
+    def general(X):  # predict before the small-batch path: validation, then labels and distances
+        return _lloyd.assign_chunks(qm._test_data(X)[0], qm.centroid_operator_, qm._cnorm2,
+                                    qm._predict_chunks(X))[0]
+
+    def runtime_width(X):  # ... and with the runtime-width tile kernel (no fixed-width tiles)
+        cpu_sparse.FIXED_TILE_BYTES = ()
+        try:
+            return general(X)
+        finally:
+            cpu_sparse.FIXED_TILE_BYTES = fixed
+
+    assert (general(B) == qm.predict(B)).all() and (runtime_width(B) == qm.predict(B)).all()
     times = _common.interleaved_best({
-        "qm_b": lambda: qm.predict(B), "km_b": lambda: km.predict(B)}, rounds=3, repeat=2)
+        "qm_b": lambda: qm.predict(B), "km_b": lambda: km.predict(B), "qm_b_before": lambda: runtime_width(B)},
+        rounds=3, repeat=2)
     times.update(_common.interleaved_best({
-        "qm_1": lambda: qm.predict(x1), "km_1": lambda: km.predict(x1)}, rounds=3, repeat=50))
+        "qm_1": lambda: qm.predict(x1), "km_1": lambda: km.predict(x1), "qm_1_before": lambda: general(x1)},
+        rounds=3, repeat=50))
     F = qm.centroid_operator_
     acc_qm = routed_1nn(X, y, qm.labels_, Xt, yt, qm.predict(Xt))
     acc_km = routed_1nn(X, y, km.labels_, Xt, yt, km.predict(Xt))
@@ -122,25 +141,31 @@ def run_one(name, K, s, structure, n_iter, palm, data, seed=0):
                 obj_ratio=float(qm.inertia_ / km.inertia_), nnz=int(F.nnz), compression=K * X.shape[1] / F.nnz,
                 fit_qm=t_qm, fit_qm_init=t_init, fit_km=t_km, n_iter_km=int(km.n_iter_), n_iter_qm=qm.n_iter_,
                 batch_qm=times["qm_b"], batch_km=times["km_b"], one_qm=times["qm_1"], one_km=times["km_1"],
-                acc_qm=acc_qm, acc_km=acc_km, seed=seed,
+                batch_qm_before=times["qm_b_before"], one_qm_before=times["qm_1_before"],
+                load=os.getloadavg(), acc_qm=acc_qm, acc_km=acc_km, seed=seed,
                 assign="fused CSR chain" if structure == "splincol" else "fused KS chain")
 
 
 def table(rows):
+    loads = [r["load"][0] for r in rows if "load" in r]
+    load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "about 1-2"
     lines = [
         "Each row: one seed (0), data centred, the same k-means++ start for both, tol = 0, "
         "`iters` Lloyd iterations each (PALM sweeps per centroid update in `palm`, the warm-started "
         "PALM also stops on stagnation). Run with OPENBLAS_NUM_THREADS=1 (scikit-learn's KMeans holds "
         "BLAS to one thread inside fit and predict anyway and runs its loops on 2 OpenMP threads; "
-        "QuickMeans' factor products are small). Timings: interleaved best-of rounds "
-        "in one process. Speed-ups > 1: QuickMeans faster. The box is shared with other jobs; this run "
-        "saw a load average of about 1-2 on its 2 cores (a first run at load 5-10 gave the same ratios "
-        "within noise and 2-4x longer absolute times). "
+        "QuickMeans' fit runs its PALM products on one BLAS thread). Timings: interleaved best-of rounds "
+        "in one process. Speed-ups > 1: QuickMeans faster. The box is shared with other jobs: the 1-minute "
+        f"load average on its 2 cores when each row was timed was {load} (rows without it: about 1-2); "
+        "absolute times move with the load, ratios much less. "
         "CPU: AMD EPYC (AVX2), 2 threads. Assignments use `FactorProduct.argmin_affine`; the column `assign` "
-        "says which path ran: rows measured before the fused CSR-chain kernel was merged say "
-        "`scipy CSR (reference)` (one scipy SpMM per factor, then argmin), later rows `fused CSR chain`. "
-        "One-vector times are `predict` calls: "
-        "both include scikit-learn's input validation (about 0.2 ms here), which bounds the ratio at small K.",
+        "says which path ran (`scipy CSR (reference)`: one scipy SpMM per factor, then argmin, in rows measured "
+        "before the fused CSR-chain kernel was merged). "
+        "One-vector times are `predict` calls: KMeans' include scikit-learn's input validation (about 0.1-0.2 "
+        "ms); QuickMeans' take its small-batch path (1-8 C-contiguous rows: attribute checks, the fused "
+        "kernel's one-sample loop, NaN/inf found by the kernel's load). Rows missing from the before/after "
+        "table below were measured before that path and the fixed-width tiles existed (their one-vector "
+        "times include the full validation).",
         "",
         "| data (n x D) | K | structure | iters/palm | objective QM/KM | K·D/nnz | fit QM (init) s | fit KM s | fit ratio | "
         "assign | batch 10k QM ms | KM ms | speed-up | 1 vector QM us | KM us | speed-up | routed 1-NN QM | KM | paper |",
@@ -156,6 +181,24 @@ def table(rows):
             f"{r['batch_km'] / r['batch_qm']:.2f}x | {r['one_qm'] * 1e6:.0f} | {r['one_km'] * 1e6:.0f} | "
             f"{r['one_km'] / r['one_qm']:.2f}x | {r['acc_qm']:.3f} | {r['acc_km']:.3f} | "
             f"{PAPER.get((r['dataset'], r['K']), '') if r['structure'] == 'splincol' and r['s'] == 3 else ''} |")
+    before = [r for r in rows if "batch_qm_before" in r]
+    if before:
+        lines += [
+            "", "## Assignment before / after the small-batch path and the fixed-width tiles (same run)", "",
+            "`before`: the general path (scikit-learn's validation, labels and distances, the runtime-width "
+            "tile kernel); `after`: `predict` now. Each ratio is KMeans.predict's time over QuickMeans', "
+            "all timed interleaved in the row's run.", "",
+            "| data | K | structure | batch 10k before ms | after ms | KM ms | speed-up before | after | "
+            "1 vector before us | after us | KM us | speed-up before | after | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in before:
+            st = f"splincol({r['s']})" if r["structure"] == "splincol" else "butterfly"
+            lines.append(
+                f"| {r['dataset']} | {r['K']} | {st} | {r['batch_qm_before'] * 1e3:.1f} | {r['batch_qm'] * 1e3:.1f} | "
+                f"{r['batch_km'] * 1e3:.1f} | {r['batch_km'] / r['batch_qm_before']:.2f}x | "
+                f"{r['batch_km'] / r['batch_qm']:.2f}x | {r['one_qm_before'] * 1e6:.0f} | {r['one_qm'] * 1e6:.0f} | "
+                f"{r['one_km'] * 1e6:.0f} | {r['one_km'] / r['one_qm_before']:.2f}x | "
+                f"{r['one_km'] / r['one_qm']:.2f}x | {r['load'][0]:.1f} |")
     return lines
 
 
@@ -164,6 +207,8 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="run the configurations whose data set starts with this")
     ap.add_argument("--structure", default=None, choices=["splincol", "butterfly"],
                     help="run only the configurations with this structure")
+    ap.add_argument("--K", type=int, nargs="*", default=None, help="run only these numbers of clusters")
+    ap.add_argument("--sparsity", type=int, nargs="*", default=None, help="run only these splincol sparsities")
     ap.add_argument("--json", default=str(JSON), help="results file (rows replaced per configuration)")
     ap.add_argument("--merge", nargs="*", default=[], help="more JSON result files to merge in (their rows win)")
     ap.add_argument("--table-only", action="store_true", help="rewrite the Markdown table from the JSON")
@@ -179,7 +224,8 @@ def main(argv=None):
         cache = {}
         for cfg in CONFIGS:
             if (args.only and not cfg[0].startswith(args.only)) or \
-                    (args.structure and cfg[3] != args.structure):
+                    (args.structure and cfg[3] != args.structure) or (args.K and cfg[1] not in args.K) or \
+                    (args.sparsity and cfg[2] not in args.sparsity):
                 continue
             if cfg[0] not in cache:
                 cache.clear()

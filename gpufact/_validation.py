@@ -112,7 +112,7 @@ def check_matrix(A, name: str = "A", be=None, *, allow_empty: bool = False, fini
     return A
 
 
-def check_samples(est, X, *, reset: bool, name: str = "X"):
+def check_samples(est, X, *, reset: bool, name: str = "X", finite: bool = True):
     """Validate a sample matrix ``X`` (n_samples, n_features) for the estimator ``est``.
 
     NumPy input and array-likes go through scikit-learn's ``validate_data`` (float64 or
@@ -120,7 +120,8 @@ def check_samples(est, X, *, reset: bool, name: str = "X"):
     set when ``reset`` and checked otherwise); read-only and memory-mapped arrays are kept
     as they are (never copied for their flags). CuPy arrays are checked with
     :func:`check_matrix` (never moved to the host). Complex data is a ``TypeError``.
-    Returns ``(X, backend)``.
+    ``finite=False`` skips the NaN/inf scan of NumPy input (for callers whose kernel finds
+    them while reading X; CuPy input is always scanned). Returns ``(X, backend)``.
     """
     from sklearn.utils.validation import validate_data
 
@@ -135,7 +136,7 @@ def check_samples(est, X, *, reset: bool, name: str = "X"):
         return X, be
     if getattr(X, "dtype", None) is not None and np.dtype(X.dtype).kind == "c":
         raise TypeError(f"{name}: complex data is not supported, got dtype {X.dtype}")
-    X = validate_data(est, X, dtype=[np.float64, np.float32], reset=reset)
+    X = validate_data(est, X, dtype=[np.float64, np.float32], reset=reset, ensure_all_finite=bool(finite))
     return X, be
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import operator
 
@@ -27,6 +28,11 @@ def _as_factor(f) -> Factor:
     if hasattr(f, "ndim") and f.ndim == 2:
         return DenseFactor(f)
     raise TypeError(f"factors: cannot make a factor from {type(f).__name__}")
+
+
+#: argmin_affine: batches of at most this many rows may take the lean path (the fused
+#: kernel's one-sample loop, which the general path also runs for them)
+ARGMIN_SMALL_ROWS = 8
 
 
 def _check_operand(X, name: str = "X") -> None:
@@ -67,6 +73,8 @@ class FactorProduct:
 
     #: relative error ‖A − F‖_F / ‖A‖_F when F was learned from A (set by gpufact.factorize)
     rel_error = None
+    #: argmin_affine's lean path: per dtype, the fused chain's kernel arguments (or False)
+    _small = None
 
     def __init__(self, factors):
         if isinstance(factors, (Factor, FactorProduct)) or hasattr(factors, "ndim"):
@@ -94,6 +102,7 @@ class FactorProduct:
         state["_segments"] = None
         state["_T"] = None
         state["_rest"] = None
+        state.pop("_small", None)
         return state
 
     # --- description ---------------------------------------------------------------------
@@ -278,7 +287,20 @@ class FactorProduct:
         included) reads X once and writes labels and values once. Otherwise samples are
         processed in chunks of about ``chunk_bytes`` of scores. Cost O(nnz(F) · B).
         Raises ValueError on shape mismatches, TypeError on complex data and NumPy/CuPy mixes.
+
+        Small batches (at most :data:`ARGMIN_SMALL_ROWS` C-contiguous float rows of F's dtype,
+        NumPy, F a CSR chain) take a lean path: a few attribute checks, then the fused
+        kernel's one-sample loop on the caller's array (nothing allocated but the outputs).
         """
+        return self._argmin(X, bias, alpha, chunk_bytes)[:2]
+
+    def _argmin(self, X, bias, alpha, chunk_bytes=32 << 20):
+        """:meth:`argmin_affine`, returning ``(labels, values, finite)``: ``finite`` whether X
+        holds no NaN or inf when the fused CPU kernels read X directly (found while loading
+        it), None when not known (GPU, other factors applied first, the chunked path)."""
+        got = self._argmin_small(X, bias, alpha) if type(chunk_bytes) is int and chunk_bytes >= 1 else None
+        if got is not None:
+            return got
         _check_operand(X)
         _check_operand(bias, "bias")
         get_backend(self, X, bias)
@@ -300,7 +322,7 @@ class FactorProduct:
         labels = xp.empty(B, dtype=xp.int32)
         values = xp.empty(B, dtype=dt)
         if B == 0:
-            return labels, values
+            return labels, values, True
         b = xp.ascontiguousarray(bias.astype(dt, copy=False))
         a = dt.type(alpha)
         head = self._get_segments()[0]
@@ -316,7 +338,52 @@ class FactorProduct:
             lab = xp.argmin(S, axis=1)
             labels[i:j] = lab
             values[i:j] = xp.take_along_axis(S, lab[:, None], axis=1)[:, 0]
-        return labels, values
+        return labels, values, None
+
+    def _small_plan(self, dt):
+        """The serial fused kernel's chain arguments for dtype ``dt`` (cached), or False when
+        the lean path does not apply (GPU, a dtype other than F's, F not one CSR chain)."""
+        plans = self._small
+        if plans is None:
+            plans = self._small = {}
+        got = plans.get(dt)
+        if got is None:
+            got = False
+            if not self.backend.is_gpu and dt == self._dtype and dt.kind == "f":
+                head = self._get_segments()[0]
+                if isinstance(head, CSRChain) and len(head.factors) == len(self._factors) and head.argmin_fits(dt):
+                    plan, _, ip, ix, data = head.arrays(dt)
+                    got = (plan, ip, ix, data) + head.buffer_rows(True)
+            plans[dt] = got
+        return got
+
+    def _argmin_small(self, X, bias, alpha):
+        """argmin_affine's lean path, or None when it does not apply (the general path then
+        validates and raises as documented): X a C-contiguous NumPy (B, N) of F's float dtype,
+        1 <= B <= ARGMIN_SMALL_ROWS, bias a contiguous (K,) of that dtype, alpha a finite
+        Python number, F a CPU chain of CSR (and diagonal) factors. Same kernel as the general
+        path's for such batches, so the same labels and values. Returns ``(labels, values,
+        finite)``, ``finite`` whether X holds no NaN or inf (found while loading it)."""
+        if (type(X) is not np.ndarray or type(bias) is not np.ndarray or X.ndim != 2
+                or not 0 < X.shape[0] <= ARGMIN_SMALL_ROWS or X.shape[1] != self.shape[1]
+                or bias.shape != (self.shape[0],) or bias.dtype != X.dtype
+                or not (X.flags.c_contiguous and bias.flags.c_contiguous)
+                or type(alpha) not in (float, int) or not math.isfinite(alpha)):
+            return None
+        dt = X.dtype
+        plan = self._small_plan(dt)
+        if plan is False:
+            return None
+        from ._kernels import cpu_sparse as k
+        from .factors.base import _readonly
+
+        B = X.shape[0]
+        labels = np.empty(B, dtype=np.int32)
+        values = np.empty(B, dtype=dt)
+        p, ip, ix, data, r0, r1 = plan
+        finite = k.csr_chain_argmin_serial(p, ip, ix, data, r0, r1, _readonly(X), True, _readonly(bias),
+                                           dt.type(alpha), labels, values)
+        return labels, values, finite
 
     def _argmin_fused(self, head, X, b, a, labels, values, chunk_bytes):
         """argmin_affine through the CSR chain ``head`` (F's leading factors): the other
@@ -324,8 +391,7 @@ class FactorProduct:
         dt = values.dtype
         rest = self._factors[len(head.factors):]
         if not rest and X.dtype == dt:  # one fused pass over the whole batch
-            head.argmin_cols(X.T, b, a, labels, values)
-            return labels, values
+            return labels, values, head.argmin_cols(X.T, b, a, labels, values)
         if rest:
             if self._rest is None:
                 self._rest = FactorProduct(list(rest)).T
@@ -334,11 +400,16 @@ class FactorProduct:
             width = X.shape[1]
         B = X.shape[0]
         step = max(1, int(chunk_bytes // max(1, width * dt.itemsize)))
+        finite = True
         for i in range(0, B, step):
             j = min(B, i + step)
             Z = X[i:j] @ self._rest if rest else X[i:j].astype(dt)
-            head.argmin_cols(Z.astype(dt, copy=False).T, b, a, labels[i:j], values[i:j])
-        return labels, values
+            f = head.argmin_cols(Z.astype(dt, copy=False).T, b, a, labels[i:j], values[i:j])
+            finite = None if f is None or finite is None else finite and f
+        # X converted to dt: an overflow to inf also reads as non-finite (callers then check X);
+        # other factors first: Z's finiteness says nothing certain about X's
+        return labels, values, None if rest else finite
+
     def vjp(self, X, G, *, layout: str = "cols", input_grad: bool = True, factor_grads: bool = True):
         """Gradients through ``Y = F @ X`` (``layout="cols"``) or ``Y = X @ F.T`` (``"rows"``)
         given ``G = ∂ℓ/∂Y``: ``(grad_X, [grad of each factor's values])``; see

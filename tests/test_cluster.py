@@ -231,6 +231,12 @@ def test_bad_input(blobs):
         qm.transform(X[:, :5])
     with pytest.raises(ValueError, match="NaN|infinity"):
         qm.predict(Xn)
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        qm.predict(Xi)  # found by the fused kernel's load (no separate scan)
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        QuickMeans(3, structure="butterfly", max_iter=2).fit(X).predict(Xi)  # no kernel flag: full check
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        QuickMeans(3, sparsity=2, max_iter=2, palm_max_iter=10, batch_size=100).fit(X).predict(Xn)
     np.testing.assert_array_equal(X, Xc)
 
 
@@ -252,3 +258,83 @@ def test_read_only_fortran_input(blobs, structure):
 def test_verbose_progress_bar(blobs, capsys):
     QuickMeans(6, sparsity=2, verbose=True, **FAST).fit(blobs[0])
     assert "QuickMeans" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_small_batch_predict_transform(blobs, dt, monkeypatch):
+    """predict / transform of 1-8 C-contiguous rows skip scikit-learn's validation: the same
+    labels and distances as the general path (a list: validated and converted) and as the
+    dense centroids."""
+    from gpufact.product import ARGMIN_SMALL_ROWS
+
+    X = blobs[0].astype(dt)
+    qm = QuickMeans(6, sparsity=2, **FAST).fit(X)
+    Xt = np.random.default_rng(3).normal(scale=8.0, size=(ARGMIN_SMALL_ROWS, 16)).astype(dt)
+    C = qm.cluster_centers_.astype(np.float64)
+    d2 = _dense_dist2(Xt.astype(np.float64), C)
+    general = [(qm.predict(Xt[:B].tolist()), qm.transform(Xt[:B].tolist())) for B in range(1, ARGMIN_SMALL_ROWS + 1)]
+
+    def boom(*a, **k):
+        raise AssertionError("the small batch went through the general validation")
+
+    monkeypatch.setattr(QuickMeans, "_test_data", boom)
+    for B in range(1, ARGMIN_SMALL_ROWS + 1):
+        Xb = np.ascontiguousarray(Xt[:B])
+        lab, dist = qm.predict(Xb), qm.transform(Xb)
+        assert lab.dtype == np.int32 and lab.shape == (B,) and dist.dtype == dt and dist.shape == (B, 6)
+        np.testing.assert_array_equal(lab, general[B - 1][0])
+        np.testing.assert_array_equal(lab, d2[:B].argmin(1))
+        np.testing.assert_allclose(dist, general[B - 1][1], rtol=1e-5 if dt == np.float32 else 1e-12)
+        np.testing.assert_allclose(dist, np.sqrt(d2[:B]), rtol=1e-3 if dt == np.float32 else 1e-10)
+    monkeypatch.undo()
+    # not taken: another dtype, more rows, a strided view, a list
+    assert qm._small_batch(Xt[:1]) and not qm._small_batch(Xt[:1].astype(np.float16))
+    assert not qm._small_batch(np.concatenate([Xt, Xt])) and not qm._small_batch(Xt[::2])
+    assert not qm._small_batch(Xt[:1].tolist())
+    a = QuickMeans(6, structure="butterfly", **FAST).fit(X)  # no fused CSR kernel: its own apply
+    np.testing.assert_array_equal(a.predict(Xt[:3]), _dense_dist2(Xt[:3].astype(np.float64),
+                                                                  a.cluster_centers_.astype(np.float64)).argmin(1))
+    # huge finite values are not refused
+    big = np.zeros((2, 16), dtype=dt)
+    big[:, :8] = np.finfo(dt).max / 4
+    assert qm.predict(big).shape == (2,)
+
+
+def test_small_batch_bad_input(blobs):
+    """Bad one-row input raises what the general path raises."""
+    X, _ = blobs
+    x1 = np.ascontiguousarray(X[:1])
+    with pytest.raises(NotFittedError):
+        QuickMeans(3).predict(x1)
+    with pytest.raises(NotFittedError):
+        QuickMeans(3).transform(x1)
+    qm = QuickMeans(3, sparsity=2, max_iter=2, palm_max_iter=10).fit(X)
+    for v in (np.nan, np.inf, -np.inf):
+        xb = x1.copy()
+        xb[0, 4] = v
+        for method in (qm.predict, qm.transform):
+            with pytest.raises(ValueError, match="NaN|infinity"):
+                method(xb)
+        np.testing.assert_array_equal(xb[0, :4], x1[0, :4])
+    for method in (qm.predict, qm.transform):
+        with pytest.raises(ValueError, match="features"):
+            method(np.ascontiguousarray(X[:1, :5]))
+        with pytest.raises(ValueError, match="2D array"):
+            method(X[0])
+        with pytest.raises(ValueError, match="0 sample"):
+            method(X[:0])
+    qm.feature_names_in_ = np.array([f"f{i}" for i in range(16)], dtype=object)  # as after a DataFrame fit
+    with pytest.warns(UserWarning, match="feature names"):
+        qm.predict(x1)
+
+
+def test_small_batch_mixed_namespaces(cp, blobs):
+    X = blobs[0]
+    a = QuickMeans(3, sparsity=2, max_iter=2, palm_max_iter=10).fit(X)
+    b = QuickMeans(3, sparsity=2, max_iter=2, palm_max_iter=10).fit(cp.asarray(X))
+    for method in (a.predict, a.transform):
+        with pytest.raises(TypeError):
+            method(cp.asarray(X[:1]))
+    for method in (b.predict, b.transform):
+        with pytest.raises(TypeError):
+            method(np.ascontiguousarray(X[:1]))

@@ -247,3 +247,111 @@ def test_argmin_affine_bad_input():
     for alpha in (1j, np.nan, "2", None):
         with pytest.raises(TypeError, match="alpha"):
             F.argmin_affine(X, np.zeros(7), alpha)
+
+
+@pytest.mark.parametrize("dtype", REAL, ids=lambda d: np.dtype(d).name)
+def test_argmin_affine_small_batch_path(dtype):
+    """1 to 8 C-contiguous rows of F's dtype take argmin_affine's lean path: the same labels
+    and values as the general path (forced here by a non-contiguous copy) and the dense
+    scores; every other small input still goes through the checks."""
+    from gpufact._kernels import cpu_sparse
+    from gpufact.product import ARGMIN_SMALL_ROWS
+
+    assert ARGMIN_SMALL_ROWS == cpu_sparse.SMALL_B  # the general path runs the same kernel for them
+    rng = np.random.default_rng(11)
+    F = _chain(dtype, rng, np)
+    bias = rand((7,), dtype, rng, np)
+    X = rand((ARGMIN_SMALL_ROWS + 1, 11), dtype, rng, np)
+    V = _dense(F).real
+    for B in range(1, ARGMIN_SMALL_ROWS + 1):
+        Xb = np.ascontiguousarray(X[:B])
+        small = F._argmin_small(Xb, bias, -2.0)
+        assert small is not None and small[2]
+        lab, val = F.argmin_affine(Xb, bias)
+        np.testing.assert_array_equal(lab, small[0])
+        np.testing.assert_array_equal(val, small[1])
+        Xg = np.asfortranarray(np.concatenate([Xb, Xb]))[:B]  # not C-contiguous (B > 1)
+        if B > 1:
+            assert F._argmin_small(Xg, bias, -2.0) is None
+        glab, gval = F.argmin_affine(Xg, bias)
+        np.testing.assert_array_equal(lab, glab)
+        np.testing.assert_allclose(val, gval, rtol=tol(dtype))
+        S = bias[None, :] - 2.0 * Xb.astype(np.float64) @ V.T
+        np.testing.assert_array_equal(lab, S.argmin(1))
+        assert lab.dtype == np.int32 and val.dtype == dtype
+    x1 = X[:1].copy()
+    for v in (np.nan, np.inf, -np.inf):  # the lean path reports non-finite input
+        xb = X[:3].copy()
+        xb[2, 4] = v
+        assert not F._argmin_small(xb, bias, -2.0)[2]
+    # not taken: more rows, another dtype, a NumPy scalar alpha, a bias of another dtype
+    assert F._argmin_small(X, bias, -2.0) is None
+    assert F._argmin_small(x1.astype(np.float16), bias, -2.0) is None
+    assert F._argmin_small(x1, bias, np.float64(-2.0)) is None
+    assert F._argmin_small(x1, bias.astype(np.float16), -2.0) is None
+    # bad input on small batches still raises
+    with pytest.raises(ValueError, match="X: expected shape"):
+        F.argmin_affine(np.ascontiguousarray(x1[:, :3]), bias)
+    with pytest.raises(ValueError, match="bias: expected shape"):
+        F.argmin_affine(x1, bias[:6])
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        F.argmin_affine(x1, bias, chunk_bytes=0)
+    for alpha in (np.nan, np.inf, True):
+        with pytest.raises(TypeError, match="alpha"):
+            F.argmin_affine(x1, bias, alpha)
+    with pytest.raises(TypeError, match="alpha"):
+        F.argmin_affine(x1, bias, "2")
+
+
+@pytest.mark.parametrize("dtype", REAL, ids=lambda d: np.dtype(d).name)
+def test_argmin_affine_fixed_width_tiles(dtype):
+    """Batches that fill every thread with full tiles run the fixed-width kernel (a padded
+    last tile): the same labels as the dense scores and as the runtime-width kernel, samples
+    as rows or as columns."""
+    import numba
+
+    from gpufact._kernels import cpu_sparse as k
+
+    rng = np.random.default_rng(12)
+    F = _chain(dtype, rng, np)
+    chain = F._get_segments()[0]
+    bias = rand((7,), dtype, rng, np)
+    dt = np.dtype(dtype)
+    w = k.FIXED_TILE_BYTES[0] // dt.itemsize
+    B = 2 * numba.get_num_threads() * w + 5
+    assert k.fixed_width(k.tile_width(30, dt.itemsize, B, numba.get_num_threads()), dt.itemsize, B,
+                         numba.get_num_threads()) == w
+    X = rand((B, 11), dtype, rng, np)
+    V = _dense(F).real
+    S = bias[None, :] - 2.0 * X.astype(np.float64) @ V.T
+    for Xl in (X, np.asfortranarray(X)):
+        lab, val = F.argmin_affine(Xl, bias)
+        np.testing.assert_array_equal(lab, S.argmin(1))
+        np.testing.assert_allclose(val, S.min(1), rtol=tol(dtype), atol=tol(dtype) * np.abs(S).max())
+    plan, _, ip, ix, data = chain.arrays(dt)
+    r0, r1 = chain.buffer_rows(True)
+    lab2, val2 = np.empty(B, np.int32), np.empty(B, dt)
+    k.csr_chain_argmin(plan, ip, ix, data, r0, r1, X, True, bias, dt.type(-2), lab2, val2, 24, 2)
+    np.testing.assert_array_equal(lab, lab2)
+    np.testing.assert_allclose(val, val2, rtol=tol(dtype))
+
+
+@pytest.mark.parametrize("B", [3, 40, 700])
+def test_argmin_finite_flag(B):
+    """The fused CPU kernels report NaN/inf in X, found while loading it (one-sample, runtime-
+    width and fixed-width kernels); labels are unaffected for finite X."""
+    rng = np.random.default_rng(13)
+    F = _chain(np.float32, rng, np)
+    bias = rand((7,), np.float32, rng, np)
+    X = rand((B, 11), np.float32, rng, np)
+    lab, val, finite = F._argmin(X, bias, -2.0)
+    assert finite is True
+    np.testing.assert_array_equal(lab, F.argmin_affine(np.asfortranarray(X), bias)[0])
+    for v in (np.nan, np.inf, -np.inf):
+        Xb = X.copy()
+        Xb[B - 1, 10] = v  # the last sample (a padded tile's), the last feature
+        assert F._argmin(Xb, bias, -2.0)[2] is False
+        assert F._argmin(np.asfortranarray(Xb), bias, -2.0)[2] is False
+    assert F._argmin(X.astype(np.float64), bias, -2.0)[2] is True  # converted to the chain's dtype
+    G = FactorProduct([_csr(7, 11, np.float64, rng, np), DenseFactor(rng.standard_normal((11, 11)))])
+    assert G._argmin(X.astype(np.float64), bias.astype(np.float64), -2.0)[2] is None  # not known

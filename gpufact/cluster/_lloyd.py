@@ -16,8 +16,8 @@ import numpy as np
 
 from .._backend import get_backend
 
-__all__ = ["row_sqnorms", "centroid_sqnorms", "assign", "assign_chunks", "block_partials", "lloyd_pass",
-           "reseed_empty", "distances"]
+__all__ = ["row_sqnorms", "centroid_sqnorms", "assign", "assign_chunks", "labels_chunks", "block_partials",
+           "lloyd_pass", "reseed_empty", "distances"]
 
 
 def read_chunk(X, i, j):
@@ -177,6 +177,24 @@ def assign_chunks(X, op, cnorm2, chunks):
         labels[i:j], dist2[i:j] = assign(read_chunk(X, i, j), op, cnorm2)
         release_chunk(X, i, j)
     return labels, dist2
+
+
+def labels_chunks(X, op, cnorm2, chunks):
+    """Labels (n,) int32 of the rows of X, chunk by chunk (X may be a ``numpy.memmap``):
+    :func:`assign_chunks` without the distances (no ‖x‖² pass over X), and whether X is
+    finite as the fused kernels found while reading it (True / False; None when not known).
+    O(nnz(op) · n)."""
+    if len(chunks) == 1 and not isinstance(X, np.memmap):
+        labels, _, finite = op._argmin(X, cnorm2, -2.0)
+        return labels, finite
+    xp = op.backend.xp
+    labels = xp.empty(X.shape[0], dtype=xp.int32)
+    finite = True
+    for i, j in chunks:
+        labels[i:j], _, f = op._argmin(read_chunk(X, i, j), cnorm2, -2.0)
+        finite = None if f is None or finite is None else finite and f
+        release_chunk(X, i, j)
+    return labels, finite
 
 
 def distances(X, op, cnorm2, chunks):

@@ -221,10 +221,11 @@ class CSRChain:
         """labels (B,) int32, values (B,) <- argmin / min over k of bias[k] + alpha ·
         (chain @ Xc)[k, b] for a logical (N, B) view Xc of the values' (real) dtype;
         ``bias`` contiguous (K,) of that dtype, ``alpha`` a scalar of it. Needs
-        :meth:`argmin_fits`."""
+        :meth:`argmin_fits`. Returns whether Xc is finite (no NaN, no inf; found by the CPU
+        kernels while loading it), None where not known (GPU)."""
         B = Xc.shape[1]
         if B == 0:
-            return labels, values
+            return True
         dt = values.dtype
         plan_h, plan_d, ip, ix, data = self.arrays(dt)
         r0, r1 = self.buffer_rows(True)
@@ -232,18 +233,22 @@ class CSRChain:
             from .._kernels import cuda
 
             bt = cuda.csr_chain_tile(r0 + r1, dt, B, argmin=True)
-            return cuda.csr_chain_argmin(plan_d, ip, ix, data, r0, r1, bt, self._gpu_view(Xc), bias, alpha,
-                                         labels, values)
+            cuda.csr_chain_argmin(plan_d, ip, ix, data, r0, r1, bt, self._gpu_view(Xc), bias, alpha, labels, values)
+            return None
         from .._kernels import cpu_sparse as k
 
         X, x_rows, _, _ = self._cpu_views(Xc, None)
         bias = _readonly(bias)
         if B <= k.SMALL_B:
-            k.csr_chain_argmin_serial(plan_h, ip, ix, data, r0, r1, X, x_rows, bias, alpha, labels, values)
-            return labels, values
+            return bool(k.csr_chain_argmin_serial(plan_h, ip, ix, data, r0, r1, X, x_rows, bias, alpha, labels,
+                                                  values))
         import numba
 
         threads = numba.get_num_threads()
         bt = k.tile_width(r0 + r1 + 3, dt.itemsize, B, threads)
-        k.csr_chain_argmin(plan_h, ip, ix, data, r0, r1, X, x_rows, bias, alpha, labels, values, bt, threads)
-        return labels, values
+        fixed = k.fixed_width(bt, dt.itemsize, B, threads)
+        if fixed:
+            return bool(k.argmin_fixed(fixed)(plan_h, ip, ix, data, r0, r1, X, x_rows, bias, alpha, labels, values,
+                                              threads))
+        return bool(k.csr_chain_argmin(plan_h, ip, ix, data, r0, r1, X, x_rows, bias, alpha, labels, values, bt,
+                                       threads))
