@@ -58,16 +58,15 @@ def _layer_times(layer, x, g, repeat):
 
 def _extra_memory(layer, x, g):
     """Extra memory of our backward in elements beyond its outputs (grad of x: B·N, factor
-    grads: nnz): (traced, tiles) — the tracemalloc peak (NumPy arrays and Numba's NRT
-    buffers both go through Python's allocator) and, computed from the tile width, all
-    threads' tile buffers plus per-thread block sums (the traced peak misses overlap when a
-    loaded machine runs the threads one after the other)."""
+    grads: nnz): (traced, bound) — the tracemalloc peak (NumPy arrays and Numba's NRT
+    buffers both go through Python's allocator) and the kernel's buffers computed from its
+    plan and tile width (all threads' activation and local group buffers, block sums of the
+    threads after the first, one copy of the weights: the bound when the threads run at
+    once; the traced peak misses overlap when a loaded machine runs them one after the
+    other)."""
     import numba
 
-    from gpufact._kernels.cpu_grad import vjp_tile_width
-    from gpufact._vjp import _chain_dims
-    from gpufact.factors import KSFactor
-    from gpufact.factors._chain import KSChain
+    from gpufact._kernels.cpu_grad import vjp_memory, vjp_plan, vjp_tile_width
 
     y = layer(x)
     tracemalloc.start()
@@ -77,12 +76,10 @@ def _extra_memory(layer, x, g):
     B, N = x.shape
     item = x.element_size()
     traced = peak / item - B * N - layer.nnz
-    chain = KSChain([KSFactor(p.detach().numpy(), check=False) for p in layer.factors])
-    dims = _chain_dims(chain)
-    th = numba.get_num_threads()
-    bt = vjp_tile_width(dims, item, B, th)
-    tiles = th * ((int(dims[:-1].sum()) + 2 * int(dims.max())) * bt + layer.nnz)
-    return max(0.0, traced), tiles
+    info = vjp_plan(tuple(layer.patterns[::-1]))
+    M = layer.out_features
+    bt, th = vjp_tile_width(info, N, M, layer.nnz, B, numba.get_num_threads())
+    return max(0.0, traced), vjp_memory(info, N, M, layer.nnz, bt, th)
 
 
 def part_a(Ns, Bs, quick):
@@ -90,9 +87,10 @@ def part_a(Ns, Bs, quick):
              "Times in ms, best of several runs after a warm-up (1 run for nn.Linear when it takes over 2 s). "
              "Backward: gradients of the input and of every parameter (the input requires grad). "
              "Ratios: nn.Linear time / KSLinear time. Extra memory of our backward beyond its outputs, "
-             "in units of B·N elements: the tracemalloc peak (NumPy and Numba allocations), and all "
-             "threads' tile buffers plus per-thread block sums computed from the tile width (the bound "
-             "when the threads run at once). nn.Linear's backward holds the N² weight gradient.", "",
+             "in units of B·N elements: the tracemalloc peak (NumPy and Numba allocations), and the "
+             "kernel's buffers computed from its plan and tile width (every thread's activation and "
+             "group buffers, the block sums of threads after the first, one copy of the weights: the "
+             "bound when the threads run at once). nn.Linear's backward holds the N² weight gradient.", "",
              "| N | B | structure | nnz | fwd | bwd | fwd+bwd | nn.Linear fwd | bwd | fwd+bwd | ratio fwd | "
              "ratio bwd | ratio fwd+bwd | extra mem traced | kernel buffers |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
