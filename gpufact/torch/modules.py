@@ -192,8 +192,9 @@ class KSLinear(nn.Module):
         1/√(3·in), :meth:`reset_parameters`) changes by lr/σ_d relatively, a factor S_ℓ
         (entry scale σ_ℓ) by lr_ℓ/σ_ℓ, and W = S_1 ⋯ S_J by up to J times that (first order,
         aligned updates). Equal rates: lr_ℓ = lr · σ_ℓ / (J · σ_d) — about 3.7 for 1024 × 1024
-        butterfly and Monarch layers. (Fashion-MNIST MLP, butterfly hidden layers, 3 epochs:
-        ×1 85.50 %, ×3 86.59 %, ×10 85.49 %, dense 86.20 %; measured.) Use
+        butterfly and Monarch layers. Measured (Fashion-MNIST MLP 784-1024-1024-10, butterfly
+        hidden layers, Adam lr 1e-3): after 3 epochs ×1 85.50 %, ×3 86.59 %, ×10 85.49 %
+        (dense 86.20 %); after 10 epochs no gain (87.58 → 87.65 %, 3 seeds). Use
         :func:`param_groups` to build an optimizer's groups."""
         J = len(self.patterns)
         sd = 1.0 / math.sqrt(3.0 * self.in_features)
@@ -233,10 +234,12 @@ class KSLinear(nn.Module):
         projected onto ``structure`` by :func:`gpufact.factorize.ksfactor` — hierarchical
         block low-rank approximation with guarantees (Zheng, Riccietti, Gribonval 2023; exact
         when W has the structure); for Monarch this is one closed-form batched rank-one
-        projection (best rank-one approximation of each block, Dao et al., ICML 2022). The
+        projection (best rank-one approximation of each block, Dao et al., ICML 2022),
+        computed without SVDs by repeated squaring of the blocks' Gram matrices (1024 × 1024:
+        about 0.1 s). The
         bias is copied. Same dtype and device (the factorization runs on CPU or CuPy).
         ``to_dense()`` then returns the projected weight; see ``rel_error_`` for
-        ‖W − Ŵ‖_F / ‖W‖_F. Cost O(in · out · J) (batched small SVDs)."""
+        ‖W − Ŵ‖_F / ‖W‖_F. Cost O(in · out · J) (batched GEMMs and small SVDs)."""
         from ..factorize import ksfactor
         from ._function import _as_array, _as_tensor
 
