@@ -67,7 +67,7 @@ def _extra_memory(layer, x, g):
     other)."""
     import numba
 
-    from gpufact._kernels.cpu_grad import vjp_memory, vjp_plan, vjp_tile_width
+    from gpufact._kernels.cpu_grad import vjp_memory, vjp_plan, vjp_tile_width, vjp_x_tile
 
     y = layer(x)
     tracemalloc.start()
@@ -80,7 +80,8 @@ def _extra_memory(layer, x, g):
     info = vjp_plan(tuple(layer.patterns[::-1]))
     M = layer.out_features
     bt, th = vjp_tile_width(info, N, M, layer.nnz, B, numba.get_num_threads())
-    return max(0.0, traced), vjp_memory(info, N, M, layer.nnz, bt, th)
+    x_tile = vjp_x_tile(info, N, M, layer.nnz, B, bt, th)
+    return max(0.0, traced), vjp_memory(info, N, M, layer.nnz, bt, th, x_tile)
 
 
 def part_a(Ns, Bs, quick):

@@ -231,8 +231,9 @@ def _chain_vjp_cpu(chain, Xc, Gc, need_x):
         GX = np.empty((1, 1), dtype=dt)
     flat = np.empty(nnz, dtype=dt)
     more = np.empty((threads - 1, nnz), dtype=dt)
+    x_tile = k.vjp_x_tile(info, N, int(dims[-1]), nnz, B, bt, threads)
     k.ks_chain_vjp(chain.weights(dt), lplan, parts, mid, local_acts, local_max, X, x_rows, G, g_rows, GX,
-                   need_x, flat, more, bt, threads)
+                   need_x, flat, more, bt, threads, x_tile)
     gx = (GX.T if x_rows else GX) if need_x else None
     return gx, _split(chain, flat)
 

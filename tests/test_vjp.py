@@ -162,12 +162,16 @@ def _chain_cases():
     return cases
 
 
+@pytest.mark.parametrize("x_tile", [True, False])
 @pytest.mark.parametrize("case", ["butterfly", "monarch", "mixed", "unnested", "single"])
-def test_fused_chain_groups_and_tiles_match_dense_reference(case):
+def test_fused_chain_groups_and_tiles_match_dense_reference(case, x_tile, monkeypatch):
     """The two-level kernel (tiles of samples, groups of features) on small and odd batches
     (B = 1, 3, 37: partial tiles, fewer tiles than threads), both layouts, with and without
-    the input gradient, against the dense reference; float64."""
+    the input gradient, X's tile held or read per group, against the dense reference;
+    float64."""
     from gpufact._kernels import cpu_grad
+
+    monkeypatch.setattr(cpu_grad, "vjp_x_tile", lambda info, *args: x_tile and info[0][0, 1] > info[0][0, 0])
 
     pats = _chain_cases()[case]
     F = FactorProduct([KSFactor.random(p, dtype=np.float64, seed=i) for i, p in enumerate(pats)])
@@ -208,7 +212,9 @@ def test_fused_chain_vjp_memory_bound():
             info = cpu_grad.vjp_plan(tuple(pats))
             for B in (b_min, 100, 256, 1024, 4096):
                 bt, th = cpu_grad.vjp_tile_width(info, N, N, nnz, B, 2)
-                assert cpu_grad.vjp_memory(info, N, N, nnz, bt, th) <= 2 * B * N, (N, structure, B, bt, th)
+                x_tile = cpu_grad.vjp_x_tile(info, N, N, nnz, B, bt, th)
+                assert cpu_grad.vjp_memory(info, N, N, nnz, bt, th, x_tile) <= 2 * B * N, (N, structure, B, bt, th)
+                assert x_tile or B < 1024  # X read once from memory at the larger batches
                 if B >= 256:  # the full tile width on both threads where the bound allows it
                     assert (bt, th) == (cpu_grad.TILE_WIDTH, 2), (N, structure, B, bt, th)
     N, B = 1024, 256

@@ -136,15 +136,27 @@ def vjp_plan(patterns, split=None):
     return parts, lplan, int(mid), int(local_acts), int(local_max)
 
 
-def vjp_memory(plan_info, n_in: int, n_out: int, nnz: int, bt: int, threads: int) -> int:
+def vjp_memory(plan_info, n_in: int, n_out: int, nnz: int, bt: int, threads: int, x_tile: bool = False) -> int:
     """Extra elements of a :func:`ks_chain_vjp` call beyond its outputs: per thread the
     activation between the parts (mid rows of bt samples), the local group buffers
     (local_acts + 2 · local_max rows) and, when the left groups' rows are strided, the
-    upstream gradient's tile (n_out rows); block sums for threads 2, 3, … (nnz each; the first
+    upstream gradient's tile (n_out rows), with ``x_tile`` the input's tile (n_in rows);
+    block sums for threads 2, 3, … (nnz each; the first
     thread sums into the output); the concatenated weights (nnz)."""
     parts, _, mid, local_acts, local_max = plan_info
-    per_sample = mid + local_acts + 2 * local_max + (n_out if parts[1, 5] > 1 else 0)
+    per_sample = mid + local_acts + 2 * local_max + (n_out if parts[1, 5] > 1 else 0) + (n_in if x_tile else 0)
     return threads * per_sample * bt + threads * nnz
+
+
+def vjp_x_tile(plan_info, n_in: int, n_out: int, nnz: int, B: int, bt: int, threads: int) -> bool:
+    """Whether :func:`ks_chain_vjp` holds X's tile (n_in rows per thread): X is then read
+    from memory once rather than twice (the right part's groups read their rows twice; with
+    X beyond the caches, N = 1024 butterfly, B = 4096: 1.4x, one thread, measured) — when
+    the chain has two parts and the extra n_in · bt per thread stays within the bound."""
+    parts = plan_info[0]
+    if parts[0, 1] <= parts[0, 0]:
+        return False
+    return vjp_memory(plan_info, n_in, n_out, nnz, bt, threads, True) <= MEMORY_BOUND * B * max(n_in, n_out)
 
 
 def vjp_tile_width(plan_info, n_in: int, n_out: int, nnz: int, B: int, threads: int):
@@ -432,10 +444,12 @@ def _group_backward(w, lp, part, al, de, want_in, acts, gb0, gb1, acc, bt, zero)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _vjp_tile(w, lp, parts, X, x_rows, G, g_rows, GX, need_x, bt, ti, zb, gt, acts, gb0, gb1, acc, zero):
+def _vjp_tile(w, lp, parts, X, x_rows, G, g_rows, GX, need_x, bt, ti, zb, gt, xt, x_tile, acts, gb0, gb1, acc,
+              zero):
     """Samples ti·bt .. of :func:`ks_chain_vjp`: groups read their rows of X and G and write
-    their rows of GX directly; tile-wide buffers: the activation between the parts (zb) and,
-    when the left groups' rows of G are strided, G's tile (gt, loaded by 8 x 8 transposes)."""
+    their rows of GX directly; tile-wide buffers: the activation between the parts (zb),
+    when the left groups' rows of G are strided G's tile (gt, loaded by 8 x 8 transposes),
+    and if ``x_tile`` X's tile (xt: read once from memory, not twice; then GX's tile)."""
     right = parts[0]
     left = parts[1]
     has_right = right[1] > right[0]
@@ -446,11 +460,17 @@ def _vjp_tile(w, lp, parts, X, x_rows, G, g_rows, GX, need_x, bt, ti, zb, gt, ac
     la, lb, lc, ld = left[2], left[3], left[4], left[5]
     if ld > 1:
         _gather_arr(G, g_rows, b0, nt, 0, 1, G.shape[1] if g_rows else G.shape[0], gt, bt)
+    N = X.shape[1] if x_rows else X.shape[0]
+    if x_tile:
+        _gather_arr(X, x_rows, b0, nt, 0, 1, N, xt, bt)
     if has_right:  # (1) the activation between the parts, group by group (forward only)
         for g in range(ra * rd):
             al = g // rd
             de = g - al * rd
-            _gather_arr(X, x_rows, b0, nt, al * rc * rd + de, rd, rc, gb0, bt)
+            if x_tile:
+                _gather(xt, al * rc * rd + de, rd, rc, gb0, bt)
+            else:
+                _gather_arr(X, x_rows, b0, nt, al * rc * rd + de, rd, rc, gb0, bt)
             out = _group_forward(w, lp, right, al, de, gb0, gb1, bt)
             _scatter(out, rb, zb, al * rb * rd + de, rd, bt)
     for g in range(la * ld):  # (2) left groups; their input gradient overwrites zb
@@ -473,16 +493,24 @@ def _vjp_tile(w, lp, parts, X, x_rows, G, g_rows, GX, need_x, bt, ti, zb, gt, ac
         for g in range(ra * rd):
             al = g // rd
             de = g - al * rd
-            _gather_arr(X, x_rows, b0, nt, al * rc * rd + de, rd, rc, acts, bt)
+            if x_tile:
+                _gather(xt, al * rc * rd + de, rd, rc, acts, bt)
+            else:
+                _gather_arr(X, x_rows, b0, nt, al * rc * rd + de, rd, rc, acts, bt)
             _gather(zb, al * rb * rd + de, rd, rb, gb0, bt)
             res = _group_backward(w, lp, right, al, de, need_x, acts, gb0, gb1, acc, bt, zero)
             if need_x:
-                _scatter_arr(res, rc, GX, x_rows, b0, nt, al * rc * rd + de, rd, bt)
+                if x_tile:  # the group's input rows of xt are no longer needed
+                    _scatter(res, rc, xt, al * rc * rd + de, rd, bt)
+                else:
+                    _scatter_arr(res, rc, GX, x_rows, b0, nt, al * rc * rd + de, rd, bt)
+        if x_tile and need_x:
+            _scatter_arr(xt, N, GX, x_rows, b0, nt, 0, 1, bt)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def ks_chain_vjp(w, lplan, parts, mid, local_acts, local_max, X, x_rows, G, g_rows, GX, need_x, dW, dW_more, bt,
-                 nthreads):
+                 nthreads, x_tile):
     """Gradients through a KS chain, fused, activations recomputed per tile and per group.
 
     Per tile of bt samples (:func:`vjp_plan` for the two parts and their groups): (1) the
@@ -501,10 +529,12 @@ def ks_chain_vjp(w, lplan, parts, mid, local_acts, local_max, X, x_rows, G, g_ro
         (N, B); G : C-contiguous upstream gradient, (B, M) if ``g_rows`` else (M, B); GX :
         ∂ℓ/∂X, laid out as X (written only if ``need_x``). dW : (nnz,) the block gradients
         (overwritten: the first thread's sums, then the others' rows of dW_more, (nthreads −
-        1, nnz), added). All arrays of one dtype. bt : samples per tile.
+        1, nnz), added). All arrays of one dtype. bt : samples per tile. x_tile : hold X's
+        tile in a buffer (read X once; :func:`vjp_x_tile`).
     """
     B = X.shape[0] if x_rows else X.shape[1]
     g_tile = G.shape[1] if g_rows else G.shape[0]
+    x_len = X.shape[1] if x_rows else X.shape[0]
     ntiles = (B + bt - 1) // bt
     nth = max(1, min(nthreads, ntiles))
     zero = np.zeros(1, dtype=dW.dtype)[0]
@@ -513,10 +543,12 @@ def ks_chain_vjp(w, lplan, parts, mid, local_acts, local_max, X, x_rows, G, g_ro
         acc[:] = zero
         zb = np.empty(mid * bt + 8, dtype=dW.dtype)
         gt = np.empty((g_tile * bt if parts[1, 5] > 1 else 0) + 8, dtype=dW.dtype)
+        xt = np.empty((x_len * bt if x_tile else 0) + 8, dtype=dW.dtype)
         acts = np.empty(local_acts * bt + 8, dtype=dW.dtype)
         gb0 = np.empty(local_max * bt + 8, dtype=dW.dtype)
         gb1 = np.empty(local_max * bt + 8, dtype=dW.dtype)
         for ti in range(th, ntiles, nth):
-            _vjp_tile(w, lplan, parts, X, x_rows, G, g_rows, GX, need_x, bt, ti, zb, gt, acts, gb0, gb1, acc, zero)
+            _vjp_tile(w, lplan, parts, X, x_rows, G, g_rows, GX, need_x, bt, ti, zb, gt, xt, x_tile, acts, gb0, gb1,
+                      acc, zero)
     for th in range(1, nth):
         dW += dW_more[th - 1]
