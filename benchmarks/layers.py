@@ -16,6 +16,7 @@ each other on 2 cores, 2.7x slower training steps measured).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import tracemalloc
@@ -28,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gpufact._demo_layers import accuracy, load_data, make_mlp, replaced_params, train_epoch  # noqa: E402
-from gpufact.torch import KSLinear  # noqa: E402
+from gpufact.torch import KSLinear, param_groups  # noqa: E402
 
 
 def _layer_times(layer, x, g, repeat):
@@ -58,16 +59,15 @@ def _layer_times(layer, x, g, repeat):
 
 def _extra_memory(layer, x, g):
     """Extra memory of our backward in elements beyond its outputs (grad of x: B·N, factor
-    grads: nnz): (traced, tiles) — the tracemalloc peak (NumPy arrays and Numba's NRT
-    buffers both go through Python's allocator) and, computed from the tile width, all
-    threads' tile buffers plus per-thread block sums (the traced peak misses overlap when a
-    loaded machine runs the threads one after the other)."""
+    grads: nnz): (traced, bound) — the tracemalloc peak (NumPy arrays and Numba's NRT
+    buffers both go through Python's allocator) and the kernel's buffers computed from its
+    plan and tile width (all threads' activation and local group buffers, block sums of the
+    threads after the first, one copy of the weights: the bound when the threads run at
+    once; the traced peak misses overlap when a loaded machine runs them one after the
+    other)."""
     import numba
 
-    from gpufact._kernels.cpu_grad import vjp_tile_width
-    from gpufact._vjp import _chain_dims
-    from gpufact.factors import KSFactor
-    from gpufact.factors._chain import KSChain
+    from gpufact._kernels.cpu_grad import vjp_memory, vjp_plan, vjp_tile_width, vjp_x_tile
 
     y = layer(x)
     tracemalloc.start()
@@ -77,12 +77,11 @@ def _extra_memory(layer, x, g):
     B, N = x.shape
     item = x.element_size()
     traced = peak / item - B * N - layer.nnz
-    chain = KSChain([KSFactor(p.detach().numpy(), check=False) for p in layer.factors])
-    dims = _chain_dims(chain)
-    th = numba.get_num_threads()
-    bt = vjp_tile_width(dims, item, B, th)
-    tiles = th * ((int(dims[:-1].sum()) + 2 * int(dims.max())) * bt + layer.nnz)
-    return max(0.0, traced), tiles
+    info = vjp_plan(tuple(layer.patterns[::-1]))
+    M = layer.out_features
+    bt, th = vjp_tile_width(info, N, M, layer.nnz, B, numba.get_num_threads())
+    x_tile = vjp_x_tile(info, N, M, layer.nnz, B, bt, th)
+    return max(0.0, traced), vjp_memory(info, N, M, layer.nnz, bt, th, x_tile)
 
 
 def part_a(Ns, Bs, quick):
@@ -90,9 +89,10 @@ def part_a(Ns, Bs, quick):
              "Times in ms, best of several runs after a warm-up (1 run for nn.Linear when it takes over 2 s). "
              "Backward: gradients of the input and of every parameter (the input requires grad). "
              "Ratios: nn.Linear time / KSLinear time. Extra memory of our backward beyond its outputs, "
-             "in units of B·N elements: the tracemalloc peak (NumPy and Numba allocations), and all "
-             "threads' tile buffers plus per-thread block sums computed from the tile width (the bound "
-             "when the threads run at once). nn.Linear's backward holds the N² weight gradient.", "",
+             "in units of B·N elements: the tracemalloc peak (NumPy and Numba allocations), and the "
+             "kernel's buffers computed from its plan and tile width (every thread's activation and "
+             "group buffers, the block sums of threads after the first, one copy of the weights: the "
+             "bound when the threads run at once). nn.Linear's backward holds the N² weight gradient.", "",
              "| N | B | structure | nnz | fwd | bwd | fwd+bwd | nn.Linear fwd | bwd | fwd+bwd | ratio fwd | "
              "ratio bwd | ratio fwd+bwd | extra mem traced | kernel buffers |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -118,24 +118,29 @@ def part_a(Ns, Bs, quick):
     return lines + [""]
 
 
-def part_bc(epochs, seeds, batch_size, n_train, lr):
+def part_bc(epochs, seeds, batch_size, n_train, lr, structures=("dense", "butterfly", "monarch"), scaled=False,
+            conversion=True):
     name, Xtr, ytr, Xte, yte = load_data("fashion-mnist", n_train=n_train)
     sizes = [784, 1024, 1024, 10]
     lines = [f"## (b) {name} MLP 784 → 1024 → 1024 → 10, hidden layers dense / butterfly / Monarch", "",
              f"{Xtr.shape[0]} training and {Xte.shape[0]} test images, {epochs} epochs, {len(seeds)} seed(s) "
-             f"({', '.join(map(str, seeds))}), Adam lr={lr}, batch {batch_size}, float32, "
-             f"{torch.get_num_threads()} torch threads. Reduced from the issue's 10 epochs x 3 seeds to fit "
-             "~15 min on this shared 2-core machine. Parameters: weight entries of the two hidden layers "
-             "(biases excluded). Epoch time: the fastest epoch, mean over seeds.", "",
+             f"({', '.join(map(str, seeds))}), Adam lr={lr}"
+             + (" (KSLinear factors at lr x KSLinear.lr_scales(), gpufact.torch.param_groups)" if scaled else "")
+             + f", batch {batch_size}, float32, "
+             f"{torch.get_num_threads()} torch threads."
+             + ("" if (epochs, len(seeds)) == (10, 3) else " Reduced from the issue's 10 epochs x 3 seeds to fit "
+                "the time on this shared 2-core machine.")
+             + " Accuracy: mean ± standard deviation over seeds. Parameters: weight entries of the two hidden "
+             "layers (biases excluded). Epoch time: the fastest epoch, mean over seeds.", "",
              "| hidden layers | test accuracy (%) | params (hidden) | fewer params | epoch time (s) | vs dense |",
              "|---|---|---|---|---|---|"]
     res = {}
     trained_dense = None
-    for structure in ("dense", "butterfly", "monarch"):
+    for structure in structures:
         accs, times = [], []
         for seed in seeds:
             model = make_mlp(sizes, structure, seed=seed)
-            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            opt = torch.optim.Adam(param_groups(model, lr) if scaled else model.parameters(), lr=lr)
             ts = [train_epoch(model, opt, Xtr, ytr, batch_size=batch_size, seed=seed * 100 + e) for e in range(epochs)]
             accs.append(accuracy(model, Xte, yte))
             times.append(min(ts))
@@ -143,11 +148,16 @@ def part_bc(epochs, seeds, batch_size, n_train, lr):
             if structure == "dense" and trained_dense is None:
                 trained_dense = model
         res[structure] = (accs, float(np.mean(times)), replaced_params(model))
+    if "dense" not in res:
+        lines += [f"| {st} | {np.mean(a):.2f} ± {np.std(a):.2f} | {p} | | {t:.2f} | |" for st, (a, t, p) in res.items()]
+        return lines + [""]
     dense_p, dense_t = res["dense"][2], res["dense"][1]
     for structure, (accs, t, p) in res.items():
         acc = f"{np.mean(accs):.2f}" + (f" ± {np.std(accs):.2f}" if len(accs) > 1 else "")
         lines.append(f"| {structure} | {acc} | {p} | {dense_p / p:.1f}x | {t:.2f} | {t / dense_t:.2f}x |")
     lines.append("")
+    if not conversion:
+        return lines
     # (c) conversion of the trained dense model's hidden layers
     lines += ["## (c) Conversion of the trained dense hidden layers (KSLinear.from_dense)", "",
               "The dense model of (b) (seed " + str(seeds[0]) + "): both hidden layers projected onto the "
@@ -189,18 +199,33 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--n-train", type=int, default=None, help="training images (default: all 60 000)")
     p.add_argument("--quick", action="store_true", help="(a) on N, B <= 2048, fewer repeats")
+    p.add_argument("--structures", default="dense,butterfly,monarch", help="(b) hidden-layer kinds")
+    p.add_argument("--scaled-lr", action="store_true", help="(b) factors at lr x KSLinear.lr_scales()")
+    p.add_argument("--Ns", default=None, help="(a) comma-separated sizes (default 1024,2048,4096,8192)")
+    p.add_argument("--Bs", default=None, help="(a) comma-separated batch sizes (default 256,1024,4096)")
     p.add_argument("--out", default="layers_cpu.md")
     args = p.parse_args(argv)
     lines = []
     if args.part in ("a", "all"):
         Ns = [1024, 2048] if args.quick else [1024, 2048, 4096, 8192]
         Bs = [256, 1024] if args.quick else [256, 1024, 4096]
+        if args.Ns:
+            Ns = [int(v) for v in args.Ns.split(",")]
+        if args.Bs:
+            Bs = [int(v) for v in args.Bs.split(",")]
         lines += part_a(Ns, Bs, args.quick)
     if args.part in ("b", "all"):
-        lines += part_bc(args.epochs, list(range(args.seeds)), args.batch_size, args.n_train, args.lr)
+        structures = tuple(args.structures.split(","))
+        lines += part_bc(args.epochs, list(range(args.seeds)), args.batch_size, args.n_train, args.lr, structures,
+                         args.scaled_lr, conversion="dense" in structures)
+    load = os.getloadavg()
     write(args.out, "Trainable fast linear layers: KSLinear vs torch.nn.Linear (CPU)",
           [f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; gpufact kernels: Numba "
-           "(fused chain forward; fused backward recomputing activations per tile).", ""] + lines)
+           "(fused chain forward; fused backward recomputing activations per tile and group of features). "
+           f"Load average at the end of the run: {load[0]:.1f} (1 min), {load[2]:.1f} (15 min) on 2 cores "
+           "(shared with other jobs: absolute times inflated accordingly; in (a) the contenders run "
+           "interleaved in one process, so the ratios are the figures to read; in (b) the models train "
+           "one after another).", ""] + lines)
 
 
 if __name__ == "__main__":

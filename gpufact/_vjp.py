@@ -40,10 +40,12 @@ def vjp(F, X, G, *, layout: str = "cols", input_grad: bool = True, factor_grads:
     complex64 or complex128), in the namespace (NumPy/CuPy) of the inputs.
 
     Cost: consecutive KS factors form one chain, handled by one fused kernel (CPU, Numba):
-    per tile of samples the chain's forward pass is recomputed in cache, then the tile's
-    gradient runs back through it — time ≈ 3 × the cost of ``F @ X``; extra memory
-    O(B · N) (the tiles, per-thread block sums, and one activation per non-KS factor), never
-    one activation per factor. On the GPU a chain is processed in chunks of samples whose
+    per tile of samples and group of features the chain's forward pass is recomputed in
+    cache, then the gradient runs back through it — time ≈ 3 × the cost of ``F @ X``; extra
+    memory at most 2 · B · N elements for a chain wherever its stored weights leave room
+    (butterfly from B = 16, Monarch of size N from B ≈ 2√N; one activation per thread and
+    tile, per-thread block sums; plus one activation per non-KS factor), never one
+    activation per factor. On the GPU a chain is processed in chunks of samples whose
     activations are stored per chunk (memory ≈ 2 · B · N). Other factors: one product each
     (dense: two GEMMs; CSR: SpMM plus a sampled dense-dense product on its support).
 
@@ -220,15 +222,18 @@ def _chain_vjp_cpu(chain, Xc, Gc, need_x):
         return gx, _split(chain, np.zeros(nnz, dtype=dt))
     X, x_rows = _c_layout(Xc)
     G, g_rows = _c_layout(Gc)
-    threads = numba.get_num_threads()
-    bt = k.vjp_tile_width(dims, dt.itemsize, B, threads)
+    info = k.vjp_plan(tuple(chain.patterns))
+    parts, lplan, mid, local_acts, local_max = info
+    bt, threads = k.vjp_tile_width(info, N, int(dims[-1]), nnz, B, numba.get_num_threads())
     if need_x:
         GX = np.empty((B, N) if x_rows else (N, B), dtype=dt)
     else:
         GX = np.empty((1, 1), dtype=dt)
-    dW = np.empty((threads, nnz), dtype=dt)
-    k.ks_chain_vjp(chain.weights(dt), chain.plan, dims, X, x_rows, G, g_rows, GX, need_x, dW, bt, threads)
-    flat = dW.sum(axis=0) if threads > 1 else dW[0]
+    flat = np.empty(nnz, dtype=dt)
+    more = np.empty((threads - 1, nnz), dtype=dt)
+    x_tile = k.vjp_x_tile(info, N, int(dims[-1]), nnz, B, bt, threads)
+    k.ks_chain_vjp(chain.weights(dt), lplan, parts, mid, local_acts, local_max, X, x_rows, G, g_rows, GX,
+                   need_x, flat, more, bt, threads, x_tile)
     gx = (GX.T if x_rows else GX) if need_x else None
     return gx, _split(chain, flat)
 

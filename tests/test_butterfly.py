@@ -98,6 +98,34 @@ def test_each_split_is_the_best_two_factor_answer(N, tree):
         assert all(e <= 1 for _, _, e in info["splits"])
 
 
+@pytest.mark.parametrize("shape", [(40, 32, 32), (30, 64, 2), (30, 3, 48)])
+def test_rank_one_path_is_the_best_rank_one_approximation(xp, dtype, shape):
+    """The SVD-free rank-one projection (Gram repeated squaring) reaches the Eckart–Young
+    error sqrt(‖A‖² − σ₁²) block by block; exact on rank-one blocks; zero blocks give zeros."""
+    from gpufact.factorize._lowrank import batched_low_rank
+
+    from conftest import rand, tol
+
+    rng = np.random.default_rng(sum(shape))
+    A = rand(shape, dtype, rng, xp)
+    A[1] = 0
+    A[2] = rand((shape[1], 1), dtype, rng, xp) @ rand((1, shape[2]), dtype, rng, xp)  # rank one
+    A[3] = 0
+    A[3, 0, 0] = A[3, 1, 1] = 2  # a tie σ₁ = σ₂: any top vector is optimal
+    A0 = A.copy()
+    X, Y = batched_low_rank(A, 1, xp)
+    assert X.shape == shape[:2] + (1,) and Y.shape == (shape[0], 1, shape[2]) and X.dtype == A.dtype
+    assert bool(xp.all(A == A0))
+    Ah = host(A).astype(np.complex128)
+    s = np.linalg.svd(Ah, compute_uv=False)
+    nrm2 = np.sum(np.abs(Ah) ** 2, axis=(1, 2))
+    best = np.sqrt(np.maximum(nrm2 - s[:, 0] ** 2, 0))
+    err = np.sqrt(np.sum(np.abs(Ah - host(X @ Y)) ** 2, axis=(1, 2)))
+    assert np.all(err <= best + 20 * tol(dtype) * np.sqrt(nrm2))
+    assert np.all(host(X[1]) == 0) and np.all(host(Y[1]) == 0)
+    assert err[2] <= 20 * tol(dtype) * np.sqrt(nrm2[2])
+
+
 def test_noisy_dft_error_matches_noise_level():
     N = 512
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gpufact._kernels import reference  # noqa: E402
-from gpufact.torch import KSChainFunction, KSLinear, ks_patterns  # noqa: E402
+from gpufact.torch import KSChainFunction, KSLinear, ks_patterns, param_groups  # noqa: E402
 
 
 def einsum_forward(x, blocks):
@@ -163,6 +163,39 @@ def test_state_dict_round_trip_and_training_step():
     loss0.backward()
     opt.step()
     assert torch.nn.functional.mse_loss(a(x), target) < loss0
+
+
+@pytest.mark.parametrize("structure", ["butterfly", "monarch"])
+def test_param_groups_match_nn_linear_relative_step(structure):
+    """With param_groups, the first Adam step moves a KSLinear's factors by J · Σ relative
+    changes ≈ the relative change of nn.Linear's weight under the same lr (lr_scales' claim);
+    every parameter lands in exactly one group; bad input raises."""
+    torch.manual_seed(8)
+    n = 256
+    model = torch.nn.Sequential(KSLinear(n, n, structure=structure), torch.nn.ReLU(), torch.nn.Linear(n, 10))
+    dense = torch.nn.Linear(n, n)
+    groups = param_groups(model, 1e-3)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    ks = model[0]
+    assert [g["lr"] for g in groups[:len(ks.factors)]] == pytest.approx([1e-3 * s for s in ks.lr_scales()])
+    assert groups[-1]["lr"] == 1e-3
+    x = torch.randn(64, n)
+
+    def relative_steps(params, opt_groups, out):
+        before = [p.detach().clone() for p in params]
+        opt = torch.optim.Adam(opt_groups)
+        out().square().mean().backward()
+        opt.step()
+        return [float((p.detach() - b).norm() / b.norm()) for p, b in zip(params, before)]
+
+    r_ks = sum(relative_steps(list(ks.factors), groups[:len(ks.factors)], lambda: model(x)))
+    r_dense = relative_steps([dense.weight], [{"params": [dense.weight], "lr": 1e-3}], lambda: dense(x))[0]
+    assert r_ks == pytest.approx(r_dense, rel=0.25)
+    with pytest.raises(TypeError, match="model"):
+        param_groups([ks], 1e-3)
+    with pytest.raises(ValueError, match="lr"):
+        param_groups(model, 0.0)
 
 
 def test_torch_compile_with_graph_break():

@@ -147,6 +147,89 @@ def test_fused_chain_matches_einsum_reference(dtype):
             assert_close(g, r, dtype)
 
 
+def _chain_cases():
+    """KS chains of the layers: butterfly 256 (radix-2 steps, split into groups of 16),
+    Monarch 64 (generic steps), 784 -> 1024 mixed radix (rectangular, generic and radix-2
+    steps), a chain whose steps do not nest (each its own part), one factor (one part)."""
+    from gpufact.torch.modules import ks_patterns
+
+    cases = {}
+    for name, (n_in, n_out, structure) in {"butterfly": (256, 256, "butterfly"), "monarch": (64, 64, "monarch"),
+                                           "mixed": (784, 1024, "butterfly")}.items():
+        cases[name] = ks_patterns(n_in, n_out, structure)
+    cases["unnested"] = [(1, 2, 3, 2), (2, 3, 2, 1)]  # 4 x 6 then 6 x 4: d1 = 2 does not divide b2 d2 = 3
+    cases["single"] = [(2, 3, 4, 5)]  # one step: one part
+    return cases
+
+
+@pytest.mark.parametrize("x_tile", [True, False])
+@pytest.mark.parametrize("case", ["butterfly", "monarch", "mixed", "unnested", "single"])
+def test_fused_chain_groups_and_tiles_match_dense_reference(case, x_tile, monkeypatch):
+    """The two-level kernel (tiles of samples, groups of features) on small and odd batches
+    (B = 1, 3, 37: partial tiles, fewer tiles than threads), both layouts, with and without
+    the input gradient, X's tile held or read per group, against the dense reference;
+    float64."""
+    from gpufact._kernels import cpu_grad
+
+    monkeypatch.setattr(cpu_grad, "vjp_x_tile", lambda info, *args: x_tile and info[0][0, 1] > info[0][0, 0])
+
+    pats = _chain_cases()[case]
+    F = FactorProduct([KSFactor.random(p, dtype=np.float64, seed=i) for i, p in enumerate(pats)])
+    parts = cpu_grad.vjp_plan(tuple(F._get_segments()[0].patterns))[0]
+    assert (parts[0, 1] > parts[0, 0]) == (len(pats) > 1)  # two parts, unless one step
+    rng = np.random.default_rng(len(pats))
+    for B in (1, 3, 37):
+        X = rand((F.shape[1], B), np.float64, rng)
+        G = rand((F.shape[0], B), np.float64, rng)
+        gx_ref, refs = dense_grads(F, X, G)
+        for layout in ("cols", "rows"):
+            Xl, Gl = (X, G) if layout == "cols" else (np.ascontiguousarray(X.T), np.ascontiguousarray(G.T))
+            gx, grads = gpufact.vjp(F, Xl, Gl, layout=layout)
+            assert_close(gx if layout == "cols" else gx.T, gx_ref, np.float64)
+            for g, r in zip(grads, refs):
+                assert_close(g, r, np.float64)
+        nx, grads = gpufact.vjp(F, X, G, input_grad=False)
+        assert nx is None
+        for g, r in zip(grads, refs):
+            assert_close(g, r, np.float64)
+
+
+def test_fused_chain_vjp_memory_bound():
+    """Extra memory of the fused backward <= 2 · B · N elements from B = 16 on (butterfly)
+    and B = 64 (Monarch, N <= 1024; from B = 256 for N = 8192, where one copy of its
+    2 N^1.5 stored weights is 2.8 · B · N at B = 64): the tile widths chosen for 2 threads keep the computed buffers
+    within it, and the traced peak of a call (NumPy and Numba allocations, beyond the
+    outputs) stays within it too."""
+    import tracemalloc
+
+    from gpufact._kernels import cpu_grad
+    from gpufact.torch.modules import ks_patterns
+
+    for N in (256, 1024, 8192):
+        for structure, b_min in (("butterfly", 16), ("monarch", 64 if N <= 1024 else 256)):
+            pats = ks_patterns(N, N, structure)[::-1]
+            nnz = sum(a * b * c * d for a, b, c, d in pats)
+            info = cpu_grad.vjp_plan(tuple(pats))
+            for B in (b_min, 100, 256, 1024, 4096):
+                bt, th = cpu_grad.vjp_tile_width(info, N, N, nnz, B, 2)
+                x_tile = cpu_grad.vjp_x_tile(info, N, N, nnz, B, bt, th)
+                assert cpu_grad.vjp_memory(info, N, N, nnz, bt, th, x_tile) <= 2 * B * N, (N, structure, B, bt, th)
+                assert x_tile or B < 1024  # X read once from memory at the larger batches
+                if B >= 256:  # the full tile width on both threads where the bound allows it
+                    assert (bt, th) == (cpu_grad.TILE_WIDTH, 2), (N, structure, B, bt, th)
+    N, B = 1024, 256
+    F = gpufact.transforms.random_butterfly(N, dtype=np.float32, seed=1)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((B, N)).astype(np.float32)
+    G = rng.standard_normal((B, N)).astype(np.float32)
+    gpufact.vjp(F, X, G, layout="rows")  # compile outside the trace
+    tracemalloc.start()
+    gpufact.vjp(F, X, G, layout="rows")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak / 4 - B * N - F.nnz <= 2 * B * N
+
+
 def test_reference_ks_grad_is_the_masked_outer_product():
     rng = np.random.default_rng(5)
     pattern = (2, 3, 4, 5)

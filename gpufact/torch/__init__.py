@@ -9,6 +9,8 @@
   recompute-per-tile gradient kernels of :func:`gpufact.vjp`; tensors are handed over
   without copies (CPU: ``Tensor.numpy()``; CUDA: DLPack to CuPy on torch's current stream).
 * :func:`ks_patterns` — the KS patterns of a structure for given feature counts.
+* :func:`param_groups` — optimizer groups with the factors' learning rates scaled
+  (:meth:`KSLinear.lr_scales`) so that W moves at ``nn.Linear``'s relative rate.
 
 Importing :mod:`gpufact` never imports torch; importing this module does.
 """
@@ -18,6 +20,6 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError("gpufact.torch needs PyTorch: pip install 'gpufact[torch]'") from e
 
 from ._function import KSChainFunction, ks_chain
-from .modules import KSLinear, ks_patterns
+from .modules import KSLinear, ks_patterns, param_groups
 
-__all__ = ["KSLinear", "KSChainFunction", "ks_chain", "ks_patterns"]
+__all__ = ["KSLinear", "KSChainFunction", "ks_chain", "ks_patterns", "param_groups"]

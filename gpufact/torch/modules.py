@@ -184,6 +184,22 @@ class KSLinear(nn.Module):
                 bound = 1.0 / math.sqrt(self.in_features)
                 self.bias.uniform_(-bound, bound)
 
+    def lr_scales(self) -> list:
+        """Learning-rate multipliers of the factors (Adam and other scale-free optimizers), so
+        that W moves per step at ``nn.Linear``'s relative rate.
+
+        An Adam step changes every entry by about lr, so a dense weight (entry scale σ_d =
+        1/√(3·in), :meth:`reset_parameters`) changes by lr/σ_d relatively, a factor S_ℓ
+        (entry scale σ_ℓ) by lr_ℓ/σ_ℓ, and W = S_1 ⋯ S_J by up to J times that (first order,
+        aligned updates). Equal rates: lr_ℓ = lr · σ_ℓ / (J · σ_d) — about 3.7 for 1024 × 1024
+        butterfly and Monarch layers. Measured (Fashion-MNIST MLP 784-1024-1024-10, butterfly
+        hidden layers, Adam lr 1e-3): after 3 epochs ×1 85.50 %, ×3 86.59 %, ×10 85.49 %
+        (dense 86.20 %); after 10 epochs no gain (87.58 → 87.65 %, 3 seeds). Use
+        :func:`param_groups` to build an optimizer's groups."""
+        J = len(self.patterns)
+        sd = 1.0 / math.sqrt(3.0 * self.in_features)
+        return [math.sqrt(1.0 / (c * 3.0 ** (1.0 / J))) / (J * sd) for (a, b, c, d) in self.patterns]
+
     def _check_input(self, x):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
@@ -218,10 +234,12 @@ class KSLinear(nn.Module):
         projected onto ``structure`` by :func:`gpufact.factorize.ksfactor` — hierarchical
         block low-rank approximation with guarantees (Zheng, Riccietti, Gribonval 2023; exact
         when W has the structure); for Monarch this is one closed-form batched rank-one
-        projection (best rank-one approximation of each block, Dao et al., ICML 2022). The
+        projection (best rank-one approximation of each block, Dao et al., ICML 2022),
+        computed without SVDs by repeated squaring of the blocks' Gram matrices (1024 × 1024:
+        about 0.1 s). The
         bias is copied. Same dtype and device (the factorization runs on CPU or CuPy).
         ``to_dense()`` then returns the projected weight; see ``rel_error_`` for
-        ‖W − Ŵ‖_F / ‖W‖_F. Cost O(in · out · J) (batched small SVDs)."""
+        ‖W − Ŵ‖_F / ‖W‖_F. Cost O(in · out · J) (batched GEMMs and small SVDs)."""
         from ..factorize import ksfactor
         from ._function import _as_array, _as_tensor
 
@@ -256,3 +274,24 @@ class KSLinear(nn.Module):
         fwd = ("fused" if all(b == c == 2 for (a, b, c, d) in self.patterns) and self.in_features == self.out_features
                else "one launch per factor")
         return f"CUDA forward {fwd}; backward per factor in chunks of samples"
+
+
+def param_groups(model: nn.Module, lr: float) -> list:
+    """Parameter groups for a ``torch.optim`` optimizer: every :class:`KSLinear` factor of
+    ``model`` at ``lr`` times its :meth:`KSLinear.lr_scales` multiplier, all other parameters
+    (biases, dense layers) at ``lr``: ``torch.optim.Adam(param_groups(model, 1e-3))``.
+    Raises TypeError for a non-Module, ValueError for a non-positive lr."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    groups, seen = [], set()
+    for m in model.modules():
+        if isinstance(m, KSLinear):
+            for p, sc in zip(m.factors, m.lr_scales()):
+                groups.append({"params": [p], "lr": lr * sc})
+                seen.add(id(p))
+    rest = [p for p in model.parameters() if id(p) not in seen]
+    if rest:
+        groups.append({"params": rest, "lr": lr})
+    return groups
