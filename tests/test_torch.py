@@ -219,6 +219,13 @@ def test_bad_input():
         layer(np.zeros((3, 16), np.float32))
     with pytest.raises(TypeError, match="dtype"):
         KSLinear(16, 8, dtype=torch.float16)
+    # converted after construction (.half(), .to(bfloat16)): refused, not run in float32
+    for dt in (torch.float16, torch.bfloat16):
+        low = KSLinear(16, 8).to(dt)
+        with pytest.raises(TypeError, match="float32 and"):
+            low(torch.randn(3, 16).to(dt))
+        with pytest.raises(TypeError, match="float32 and"):
+            low.to_dense()
     with pytest.raises(ValueError, match="structure"):
         KSLinear(16, 8, structure="fft")
     with pytest.raises(ValueError, match="chain into"):

@@ -204,6 +204,7 @@ class KSLinear(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
         w = self.factors[0]
+        self._check_dtype()
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"input: expected (*, {self.in_features}) features, got shape {tuple(x.shape)}")
         if x.device != w.device:
@@ -211,6 +212,14 @@ class KSLinear(nn.Module):
         if x.dtype != w.dtype:
             raise TypeError(f"input has dtype {x.dtype} but the layer's parameters are {w.dtype} "
                             "(convert one of them: float32 and float64 are supported)")
+
+    def _check_dtype(self):
+        """The parameters' dtype after ``.half()`` / ``.to(dtype)``: the kernels run float32
+        and float64 only (no silent float32 output from a float16 layer)."""
+        dt = self.factors[0].dtype
+        if dt not in _DTYPES:
+            raise TypeError(f"the layer's parameters are {dt}: KSLinear supports torch.float32 and "
+                            "torch.float64 (convert it with .float() or .double())")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -225,6 +234,7 @@ class KSLinear(nn.Module):
     def to_dense(self) -> torch.Tensor:
         """The exact weight W (out_features, in_features), the product of the factors (its
         transpose is the layer applied to the identity; O(in · nnz))."""
+        self._check_dtype()
         eye = torch.eye(self.in_features, dtype=self.factors[0].dtype, device=self.factors[0].device)
         return ks_chain(eye, *self.factors).T.contiguous()
 
