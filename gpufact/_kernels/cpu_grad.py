@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from .cpu import _FASTMATH, _transpose8
-from .cpu_tiles import _pair, _row, _zero_tail
+from .cpu_tiles import _generic_step_strided, _pair, _row, _zero_tail
 
 TILE_WIDTH = 64  # samples per tile: the loops over a tile row vectorise (8 lanes x 4
 # interleaved) only from ~64 samples: N = 1024 butterfly, B = 128: bt 16 -> 4.0 ms, 64 -> 1.2 ms
@@ -315,20 +315,7 @@ def _local_step(w, off, lp, j, src, dst, bt):
                 _pair(w[k], w[k + 1], w[k + 2], w[k + 3], _row(src, i0, bt), _row(src, i0 + d, bt),
                       _row(dst, i0, bt), _row(dst, i0 + d, bt), bt)
     else:
-        for al in range(a):
-            for de in range(d):
-                base = off + (al * sa + de * sd) * b * c
-                for r in range(b):
-                    y = _row(dst, al * b * d + r * d + de, bt)
-                    w0 = w[base + r * c]
-                    x = _row(src, al * c * d + de, bt)
-                    for t in range(bt):
-                        y[t] = w0 * x[t]
-                    for s in range(1, c):
-                        ws = w[base + r * c + s]
-                        x = _row(src, al * c * d + s * d + de, bt)
-                        for t in range(bt):
-                            y[t] += ws * x[t]
+        _generic_step_strided(w, off, a, b, c, d, sa, sd, src, dst, bt)
 
 
 @njit(cache=True, inline="always")

@@ -20,9 +20,17 @@ def _row(buf, i, bt):
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _generic_step(w, off, a, b, c, d, src, dst, bt):
+    _generic_step_strided(w, off, a, b, c, d, d, 1, src, dst, bt)
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _generic_step_strided(w, off, a, b, c, d, sa, sd, src, dst, bt):
+    """One KS factor (a, b, c, d) tile to tile, block (α, δ) at off + (α·sa + δ·sd)·b·c
+    (sa = d, sd = 1: the factor's own layout; other strides: a sub-factor of a group, as in
+    the gradient kernels)."""
     for al in range(a):
         for de in range(d):
-            base = off + (al * d + de) * b * c
+            base = off + (al * sa + de * sd) * b * c
             for r in range(b):
                 y = _row(dst, al * b * d + r * d + de, bt)
                 w0 = w[base + r * c]
