@@ -422,9 +422,21 @@ class FactorProduct:
         return self @ x
 
     def toarray(self):
-        """Dense (M, N) matrix, F applied to the identity (O(N · nnz) time)."""
+        """Dense (M, N) matrix, F applied to the identity (O(N · nnz) time). Runs of CSR
+        factors are applied one sparse product per factor (scipy / cupyx): a one-off apply
+        to N columns gains nothing from the fused tile kernel, and a first call then compiles
+        nothing (the QuickMeans centroid matrix is exported this way)."""
         xp = self.backend.xp
-        return self @ xp.eye(self.shape[1], dtype=self.dtype)
+        n = self.shape[1]
+        cur = xp.eye(n, dtype=self.dtype)
+        for seg in reversed(self._get_segments()):
+            out = xp.empty((seg.shape[0], n), dtype=self.dtype)
+            if isinstance(seg, CSRChain):
+                seg._per_factor(cur, out)
+            else:
+                seg.apply_cols(cur, out)
+            cur = out
+        return cur
 
     # --- norms -------------------------------------------------------------------------
     def norm(self, ord="fro", *, tol: float = 1e-6, max_iter: int = 200, seed=0):
