@@ -186,3 +186,31 @@ def test_real_batch_into_complex_product(cdtype, shape):
         np.testing.assert_allclose(Y, ref, rtol=0, atol=50 * tol(cdtype) * np.abs(ref).max())
         Yr = np.ascontiguousarray(X.T) @ F.T
         np.testing.assert_allclose(Yr, ref.T, rtol=0, atol=50 * tol(cdtype) * np.abs(ref).max())
+
+
+def test_one_vector_lean_path_matches_general_path():
+    """F @ x for one contiguous vector of F's dtype takes the lean path after the first call:
+    the same result bit for bit; other vectors (another dtype, strided, wrong length) still
+    go through the general path and its checks; x is never modified."""
+    import pickle
+
+    rng = np.random.default_rng(3)
+    for n in (2, 8, 256, 1024):
+        H = transforms.hadamard(n, dtype=np.float32)
+        x = rng.standard_normal(n).astype(np.float32)
+        x_before = x.copy()
+        y0 = H @ x  # general path; makes the lean one
+        assert H._vector
+        y1 = H @ x
+        np.testing.assert_array_equal(y0, y1)
+        np.testing.assert_allclose(y1, H.toarray() @ x, rtol=1e-4, atol=1e-4 * np.sqrt(n))
+        np.testing.assert_array_equal(x, x_before)
+        y64 = H @ x.astype(np.float64)
+        assert y64.dtype == np.float64
+        np.testing.assert_allclose(y64, y1, rtol=1e-4, atol=1e-4 * np.sqrt(n))
+        np.testing.assert_array_equal(H @ np.repeat(x, 2)[::2], y1)  # strided
+        with pytest.raises(ValueError, match="X"):
+            H @ x[:-1]
+        H2 = pickle.loads(pickle.dumps(H))
+        assert H2._vector is None
+        np.testing.assert_array_equal(H2 @ x, y1)
