@@ -66,6 +66,7 @@ def main():
                          f"{t_fft * 1e3:.3f} | {t['copy'] * 1e3:.3f} | {t_d / t_f:.1f}x | {t_p / t_f:.1f}x | "
                          f"{t_f / t['copy']:.1f} | {extra:.2f} |")
             print(lines[-1], flush=True)
+    lines += one_vector(rng, pyfaust)
     lines += ["", "Extra memory: peak of traced allocations (tracemalloc: NumPy arrays, the Numba tile "
               "buffers included) during F @ X beyond the output, in units of N·B elements. B = 1 takes the "
               "one-vector path: two N-vectors (2·N·B) plus a few hundred bytes of array headers."]
@@ -104,6 +105,35 @@ def main():
             print(lines[-1], flush=True)
     lines += before_after()
     write(f"apply_cpu_{cpu_family()}.md", "Apply: FactorProduct @ X vs dense, pyfaust, FFT (CPU)", lines)
+
+
+def one_vector(rng, pyfaust):
+    """A 1-D vector x (N,): F @ x (after a first call, the lean one-vector path) vs pyfaust and
+    dense, same rounds."""
+    out = ["", "One vector as a 1-D array x (N,), float32, `F @ x` (the lean path straight to the "
+           "one-vector kernel, taken from the second call on) vs `Fp @ x` (pyfaust, same factors) and "
+           "`D @ x`; same rounds as above (best of 3 rounds, best of 3 runs each).", "",
+           "| N | gpufact F@x (us) | pyfaust (us) | dense numpy (us) | vs pyfaust | vs dense |",
+           "|---|---|---|---|---|---|"]
+    for N in (1024, 4096):
+        F = transforms.hadamard(N, dtype=np.float32)
+        D = transforms.hadamard_dense(N, dtype=np.float32)
+        x = rng.standard_normal(N).astype(np.float32)
+        y = F @ x
+        assert np.allclose(y, D @ x, atol=1e-3 * np.abs(y).max())
+        fns = {"f": lambda: F @ x, "d": lambda: D @ x}
+        if pyfaust is not None:
+            import scipy.sparse as sp
+
+            Fp = pyfaust.Faust([sp.csr_matrix(f.toarray()) for f in F.factors])
+            assert np.allclose(Fp @ x, y, atol=1e-3 * np.abs(y).max())
+            fns["p"] = lambda: Fp @ x
+        t = interleaved_best(fns)
+        t_p = t.get("p", float("nan"))
+        out.append(f"| {N} | {t['f'] * 1e6:.1f} | {t_p * 1e6:.1f} | {t['d'] * 1e6:.1f} | {t_p / t['f']:.1f}x | "
+                   f"{t['d'] / t['f']:.1f}x |")
+        print(out[-1], flush=True)
+    return out
 
 
 def _radix2(fn):
