@@ -30,6 +30,10 @@ NaN/inf scan).
 Tie rule (as ``numpy.argmin`` and the reference): the first minimum in k order; a NaN score
 wins (the first NaN).
 
+Layout flags ``x_rows``, ``y_rows`` (row-major samples) reach the jitted kernels as True or
+None (:func:`gpufact._kernels.cpu._flag`): a call compiles only its own layout's loads and
+stores. The Python entry points take plain booleans.
+
 Time O(B · nnz); extra memory (rows0 + rows1 + 3) · bt per thread (at most twice the L2).
 """
 from __future__ import annotations
@@ -39,7 +43,7 @@ import functools
 import numpy as np
 from numba import njit
 
-from .cpu import _FASTMATH, _load_rows, _on_threads, _store_rows
+from .cpu import _FASTMATH, _flag, _load_rows, _on_threads, _store_rows
 from .cpu_tiles import _copy_cols, _store_cols
 
 # Samples per tile: a longer tile row amortises each CSR row's fixed cost (its indptr, the
@@ -165,7 +169,7 @@ def _argmin_rows(indptr, indices, data, p0, K, src, bt, nt, bias, alpha, acc, bv
 def _load_tile(X, x_rows, b0, nt, buf, bt):
     """Tile rows buf[i*bt : i*bt + nt] <- samples b0 .. b0+nt-1 of X (reads X only, so a
     read-only X types)."""
-    if x_rows:
+    if x_rows is not None:
         _load_rows(X, b0, nt, buf, bt)
     else:
         for i in range(X.shape[0]):
@@ -190,12 +194,12 @@ def _tile_finite(buf, N, bt, nt):
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _apply_tile(plan, indptr, indices, data, X, x_rows, Y, y_rows, bt, ti, buf0, buf1):
-    B = X.shape[0] if x_rows else X.shape[1]
+    B = X.shape[0] if x_rows is not None else X.shape[1]
     b0 = ti * bt
     nt = min(bt, B - b0)
     _load_tile(X, x_rows, b0, nt, buf0, bt)
     res = buf0 if _run_steps(plan, indptr, indices, data, plan.shape[0], buf0, buf1, bt, nt) == 0 else buf1
-    if y_rows:
+    if y_rows is not None:
         _store_rows(res, bt, Y, b0, nt)
     else:
         _store_cols(res, bt, Y, b0, Y.shape[0], nt)
@@ -204,7 +208,7 @@ def _apply_tile(plan, indptr, indices, data, X, x_rows, Y, y_rows, bt, ti, buf0,
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
 def _apply_tiles(plan, indptr, indices, data, rows0, rows1, X, x_rows, Y, y_rows, bt, first, step):
     """Tiles first, first + step, ... of :func:`csr_chain_apply`, with this thread's buffers."""
-    B = X.shape[0] if x_rows else X.shape[1]
+    B = X.shape[0] if x_rows is not None else X.shape[1]
     ntiles = (B + bt - 1) // bt
     buf0 = np.empty(rows0 * bt, dtype=Y.dtype)
     buf1 = np.empty(max(rows1, 1) * bt, dtype=Y.dtype)
@@ -222,7 +226,8 @@ def csr_chain_apply(plan, indptr, indices, data, rows0, rows1, X, x_rows, Y, y_r
     tiles dealt round-robin; GIL-free kernels on :func:`cpu._on_threads`' pool: a ``prange``
     region cost ~6 s more compilation on a first call).
     """
-    B = X.shape[0] if x_rows else X.shape[1]
+    x_rows, y_rows = _flag(x_rows), _flag(y_rows)
+    B = X.shape[0] if x_rows is not None else X.shape[1]
     _on_threads(_apply_tiles, (plan, indptr, indices, data, rows0, rows1, X, x_rows, Y, y_rows, bt),
                 -(-B // bt), nthreads)
 
@@ -230,11 +235,11 @@ def csr_chain_apply(plan, indptr, indices, data, rows0, rows1, X, x_rows, Y, y_r
 @njit(cache=True, fastmath=_FASTMATH)
 def _argmin_tile(plan, indptr, indices, data, X, x_rows, bias, alpha, labels, values, bt, ti,
                  buf0, buf1, acc, bv, bi):
-    B = X.shape[0] if x_rows else X.shape[1]
+    B = X.shape[0] if x_rows is not None else X.shape[1]
     b0 = ti * bt
     nt = min(bt, B - b0)
     _load_tile(X, x_rows, b0, nt, buf0, bt)
-    finite = _tile_finite(buf0, X.shape[1] if x_rows else X.shape[0], bt, nt)
+    finite = _tile_finite(buf0, X.shape[1] if x_rows is not None else X.shape[0], bt, nt)
     J = plan.shape[0]
     res = buf0 if _run_steps(plan, indptr, indices, data, J - 1, buf0, buf1, bt, nt) == 0 else buf1
     _argmin_rows(indptr, indices, data, plan[J - 1, 2], plan[J - 1, 0], res, bt, nt, bias, alpha, acc, bv, bi)
@@ -249,7 +254,7 @@ def _argmin_tiles(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, al
                   bad, first, step):
     """Tiles first, first + step, ... of :func:`csr_chain_argmin`, with this thread's buffers;
     bad[first] <- the number of those tiles holding a NaN or inf."""
-    B = X.shape[0] if x_rows else X.shape[1]
+    B = X.shape[0] if x_rows is not None else X.shape[1]
     ntiles = (B + bt - 1) // bt
     buf0 = np.empty(rows0 * bt, dtype=data.dtype)
     buf1 = np.empty(max(rows1, 1) * bt, dtype=data.dtype)
@@ -275,7 +280,8 @@ def csr_chain_argmin(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias,
     no inf; checked on each tile as it is loaded), for callers that must refuse such input.
     Threads as in :func:`csr_chain_apply`.
     """
-    B = X.shape[0] if x_rows else X.shape[1]
+    x_rows = _flag(x_rows)
+    B = X.shape[0] if x_rows is not None else X.shape[1]
     ntiles = -(-B // bt)
     bad = np.zeros(max(1, min(nthreads, ntiles)), dtype=np.int64)
     _on_threads(_argmin_tiles, (plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, alpha, labels,
@@ -298,8 +304,8 @@ def argmin_fixed(bt: int):
     @njit(nogil=True, cache=True, fastmath=_FASTMATH)
     def tiles(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, alpha, labels, values, bad,
               first, step):
-        B = X.shape[0] if x_rows else X.shape[1]
-        N = X.shape[1] if x_rows else X.shape[0]
+        B = X.shape[0] if x_rows is not None else X.shape[1]
+        N = X.shape[1] if x_rows is not None else X.shape[0]
         J = plan.shape[0]
         ntiles = (B + BT - 1) // BT
         buf0 = np.empty(rows0 * BT, dtype=data.dtype)
@@ -327,7 +333,8 @@ def argmin_fixed(bt: int):
         bad[first] = nb
 
     def kernel(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, alpha, labels, values, nthreads):
-        B = X.shape[0] if x_rows else X.shape[1]
+        x_rows = _flag(x_rows)
+        B = X.shape[0] if x_rows is not None else X.shape[1]
         ntiles = -(-B // BT)
         bad = np.zeros(max(1, min(nthreads, ntiles)), dtype=np.int64)
         _on_threads(tiles, (plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, alpha, labels, values,
@@ -368,7 +375,7 @@ def _vec_steps(plan, indptr, indices, data, nsteps, src, dst):
 def _vec_load(X, x_rows, t, buf):
     """buf <- sample t of X; returns whether it is finite (Σ 0·x_i is 0, else NaN)."""
     z = X.dtype.type(0)
-    if x_rows:
+    if x_rows is not None:
         for i in range(X.shape[1]):
             v = X[t, i]
             buf[i] = v
@@ -381,30 +388,39 @@ def _vec_load(X, x_rows, t, buf):
     return z == 0
 
 
-@njit(cache=True, fastmath=_SCALAR)
 def csr_chain_apply_serial(plan, indptr, indices, data, rows0, rows1, X, x_rows, Y, y_rows):
     """:func:`csr_chain_apply`, one sample at a time on one thread (tiny batches)."""
-    B = X.shape[0] if x_rows else X.shape[1]
-    M = Y.shape[1] if y_rows else Y.shape[0]
+    _apply_serial(plan, indptr, indices, data, rows0, rows1, X, _flag(x_rows), Y, _flag(y_rows))
+
+
+@njit(cache=True, fastmath=_SCALAR)
+def _apply_serial(plan, indptr, indices, data, rows0, rows1, X, x_rows, Y, y_rows):
+    B = X.shape[0] if x_rows is not None else X.shape[1]
+    M = Y.shape[1] if y_rows is not None else Y.shape[0]
     b0 = np.empty(max(rows0, rows1, 1), dtype=Y.dtype)
     b1 = np.empty(max(rows0, rows1, 1), dtype=Y.dtype)
     for t in range(B):
         _vec_load(X, x_rows, t, b0)
         res = _vec_steps(plan, indptr, indices, data, plan.shape[0], b0, b1)
         for i in range(M):
-            if y_rows:
+            if y_rows is not None:
                 Y[t, i] = res[i]
             else:
                 Y[i, t] = res[i]
 
 
-@njit(cache=True, fastmath=_SCALAR)
 def csr_chain_argmin_serial(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, alpha, labels,
                             values):
     """:func:`csr_chain_argmin`, one sample at a time on one thread (tiny batches). Returns
     whether X is finite (no NaN, no inf): a free by-product of the load, for callers that
     must refuse such input."""
-    B = X.shape[0] if x_rows else X.shape[1]
+    return _argmin_serial(plan, indptr, indices, data, rows0, rows1, X, _flag(x_rows), bias, alpha, labels,
+                          values)
+
+
+@njit(cache=True, fastmath=_SCALAR)
+def _argmin_serial(plan, indptr, indices, data, rows0, rows1, X, x_rows, bias, alpha, labels, values):
+    B = X.shape[0] if x_rows is not None else X.shape[1]
     J = plan.shape[0]
     K = plan[J - 1, 0]
     p0 = plan[J - 1, 2]
