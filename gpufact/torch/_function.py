@@ -84,7 +84,9 @@ class KSChainFunction(torch.autograd.Function):
     x's dtype and device. Returns (B, M). Forward O(B · Σ nnz_j) through the fused chain
     kernels; backward ≈ 3× that (gradients w.r.t. x and every block, only those in
     ``ctx.needs_input_grad``), recomputing the activations per tile. Not twice
-    differentiable (``once_differentiable``).
+    differentiable (``once_differentiable``). The FactorProduct over the blocks' views and
+    its plans are kept between calls while the blocks keep their storage
+    (:func:`_cached_product`): per call only the weights are gathered again (O(nnz)).
     """
 
     @staticmethod
