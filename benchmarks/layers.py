@@ -3,11 +3,16 @@
 (a) one layer, float32: forward, backward (grad of the input and of every factor) and both,
     N in {1024, 2048, 4096, 8192}, B in {256, 1024, 4096}, with the extra memory of our
     backward; (b) Fashion-MNIST MLP 784 -> 1024 -> 1024 -> 10, hidden layers dense vs
-    butterfly vs Monarch: test accuracy, parameters of the hidden layers, epoch time;
+    butterfly vs Monarch: test accuracy, parameters of the hidden layers, epoch time (the
+    models train in lockstep, epoch by epoch, so that the epoch-time ratios compare epochs
+    run back to back);
     (c) conversion of the trained dense hidden layers (KSLinear.from_dense), accuracy before
     and after one fine-tuning epoch, conversion time of a 1024 x 1024 layer.
 
-    python benchmarks/layers.py [--part a|b|c|all] [--epochs 3] [--seeds 1] [--quick]
+    python benchmarks/layers.py [--part a|b|fb|all] [--epochs 3] [--seeds 1] [--quick]
+
+(fb) forward + backward at one size (default N = 1024, B = 256), nn.Linear, butterfly and
+Monarch interleaved, repeated (``--reps``) to show the spread on a shared machine.
 
 Writes benchmarks/results/layers_cpu.md (the parts run). One process; OMP_WAIT_POLICY=PASSIVE
 (set by _common before torch and Numba load: their two OpenMP pools otherwise spin against
@@ -16,6 +21,7 @@ each other on 2 cores, 2.7x slower training steps measured).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -118,14 +124,51 @@ def part_a(Ns, Bs, quick):
     return lines + [""]
 
 
+def part_fb(N, B, reps, rounds):
+    """Forward + backward (input and factor gradients) of nn.Linear(N, N) and KSLinear(N, N)
+    butterfly and Monarch, float32: ``reps`` repetitions, each the best of ``rounds`` rounds
+    that visit the three in turn (best of 5 calls per visit), with the load average."""
+    from _common import interleaved_best
+
+    torch.manual_seed(0)
+    x = torch.randn(B, N, requires_grad=True)
+    g = torch.randn(B, N)
+    layers = {"nn.Linear": torch.nn.Linear(N, N), "butterfly": KSLinear(N, N),
+              "monarch": KSLinear(N, N, structure="monarch")}
+
+    def both(layer):
+        def run():
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+            layer(x).backward(g)
+        return run
+
+    fns = {k: both(m) for k, m in layers.items()}
+    for fn in fns.values():
+        fn()
+    lines = [f"## Forward + backward, N = {N}, B = {B}, float32: {reps} repetitions", "",
+             f"Each repetition: best of {rounds} rounds visiting the three layers in turn, 5 calls per visit "
+             "(the input and every parameter require gradients). Ratio: nn.Linear time / KSLinear time.", "",
+             "| repetition | load (1 min) | nn.Linear (ms) | butterfly (ms) | Monarch (ms) | butterfly ratio | "
+             "Monarch ratio |", "|---|---|---|---|---|---|---|"]
+    for rep in range(reps):
+        t = interleaved_best(fns, rounds=rounds, repeat=5)
+        lines.append(f"| {rep + 1} | {os.getloadavg()[0]:.1f} | {t['nn.Linear'] * 1e3:.2f} | {t['butterfly'] * 1e3:.2f} | "
+                     f"{t['monarch'] * 1e3:.2f} | {t['nn.Linear'] / t['butterfly']:.1f}x | "
+                     f"{t['nn.Linear'] / t['monarch']:.1f}x |")
+        print(lines[-1], flush=True)
+    return lines + [""]
+
+
 def part_bc(epochs, seeds, batch_size, n_train, lr, structures=("dense", "butterfly", "monarch"), scaled=False,
-            conversion=True):
+            conversion=True, init="uniform"):
     name, Xtr, ytr, Xte, yte = load_data("fashion-mnist", n_train=n_train)
     sizes = [784, 1024, 1024, 10]
     lines = [f"## (b) {name} MLP 784 → 1024 → 1024 → 10, hidden layers dense / butterfly / Monarch", "",
              f"{Xtr.shape[0]} training and {Xte.shape[0]} test images, {epochs} epochs, {len(seeds)} seed(s) "
              f"({', '.join(map(str, seeds))}), Adam lr={lr}"
              + (" (KSLinear factors at lr x KSLinear.lr_scales(), gpufact.torch.param_groups)" if scaled else "")
+             + ("" if init == "uniform" else f", KSLinear init={init!r}")
              + f", batch {batch_size}, float32, "
              f"{torch.get_num_threads()} torch threads."
              + ("" if (epochs, len(seeds)) == (10, 3) else " Reduced from the issue's 10 epochs x 3 seeds to fit "
@@ -134,20 +177,31 @@ def part_bc(epochs, seeds, batch_size, n_train, lr, structures=("dense", "butter
              "layers (biases excluded). Epoch time: the fastest epoch, mean over seeds.", "",
              "| hidden layers | test accuracy (%) | params (hidden) | fewer params | epoch time (s) | vs dense |",
              "|---|---|---|---|---|---|"]
-    res = {}
+    res = {st: ([], [], 0) for st in structures}
+    epoch_times = {st: [] for st in structures}  # [seed][epoch]
     trained_dense = None
-    for structure in structures:
-        accs, times = [], []
-        for seed in seeds:
-            model = make_mlp(sizes, structure, seed=seed)
-            opt = torch.optim.Adam(param_groups(model, lr) if scaled else model.parameters(), lr=lr)
-            ts = [train_epoch(model, opt, Xtr, ytr, batch_size=batch_size, seed=seed * 100 + e) for e in range(epochs)]
-            accs.append(accuracy(model, Xte, yte))
-            times.append(min(ts))
-            print(structure, seed, accs[-1], ts, flush=True)
-            if structure == "dense" and trained_dense is None:
-                trained_dense = model
-        res[structure] = (accs, float(np.mean(times)), replaced_params(model))
+    for seed in seeds:  # the structures train in lockstep: epoch e of each, one after another,
+        # so that a burst of load hits all of them (same results as one after another: each
+        # model has its own seeded initialisation and shuffles)
+        models = {st: make_mlp(sizes, st, seed=seed, init=init) for st in structures}
+        opts = {st: torch.optim.Adam(param_groups(m, lr) if scaled else m.parameters(), lr=lr)
+                for st, m in models.items()}
+        for m in models.values():  # warm-up on a copy: kernels loaded (or compiled) before timing
+            copy.deepcopy(m)(Xtr[:batch_size]).sum().backward()
+        ts = {st: [] for st in structures}
+        for e in range(epochs):
+            for st in structures:
+                ts[st].append(train_epoch(models[st], opts[st], Xtr, ytr, batch_size=batch_size, seed=seed * 100 + e))
+        for st in structures:
+            accs, times, _ = res[st]
+            accs.append(accuracy(models[st], Xte, yte))
+            times.append(min(ts[st]))
+            epoch_times[st].append(ts[st])
+            res[st] = (accs, times, replaced_params(models[st]))
+            print(st, seed, accs[-1], [round(t, 2) for t in ts[st]], flush=True)
+        if "dense" in models and trained_dense is None:
+            trained_dense = models["dense"]
+    res = {st: (a, float(np.mean(t)), p) for st, (a, t, p) in res.items()}
     if "dense" not in res:
         lines += [f"| {st} | {np.mean(a):.2f} ± {np.std(a):.2f} | {p} | | {t:.2f} | |" for st, (a, t, p) in res.items()]
         return lines + [""]
@@ -155,6 +209,15 @@ def part_bc(epochs, seeds, batch_size, n_train, lr, structures=("dense", "butter
     for structure, (accs, t, p) in res.items():
         acc = f"{np.mean(accs):.2f}" + (f" ± {np.std(accs):.2f}" if len(accs) > 1 else "")
         lines.append(f"| {structure} | {acc} | {p} | {dense_p / p:.1f}x | {t:.2f} | {t / dense_t:.2f}x |")
+    lines += ["", "Epoch time against dense, epoch by epoch (the two epochs ran back to back): "
+              "median and worst of the per-epoch ratios over all epochs and seeds.", "",
+              "| hidden layers | median ratio | worst ratio | epochs |", "|---|---|---|---|"]
+    dense_all = np.concatenate([np.asarray(t) for t in epoch_times["dense"]])
+    for st in structures:
+        if st == "dense":
+            continue
+        r = np.concatenate([np.asarray(t) for t in epoch_times[st]]) / dense_all
+        lines.append(f"| {st} | {np.median(r):.3f}x | {r.max():.3f}x | {r.size} |")
     lines.append("")
     if not conversion:
         return lines
@@ -176,8 +239,6 @@ def part_bc(epochs, seeds, batch_size, n_train, lr, structures=("dense", "butter
         for m in hidden:
             conv[id(m)] = KSLinear.from_dense(m, structure)
         model = torch.nn.Sequential(*[conv.get(id(m), m) for m in layers])
-        import copy
-
         model = copy.deepcopy(model)
         errs = [conv[id(m)].rel_error_ for m in hidden]
         acc0 = accuracy(model, Xte, yte)
@@ -192,7 +253,10 @@ def part_bc(epochs, seeds, batch_size, n_train, lr, structures=("dense", "butter
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", default="all", choices=["a", "b", "all"], help="a: one layer; b: MLP + conversion (c)")
+    p.add_argument("--part", default="all", choices=["a", "b", "fb", "all"],
+                   help="a: one layer; b: MLP + conversion (c); fb: N=1024, B=256 forward+backward, repeated")
+    p.add_argument("--reps", type=int, default=4, help="(fb) repetitions")
+    p.add_argument("--rounds", type=int, default=10, help="(fb) interleaved rounds per repetition")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
@@ -201,6 +265,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="(a) on N, B <= 2048, fewer repeats")
     p.add_argument("--structures", default="dense,butterfly,monarch", help="(b) hidden-layer kinds")
     p.add_argument("--scaled-lr", action="store_true", help="(b) factors at lr x KSLinear.lr_scales()")
+    p.add_argument("--init", default="uniform", help="(b) KSLinear init: uniform, normal or orthogonal")
     p.add_argument("--Ns", default=None, help="(a) comma-separated sizes (default 1024,2048,4096,8192)")
     p.add_argument("--Bs", default=None, help="(a) comma-separated batch sizes (default 256,1024,4096)")
     p.add_argument("--out", default="layers_cpu.md")
@@ -214,10 +279,12 @@ def main(argv=None):
         if args.Bs:
             Bs = [int(v) for v in args.Bs.split(",")]
         lines += part_a(Ns, Bs, args.quick)
+    if args.part == "fb":
+        lines += part_fb(int(args.Ns or 1024), int(args.Bs or 256), args.reps, args.rounds)
     if args.part in ("b", "all"):
         structures = tuple(args.structures.split(","))
         lines += part_bc(args.epochs, list(range(args.seeds)), args.batch_size, args.n_train, args.lr, structures,
-                         args.scaled_lr, conversion="dense" in structures)
+                         args.scaled_lr, conversion="dense" in structures, init=args.init)
     load = os.getloadavg()
     write(args.out, "Trainable fast linear layers: KSLinear vs torch.nn.Linear (CPU)",
           [f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; gpufact kernels: Numba "
@@ -225,7 +292,7 @@ def main(argv=None):
            f"Load average at the end of the run: {load[0]:.1f} (1 min), {load[2]:.1f} (15 min) on 2 cores "
            "(shared with other jobs: absolute times inflated accordingly; in (a) the contenders run "
            "interleaved in one process, so the ratios are the figures to read; in (b) the models train "
-           "one after another).", ""] + lines)
+           "in lockstep, epoch e of each back to back).", ""] + lines)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ import numpy as np
 STRUCTURES = ("dense", "butterfly", "monarch")
 
 
-def make_mlp(sizes, structure: str = "dense", *, seed: int = 0):
+def make_mlp(sizes, structure: str = "dense", *, seed: int = 0, init: str = "uniform"):
     """``sizes[0] → sizes[1] → … → sizes[-1]`` with ReLUs; every layer but the last (the
-    classifier) is ``nn.Linear`` (``structure="dense"``) or a ``KSLinear`` of that structure."""
+    classifier) is ``nn.Linear`` (``structure="dense"``) or a ``KSLinear`` of that structure
+    and ``init``."""
     import torch
     from torch import nn
 
@@ -35,7 +36,7 @@ def make_mlp(sizes, structure: str = "dense", *, seed: int = 0):
         if last or structure == "dense":
             layers.append(nn.Linear(n_in, n_out))
         else:
-            layers.append(KSLinear(n_in, n_out, structure=structure))
+            layers.append(KSLinear(n_in, n_out, structure=structure, init=init))
         if not last:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)

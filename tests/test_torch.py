@@ -61,6 +61,36 @@ def test_float32_matches_the_numpy_reference():
     assert y.dtype == torch.float32
 
 
+def test_cached_product_follows_in_place_updates_and_new_storage():
+    """The layer's FactorProduct is kept between calls: outputs and gradients follow
+    in-place parameter updates (optimizer steps) and new storage (.double(), assign=True)."""
+    torch.manual_seed(2)
+    layer = KSLinear(32, 32, structure="monarch")
+    x = torch.randn(9, 32)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    for _ in range(2):
+        layer(x).square().mean().backward()
+        opt.step()  # in place
+        opt.zero_grad()
+        y = layer(x)
+        torch.testing.assert_close(y, einsum_forward(x, [p.detach() for p in layer.factors]) + layer.bias,
+                                   rtol=1e-5, atol=1e-6)
+    layer.double()  # new storage, new dtype
+    xd = x.double().requires_grad_(True)
+    blocks = [p.detach().clone().requires_grad_(True) for p in layer.factors]
+    y = layer(xd)
+    yr = einsum_forward(xd, blocks) + layer.bias
+    torch.testing.assert_close(y, yr, rtol=1e-12, atol=1e-12)
+    y.sum().backward()
+    yr.sum().backward()
+    for p, r in zip(layer.factors, blocks):
+        torch.testing.assert_close(p.grad, r.grad, rtol=1e-12, atol=1e-12)
+    new = {k: torch.randn_like(v) for k, v in layer.state_dict().items()}
+    layer.load_state_dict(new, assign=True)
+    torch.testing.assert_close(layer(xd), einsum_forward(xd, [new[f"factors.{j}"] for j in range(2)]) + new["bias"],
+                               rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("structure", ["butterfly", "monarch", [(1, 6, 4, 1), (2, 2, 6, 1)]])
 def test_gradcheck_float64(structure):
     torch.manual_seed(2)
@@ -114,7 +144,7 @@ def test_reset_parameters_keeps_nn_linear_output_variance():
     torch.manual_seed(4)
     n = 64
     for structure in ("butterfly", "monarch"):
-        for init in ("uniform", "normal"):
+        for init in ("uniform", "normal", "orthogonal"):
             W = torch.stack([KSLinear(n, n, bias=False, structure=structure, init=init,
                                       dtype=torch.float64).to_dense() for _ in range(32)])
             gain = (W ** 2).sum(-1).mean().item()  # E Σ_k W_ik²
@@ -146,6 +176,23 @@ def test_from_dense_exact_on_structured_weights_and_projection_otherwise():
     assert abs(conv.rel_error_ - err / np.linalg.norm(W)) < 1e-12
     with pytest.raises(TypeError, match="nn.Linear"):
         KSLinear.from_dense(torch.nn.Conv1d(1, 1, 1))
+
+
+@pytest.mark.parametrize("n_in, n_out, structure", [(64, 64, "butterfly"), (64, 64, "monarch"), (28, 32, "butterfly"),
+                                                    (32, 12, "monarch")])
+def test_orthogonal_init(n_in, n_out, structure):
+    """init="orthogonal": each block has orthonormal columns or rows times √max(1, b/c) ·
+    3^(-1/2J); a square chain of square blocks is 3^(-1/2) times an orthogonal matrix."""
+    torch.manual_seed(7)
+    layer = KSLinear(n_in, n_out, structure=structure, init="orthogonal", dtype=torch.float64)
+    J = len(layer.patterns)
+    for p, (a, b, c, d) in zip(layer.factors, layer.patterns):
+        blk = p.detach().reshape(a * d, b, c) / (np.sqrt(max(1.0, b / c)) * 3.0 ** (-0.5 / J))
+        gram = blk.transpose(1, 2) @ blk if b >= c else blk @ blk.transpose(1, 2)
+        torch.testing.assert_close(gram, torch.eye(min(b, c), dtype=torch.float64).expand_as(gram))
+    if n_in == n_out and all(b == c for (a, b, c, d) in layer.patterns):
+        W = layer.to_dense()
+        torch.testing.assert_close(W @ W.T, torch.eye(n_out, dtype=torch.float64) / 3)
 
 
 def test_state_dict_round_trip_and_training_step():

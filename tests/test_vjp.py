@@ -150,7 +150,8 @@ def test_fused_chain_matches_einsum_reference(dtype):
 def _chain_cases():
     """KS chains of the layers: butterfly 256 (radix-2 steps, split into groups of 16),
     Monarch 64 (generic steps), 784 -> 1024 mixed radix (rectangular, generic and radix-2
-    steps), a chain whose steps do not nest (each its own part), one factor (one part)."""
+    steps), a chain whose steps do not nest (each its own part), one factor (one part), blocks
+    of 6 and 5 rows by 5 and 3 columns (the register-blocked loops' remainders)."""
     from gpufact.torch.modules import ks_patterns
 
     cases = {}
@@ -159,11 +160,12 @@ def _chain_cases():
         cases[name] = ks_patterns(n_in, n_out, structure)
     cases["unnested"] = [(1, 2, 3, 2), (2, 3, 2, 1)]  # 4 x 6 then 6 x 4: d1 = 2 does not divide b2 d2 = 3
     cases["single"] = [(2, 3, 4, 5)]  # one step: one part
+    cases["odd"] = [(1, 6, 5, 2), (2, 5, 3, 1)]  # 6 and 5 rows per block (4 blocked + the rest), odd c
     return cases
 
 
 @pytest.mark.parametrize("x_tile", [True, False])
-@pytest.mark.parametrize("case", ["butterfly", "monarch", "mixed", "unnested", "single"])
+@pytest.mark.parametrize("case", ["butterfly", "monarch", "mixed", "unnested", "single", "odd"])
 def test_fused_chain_groups_and_tiles_match_dense_reference(case, x_tile, monkeypatch):
     """The two-level kernel (tiles of samples, groups of features) on small and odd batches
     (B = 1, 3, 37: partial tiles, fewer tiles than threads), both layouts, with and without

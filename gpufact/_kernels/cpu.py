@@ -272,21 +272,78 @@ def _chain_tiles(w, plan, maxdim, X, x_rows, Y, y_rows, generic, bt, first, step
                             v = x1[t]
                             y0[t] = w00 * u + w01 * v
                             y1[t] = w10 * u + w11 * v
-            else:
+            else:  # four output rows per sweep, two inputs at a time (cpu_tiles._generic_step_strided)
+                b4 = b - b % 4
+                c2 = c - c % 2
                 for al in range(a):
                     for de in range(d):
                         base = off + (al * d + de) * b * c
-                        for r in range(b):
-                            i = (al * b * d + r * d + de) * bt
+                        xi = al * c * d + de
+                        yi = al * b * d + de
+                        for r in range(0, b4, 4):
+                            i = (yi + r * d) * bt
+                            y0 = dst[i:i + bt]
+                            i += d * bt
+                            y1 = dst[i:i + bt]
+                            i += d * bt
+                            y2 = dst[i:i + bt]
+                            i += d * bt
+                            y3 = dst[i:i + bt]
+                            k = base + r * c
+                            for s in range(0, c2, 2):
+                                i = (xi + s * d) * bt
+                                x0 = src[i:i + bt]
+                                i += d * bt
+                                x1 = src[i:i + bt]
+                                u0, u1 = w[k + s], w[k + s + 1]
+                                v0, v1 = w[k + c + s], w[k + c + s + 1]
+                                z0, z1 = w[k + 2 * c + s], w[k + 2 * c + s + 1]
+                                h0, h1 = w[k + 3 * c + s], w[k + 3 * c + s + 1]
+                                if s == 0:
+                                    for t in range(bt):
+                                        p = x0[t]
+                                        q = x1[t]
+                                        y0[t] = u0 * p + u1 * q
+                                        y1[t] = v0 * p + v1 * q
+                                        y2[t] = z0 * p + z1 * q
+                                        y3[t] = h0 * p + h1 * q
+                                else:
+                                    for t in range(bt):
+                                        p = x0[t]
+                                        q = x1[t]
+                                        y0[t] += u0 * p + u1 * q
+                                        y1[t] += v0 * p + v1 * q
+                                        y2[t] += z0 * p + z1 * q
+                                        y3[t] += h0 * p + h1 * q
+                            if c2 < c:
+                                i = (xi + c2 * d) * bt
+                                x0 = src[i:i + bt]
+                                u0, v0, z0, h0 = w[k + c2], w[k + c + c2], w[k + 2 * c + c2], w[k + 3 * c + c2]
+                                if c2 == 0:
+                                    for t in range(bt):
+                                        p = x0[t]
+                                        y0[t] = u0 * p
+                                        y1[t] = v0 * p
+                                        y2[t] = z0 * p
+                                        y3[t] = h0 * p
+                                else:
+                                    for t in range(bt):
+                                        p = x0[t]
+                                        y0[t] += u0 * p
+                                        y1[t] += v0 * p
+                                        y2[t] += z0 * p
+                                        y3[t] += h0 * p
+                        for r in range(b4, b):
+                            i = (yi + r * d) * bt
                             y = dst[i:i + bt]
                             w0 = w[base + r * c]
-                            i = (al * c * d + de) * bt
+                            i = xi * bt
                             x = src[i:i + bt]
                             for t in range(bt):
                                 y[t] = w0 * x[t]
                             for s in range(1, c):
                                 ws = w[base + r * c + s]
-                                i = (al * c * d + s * d + de) * bt
+                                i = (xi + s * d) * bt
                                 x = src[i:i + bt]
                                 for t in range(bt):
                                     y[t] += ws * x[t]

@@ -237,6 +237,7 @@ from numba.core.extending import overload  # noqa: E402
 
 from .cpu import (_FASTMATH, _cols_to_tile_planar, _flag, _has_generic, _load_rows,  # noqa: E402
                   _load_rows_planar_any, _on_threads, _store_rows, _store_rows_planar, _tile_to_cols_planar)
+from .cpu_tiles import _generic_step_strided  # noqa: E402
 
 
 def _generic_step(wr, wi, off, a, b, c, d, src, dst, bt):
@@ -247,24 +248,8 @@ def _generic_step(wr, wi, off, a, b, c, d, src, dst, bt):
 @overload(_generic_step, jit_options={"cache": True, "fastmath": _FASTMATH})
 def _generic_step_typed(wr, wi, off, a, b, c, d, src, dst, bt):
     if isinstance(wi, types.NoneType):
-        def step_real(wr, wi, off, a, b, c, d, src, dst, bt):
-            for al in range(a):
-                for de in range(d):
-                    base = off + (al * d + de) * b * c
-                    for r in range(b):
-                        i = (al * b * d + r * d + de) * bt
-                        y = dst[i:i + bt]
-                        w0 = wr[base + r * c]
-                        i = (al * c * d + de) * bt
-                        x = src[i:i + bt]
-                        for t in range(bt):
-                            y[t] = w0 * x[t]
-                        for s in range(1, c):
-                            ws = wr[base + r * c + s]
-                            i = (al * c * d + s * d + de) * bt
-                            x = src[i:i + bt]
-                            for t in range(bt):
-                                y[t] += ws * x[t]
+        def step_real(wr, wi, off, a, b, c, d, src, dst, bt):  # register-blocked rows
+            _generic_step_strided(wr, off, a, b, c, d, d, 1, src, dst, bt)
         return step_real
 
     def step_planar(wr, wi, off, a, b, c, d, src, dst, bt):

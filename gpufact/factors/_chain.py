@@ -45,6 +45,11 @@ class KSChain:
             self._w[dt] = w
         return w
 
+    def refresh(self) -> None:
+        """Forget the cached weight copies: the factors' blocks were changed in place (a
+        training step on views of a framework's parameters, :mod:`gpufact.torch`)."""
+        self._w.clear()
+
     def weights_planar(self, dtype):
         """Complex weights as (real parts, imaginary parts), contiguous, cached per dtype."""
         dt = np.dtype(dtype)

@@ -12,7 +12,7 @@ from ..factorize.butterfly import parse_patterns
 from ._function import ks_chain
 
 STRUCTURES = ("butterfly", "monarch")
-INITS = ("uniform", "normal")
+INITS = ("uniform", "normal", "orthogonal")
 _DTYPES = (torch.float32, torch.float64)
 
 
@@ -103,6 +103,17 @@ def ks_patterns(in_features: int, out_features: int, structure="butterfly"):
     return pats
 
 
+def _orthogonal_blocks(a, b, c, d, scale):
+    """(a, d, b, c) float64 CPU tensor of Haar-random blocks with orthonormal columns (b >= c)
+    or rows (b < c), times ``scale`` (torch's global generator)."""
+    g = torch.randn(a * d, max(b, c), min(b, c), dtype=torch.float64)
+    q, r = torch.linalg.qr(g)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar: R's diagonal > 0
+    if b < c:
+        q = q.transpose(1, 2)
+    return (q * scale).reshape(a, d, b, c)
+
+
 class KSLinear(nn.Module):
     """``y = x Wᵀ + b`` with W = S_1 ⋯ S_J a product of Kronecker-sparse factors: a
     replacement for ``torch.nn.Linear(in_features, out_features, bias)``.
@@ -113,7 +124,7 @@ class KSLinear(nn.Module):
     bias : bool, add a learnable bias (as ``nn.Linear``).
     structure : "butterfly" (default), "monarch", or a list of KS patterns (a, b, c, d) in
         product order (S_1 first, applied last) chaining into (out_features, in_features).
-    init : "uniform" (default) or "normal", see :meth:`reset_parameters`.
+    init : "uniform" (default), "normal" or "orthogonal", see :meth:`reset_parameters`.
     device, dtype : as ``nn.Linear`` (float32 or float64; CPU, or CUDA with CuPy).
 
     Attributes: ``factors`` (``nn.ParameterList``, S_j as its blocks (a, d, b, c): block
@@ -171,6 +182,14 @@ class KSLinear(nn.Module):
         with nn.Linear's overall gain); for the built-in structures every (i, k) is joined by
         one path, so each entry of W has nn.Linear's variance 1/(3·in) too. The bias is
         drawn as nn.Linear's: U(±1/√in).
+
+        ``init="orthogonal"``: every block a Haar-random matrix with orthonormal columns (b ≥
+        c) or rows (b < c) — QR of a Gaussian block, signs fixed by R's diagonal — times
+        √max(1, b/c) · 3^{-1/(2J)}: the same entry variance σ_ℓ² as above, and a square
+        chain of square blocks is exactly 3^{-1/2} times an orthogonal matrix (all singular
+        values equal, at any depth J; i.i.d. factors spread them like a product of J random
+        matrices). The orthogonal initialisation of butterfly factors of Dao et al. (ICML
+        2019; Kaleidoscope, ICLR 2020), after Saxe et al. (ICLR 2014) for deep linear maps.
         """
         J = len(self.patterns)
         with torch.no_grad():
@@ -178,8 +197,10 @@ class KSLinear(nn.Module):
                 sigma = math.sqrt(1.0 / (c * 3.0 ** (1.0 / J)))
                 if self.init == "uniform":
                     p.uniform_(-math.sqrt(3.0) * sigma, math.sqrt(3.0) * sigma)
-                else:
+                elif self.init == "normal":
                     p.normal_(0.0, sigma)
+                else:
+                    p.copy_(_orthogonal_blocks(a, b, c, d, math.sqrt(max(1.0, b / c)) * 3.0 ** (-0.5 / J)))
             if self.bias is not None:
                 bound = 1.0 / math.sqrt(self.in_features)
                 self.bias.uniform_(-bound, bound)
