@@ -201,25 +201,130 @@ def _topk_mask_small_k(M, kr, kc, mask):
         _mark_cols(mag, thr_c, kc, mask)
 
 
+@njit(cache=True, inline="always")
+def _insert_top(best, v):
+    """Insert v into the ascending top-k buffer ``best`` (length kk) if v > best[0]."""
+    kk = best.shape[0]
+    if v > best[0]:
+        q = 0
+        while q + 1 < kk and best[q + 1] < v:
+            best[q] = best[q + 1]
+            q += 1
+        best[q] = v
+
+
 @njit(cache=True)
-def _topk_project_fused(M, kr, kc, normalized):
+def _small_k_keep(M, kr, kc, out):
+    """out = M on the union of the top-kr per row and top-kc per column of |M| (kr, kc <=
+    _SMALL_K; 0: none), else 0, with the marks of :func:`_topk_mask_small_k` (ties to the
+    smaller index), in two row-major passes: thresholds (one insertion buffer per row and
+    per column) and the number of ties each row / column takes (the buffers know how many
+    entries lie strictly above the threshold), then marks and output together.
+    Returns (‖out‖² in float64, max |out|)."""
     m, n = M.shape
-    mask = np.zeros((m, n), dtype=np.uint8)
-    if m * n <= _FUSED_MAX:
-        _topk_mask_fused(M, kr, kc, mask)
-    else:
-        _topk_mask_small_k(M, kr, kc, mask)
-    out = np.zeros((m, n), dtype=M.dtype)
+    rdt = np.abs(M[:1, :1]).dtype
+    thr_r = np.zeros(m, dtype=rdt)
+    need_r = np.zeros(m, dtype=np.int64)
+    thr_c = np.zeros(n, dtype=rdt)
+    need_c = np.zeros(n, dtype=np.int64)
+    bc = np.empty((max(kc, 1), n), dtype=rdt)
+    br = np.empty(max(kr, 1), dtype=rdt)
+    for i in range(m):
+        row = M[i]
+        if kr > 0:  # this row's kr largest magnitudes (first kr entries sorted in)
+            for j in range(kr):
+                v = abs(row[j])
+                q = j
+                while q > 0 and br[q - 1] > v:
+                    br[q] = br[q - 1]
+                    q -= 1
+                br[q] = v
+            for j in range(kr, n):
+                _insert_top(br, abs(row[j]))
+            thr_r[i] = br[0]
+            above = 0
+            for q in range(1, kr):
+                if br[q] > br[0]:
+                    above += 1
+            need_r[i] = kr - above
+        if kc > 0:
+            if i < kc:
+                for j in range(n):
+                    v = abs(row[j])
+                    q = i
+                    while q > 0 and bc[q - 1, j] > v:
+                        bc[q, j] = bc[q - 1, j]
+                        q -= 1
+                    bc[q, j] = v
+            else:
+                for j in range(n):
+                    v = abs(row[j])
+                    if v > bc[0, j]:
+                        q = 0
+                        while q + 1 < kc and bc[q + 1, j] < v:
+                            bc[q, j] = bc[q + 1, j]
+                            q += 1
+                        bc[q, j] = v
+    if kc > 0:
+        for j in range(n):
+            thr_c[j] = bc[0, j]
+            above = 0
+            for q in range(1, kc):
+                if bc[q, j] > bc[0, j]:
+                    above += 1
+            need_c[j] = kc - above
     s2 = 0.0  # float64: squares of float32 values never leave its range
     mx = 0.0
     for i in range(m):
+        tr = thr_r[i]
+        nr = need_r[i]
         for j in range(n):
-            if mask[i, j]:
-                v = M[i, j]
+            v = M[i, j]
+            a = abs(v)
+            keep = False
+            if kr > 0:
+                if a > tr:
+                    keep = True
+                elif a == tr and nr > 0:
+                    keep = True
+                    nr -= 1
+            if kc > 0:
+                t = thr_c[j]
+                if a > t:
+                    keep = True
+                elif a == t and need_c[j] > 0:
+                    keep = True
+                    need_c[j] -= 1
+            if keep:
                 out[i, j] = v
-                a = np.float64(abs(v))
-                s2 += a * a
-                mx = max(mx, a)
+                a64 = np.float64(a)
+                s2 += a64 * a64
+                mx = max(mx, a64)
+            else:
+                out[i, j] = 0
+    return s2, mx
+
+
+@njit(cache=True)
+def _topk_project_fused(M, kr, kc, normalized):
+    m, n = M.shape
+    if m * n <= _FUSED_MAX:
+        mask = np.zeros((m, n), dtype=np.uint8)
+        _topk_mask_fused(M, kr, kc, mask)
+        out = np.zeros((m, n), dtype=M.dtype)
+        s2 = 0.0  # float64: squares of float32 values never leave its range
+        mx = 0.0
+        for i in range(m):
+            for j in range(n):
+                if mask[i, j]:
+                    v = M[i, j]
+                    out[i, j] = v
+                    a = np.float64(abs(v))
+                    s2 += a * a
+                    mx = max(mx, a)
+    else:
+        out = np.empty((m, n), dtype=M.dtype)
+        s2, mx = _small_k_keep(M, kr, kc, out)
     if normalized and mx > 0:
         if s2 > 1e-280 and s2 < 1e280:
             nrm = np.sqrt(s2)
