@@ -475,3 +475,88 @@ def power_norm2_small(M, v, iters):
     (m, n) and v (n,) of M's dtype: one Numba call instead of ~7 NumPy calls per step (PALM
     on small factors is bound by per-call costs). O(iters · m n); BLAS wins above ~2^12 entries."""
     return _power_norm2_loops(M, np.ascontiguousarray(v, dtype=M.dtype), int(iters), _TINY[M.dtype.char])
+
+
+@njit(cache=True, nogil=True)
+def _gram_quad_loops(D, H):
+    m, n = D.shape
+    idx = np.empty(n, dtype=np.int64)
+    tot = 0.0
+    for i in range(m):
+        c = 0
+        for p in range(n):
+            if D[i, p] != 0:
+                idx[c] = p
+                c += 1
+        for a in range(c):
+            p = idx[a]
+            acc = D[i, p] * 0
+            for b in range(c):
+                k = idx[b]
+                acc += H[p, k] * np.conj(D[i, k])
+            tot += (D[i, p] * acc).real
+    return tot
+
+
+def gram_quad(D, H):
+    """Re tr(D H Dᴴ) = ‖D R‖²_F for H = R Rᴴ (Hermitian, dense n × n) and D (m, n) dense with
+    few nonzeros per row: Σ_i Σ_{p,q ∈ supp(D_i)} conj(D_ip) H_pq D_iq, in O(m n + Σ_i nnz_i²)
+    (the support read once; no sparse matrix built). NumPy arrays of one dtype; returns a
+    float. Used by PALM4MSA's safeguarded step (the exact ‖Δ R‖² of a step Δ)."""
+    return float(_gram_quad_loops(D, np.asarray(H, dtype=D.dtype)))
+
+
+# ---- products of a dense matrix and a CSR matrix for PALM4MSA --------------------------------
+# scipy.sparse's SpMM wants a C-ordered dense operand and copies any other (PALM's products
+# of transposes are F-ordered); these take both orders and write the layout that makes the
+# inner loop a contiguous axpy (256 x 256 with 1.5 % nonzeros: ~4x faster than scipy's call).
+
+
+@njit(cache=True, nogil=True)
+def _csr_dense_c(indptr, indices, data, X, out):
+    """out (m, n) C-order = S @ X, S CSR (m, k), X (k, n) C-order: axpys of rows of X."""
+    m = out.shape[0]
+    n = out.shape[1]
+    for i in range(m):
+        for j in range(n):
+            out[i, j] = 0
+        for q in range(indptr[i], indptr[i + 1]):
+            v = data[q]
+            p = indices[q]
+            for j in range(n):
+                out[i, j] += v * X[p, j]
+
+
+@njit(cache=True, nogil=True)
+def _dense_f_csr(XT, indptr, indices, data, outT):
+    """outT (n, m) C-order = (X @ S)ᵀ for Xᵀ = XT (k, m) C-order (X F-ordered), S CSR (k, n):
+    outT[c] += v · XT[p] for each entry (p, c, v) of S."""
+    n, m = outT.shape
+    k = XT.shape[0]
+    for c in range(n):
+        for i in range(m):
+            outT[c, i] = 0
+    for p in range(k):
+        for q in range(indptr[p], indptr[p + 1]):
+            v = data[q]
+            c = indices[q]
+            for i in range(m):
+                outT[c, i] += XT[p, i] * v
+
+
+def csr_dense(indptr, indices, data, m, Y):
+    """S @ Y for S CSR (m, k) given by its arrays and Y (k, n) a NumPy array of data's dtype
+    (copied to C order if it is not): a new C-ordered (m, n) array. O(nnz(S) · n)."""
+    Y = np.ascontiguousarray(Y)
+    out = np.empty((m, Y.shape[1]), dtype=data.dtype)
+    _csr_dense_c(indptr, indices, data, Y, out)
+    return out
+
+
+def dense_csr(X, indptr, indices, data, n):
+    """X @ S for X (m, k) a NumPy array of data's dtype and S CSR (k, n) given by its arrays:
+    a new F-ordered (m, n) array (no copy of an F-ordered X). O(nnz(S) · m)."""
+    XT = np.ascontiguousarray(X.T)
+    outT = np.empty((n, X.shape[0]), dtype=data.dtype)
+    _dense_f_csr(XT, indptr, indices, data, outT)
+    return outT.T

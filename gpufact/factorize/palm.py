@@ -103,16 +103,34 @@ def _op(M, be):
 
 
 def _mm(X, Y, be):
-    """X @ Y for dense arrays / CSR matrices; the result is CSR only if both are sparse and
-    it stays sparse, else a dense array."""
+    """X @ Y for dense arrays / CSR matrices (and their transposes, CSC); the result is CSR
+    only if both are sparse and it stays sparse, else a dense array. On the CPU the sparse
+    times dense products run in Numba kernels that read either memory order (no copies)."""
     sx, sy = _is_sparse(X), _is_sparse(Y)
     if sx and sy:
         Z = (X @ Y).tocsr()
         m, n = Z.shape
         return Z if _sparse_enough(Z.nnz, m * n) else Z.toarray()
     if sy:
+        if _numba_spmm(Y, X):
+            k = _kernels.cpu_solver_kernels()
+            if Y.format == "csr":
+                return k.dense_csr(X, Y.indptr, Y.indices, Y.data, Y.shape[1])
+            return k.csr_dense(Y.indptr, Y.indices, Y.data, Y.shape[1], X.T).T  # (Yᵀ Xᵀ)ᵀ, Yᵀ CSR
         return (Y.T @ X.T).T
+    if sx and _numba_spmm(X, Y):
+        k = _kernels.cpu_solver_kernels()
+        if X.format == "csr":
+            return k.csr_dense(X.indptr, X.indices, X.data, X.shape[0], Y)
+        return k.dense_csr(Y.T, X.indptr, X.indices, X.data, X.shape[0]).T  # (Yᵀ Xᵀ)ᵀ, Xᵀ CSR
     return X @ Y
+
+
+def _numba_spmm(S, M) -> bool:
+    """Whether S (scipy CSR/CSC) times the dense M goes to the Numba kernels: a NumPy M of
+    S's dtype, 2-D, canonical int32 indices."""
+    return (type(M) is np.ndarray and M.ndim == 2 and M.dtype == S.dtype and S.format in ("csr", "csc")
+            and S.indices.dtype == np.int32 and S.indptr.dtype == np.int32 and M.dtype.kind in "fc")
 
 
 def _dense(M):
@@ -289,8 +307,12 @@ class _Palm:
         if R is None:
             q = _sqnorm(_dense(_mm(L, Dl, be)), xp) if L is not None else _sqnorm(Dl, xp)
         else:  # ‖Δ R‖² = Re⟨Δ, Δ (R Rᴴ)⟩ with the Gram matrix
-            DlR = _dense(_mm(_op(Dl, be), R.RG if isinstance(R, _Gram) else R, be))
-            q = _vdot(Dl, DlR, xp).real if isinstance(R, _Gram) else _sqnorm(DlR, xp)
+            if isinstance(R, _Gram) and not be.is_gpu:  # Δ is sparse: one pass, no CSR built
+                q = _kernels.cpu_solver_kernels().gram_quad(Dl, R.RG)
+            elif isinstance(R, _Gram):
+                q = _vdot(Dl, _dense(_mm(_op(Dl, be), R.RG, be)), xp).real
+            else:
+                q = _sqnorm(_dense(_mm(_op(Dl, be), R, be)), xp)
             if L is not None:
                 q = q * (1 + self.eps) * nL
         lip = c / (1 + self.eps)
