@@ -76,16 +76,21 @@ _SMALL_NORM_SIZE = 1 << 12  # power iterations on matrices up to this size: one 
 _SPARSE_DENSITY = 0.2  # iterates and partial products sparser than this use SpMM/SpGEMM
 _SPARSE_MIN_SIZE = 1 << 18  # ... if they have at least this many entries (else BLAS wins; measured)
 # smaller matrices use SpMM when much sparser: 256 x 256 splincol(3) (density 1.5 %) times a
-# dense 256 x 784, one thread: SpMM 0.26 ms, BLAS 2.3 ms; L @ S (256^3): 0.26 ms vs 0.75 ms
+# dense 256 x 784, one thread: SpMM 0.26 ms, BLAS 2.3 ms; L @ S (256^3): 0.26 ms vs 0.75 ms.
+# On the CPU the Numba SpMM (no copies) moves the break-even up: dense 256 x 256 times a
+# 256 x 784 CSR, one thread: 0.55 / 1.2 / 1.5 / 2.9 ms at density 4 / 8 / 12 / 20 %, BLAS 2.3 ms
 _SPARSE_DENSITY_SMALL = 0.04
+_SPARSE_DENSITY_SMALL_CPU = 0.1
 _SPARSE_MIN_SIZE_SMALL = 1 << 12
 
 
-def _sparse_enough(nnz, size) -> bool:
-    """Whether a matrix of ``size`` entries, ``nnz`` of them nonzero, is cheaper as CSR."""
+def _sparse_enough(nnz, size, gpu=True) -> bool:
+    """Whether a matrix of ``size`` entries, ``nnz`` of them nonzero, is cheaper as CSR
+    (``gpu=False``: the CPU's break-even of the Numba products)."""
     if size >= _SPARSE_MIN_SIZE:
         return nnz < _SPARSE_DENSITY * size
-    return size >= _SPARSE_MIN_SIZE_SMALL and nnz < _SPARSE_DENSITY_SMALL * size
+    small = _SPARSE_DENSITY_SMALL if gpu else _SPARSE_DENSITY_SMALL_CPU
+    return size >= _SPARSE_MIN_SIZE_SMALL and nnz < small * size
 
 
 def _is_sparse(M) -> bool:
@@ -97,7 +102,7 @@ def _is_sparse(M) -> bool:
 def _op(M, be):
     """The dense iterate M as the cheaper operand for products: CSR when sparse enough."""
     xp = be.xp
-    if M.size >= _SPARSE_MIN_SIZE_SMALL and _sparse_enough(int(xp.count_nonzero(M)), M.size):
+    if M.size >= _SPARSE_MIN_SIZE_SMALL and _sparse_enough(int(xp.count_nonzero(M)), M.size, be.is_gpu):
         return dense_to_csr(M, be)
     return M
 
@@ -110,7 +115,7 @@ def _mm(X, Y, be):
     if sx and sy:
         Z = (X @ Y).tocsr()
         m, n = Z.shape
-        return Z if _sparse_enough(Z.nnz, m * n) else Z.toarray()
+        return Z if _sparse_enough(Z.nnz, m * n, be.is_gpu) else Z.toarray()
     if sy:
         if _numba_spmm(Y, X):
             k = _kernels.cpu_solver_kernels()
