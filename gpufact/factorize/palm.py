@@ -12,10 +12,18 @@ decrease ½ ε L ‖ΔS‖² that the 1/c step guarantees; otherwise it takes th
 (``adaptive_step=False``: always the 1/c step, FAµST's PALM4MSA).
 Spectral norms come from power iterations warm-started across sweeps (never an SVD).
 Factors are dense arrays of A's namespace while iterating (NumPy or CuPy, same code), used
-in products as CSR matrices whenever they are sparse (SpMM / SpGEMM), so a sweep costs
-O(nnz · n) rather than O(n³) on sparse constraints; partial products are kept (prefix
-products per sweep, the suffix accumulated), about 5 J products per sweep. Convergence
-tests read one scalar per check.
+in products as CSR matrices whenever they are sparse (SpMM / SpGEMM; on the CPU Numba
+kernels that read either memory order), so a sweep costs O(nnz · n) rather than O(n³) on
+sparse constraints; partial products are kept (prefix products per sweep, the suffix
+accumulated), about 5 J products per sweep. When A is wide (M × N with every inner
+dimension n_j ≤ 2N/3, e.g. QuickMeans' K × D centroids with K < D) the right-to-left sweep
+carries the suffix R as its Gram pair (R Rᴴ, A Rᴴ), updated by two sparse products per
+factor: the gradient λ Lᴴ (λ L S_j (R Rᴴ) − A Rᴴ) costs products of n_j columns
+instead of N, the safeguarded step's ‖Δ R‖² = Re⟨Δ, Δ R Rᴴ⟩ is exact, and λ and the error
+come from ⟨S_1, A Rᴴ⟩ and ⟨S_1, S_1 R Rᴴ⟩ (the product is formed instead in single
+precision, on the GPU, and below a relative squared error of 1e-8, where the expansion
+would cancel digits). Constant factors (``proj.const``) are not updated. Convergence tests
+read one scalar per check.
 """
 from __future__ import annotations
 
