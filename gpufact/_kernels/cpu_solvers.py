@@ -1,7 +1,9 @@
 """Numba (CPU) kernels of the factorization solvers: the top-k masks and projections of the
 sparsity constraints (``topk_rows_cols_mask``, ``topk_project``), dense -> CSR arrays
-(``dense_to_csr_arrays``) and a small-matrix power iteration (``power_norm2_small``) for
-PALM4MSA. Each has a NumPy reference the tests compare against.
+(``dense_to_csr_arrays``), a small-matrix power iteration (``power_norm2_small``), the
+quadratic form of PALM4MSA's safeguarded step (``gram_quad``) and sparse x dense products
+in either memory order (``csr_dense``, ``dense_csr``). Each has a NumPy reference the tests
+compare against.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from numba import njit
 # threshold, then ties in index order until k are kept. Thresholds for k <= _SMALL_K come from
 # an insertion buffer (one predictable comparison per entry), above from np.partition (NumPy's
 # SIMD introselect: ~1 ns per entry whatever k; a heap or quickselect in Numba measured 2-3x
-# slower, branch mispredictions). Matrices up to _FUSED_MAX entries take one fused Numba call.
+# slower, branch mispredictions). k <= _SMALL_K (the published presets): one Numba kernel,
+# any size (:func:`_small_k_keep`); larger k: one fused Numba call up to _FUSED_MAX entries,
+# NumPy passes above (few calls: the residual constraints of a hierarchical factorization).
 _SMALL_K = 8
 _FUSED_MAX = 1 << 12
 
@@ -112,7 +116,7 @@ def _topk_mask_fused(M, kr, kc, mask):
 @njit(cache=True)
 def _restrict(M, mask, normalized):
     """M where mask, else 0 (a new C-contiguous array of M's dtype), scaled to unit Frobenius
-    norm if ``normalized`` (zero stays zero; right at any magnitude of the dtype)."""
+    norm if ``normalized`` (:func:`_scale_unit`)."""
     m, n = M.shape
     out = np.zeros((m, n), dtype=M.dtype)
     s2 = 0.0  # float64: squares of float32 values never leave its range
@@ -125,7 +129,132 @@ def _restrict(M, mask, normalized):
                 a = np.float64(abs(v))
                 s2 += a * a
                 mx = max(mx, a)
-    if normalized and mx > 0:
+    if normalized:
+        _scale_unit(out, s2, mx)
+    return out
+
+
+@njit(cache=True)
+def _topk_project_fused(M, kr, kc, normalized):
+    """:func:`topk_project` of a small matrix (at most _FUSED_MAX entries), any k, one call."""
+    mask = np.zeros(M.shape, dtype=np.uint8)
+    _topk_mask_fused(M, kr, kc, mask)
+    return _restrict(M, mask, normalized)
+
+
+@njit(cache=True, inline="always")
+def _insert_top(best, v):
+    """Insert v into the ascending top-k buffer ``best`` (length kk) if v > best[0]."""
+    kk = best.shape[0]
+    if v > best[0]:
+        q = 0
+        while q + 1 < kk and best[q + 1] < v:
+            best[q] = best[q + 1]
+            q += 1
+        best[q] = v
+
+
+@njit(cache=True)
+def _small_k_keep(M, kr, kc, out, mask, marks):
+    """out = M on the union of the top-kr per row and top-kc per column of |M| (kr, kc <=
+    _SMALL_K; 0: none), else 0 (ties to the smaller index), in two row-major passes:
+    thresholds (one insertion buffer per row and per column) and the number of ties each
+    row / column takes (the buffers know how many entries lie strictly above the
+    threshold), then marks and output together; with ``marks``, mask |= the marks too.
+    Returns (‖out‖² in float64, max |out|). The one kernel behind both small-k entry points
+    (a first call compiles it once: fewer, flatter kernels were 2.5x faster to compile)."""
+    m, n = M.shape
+    rdt = np.abs(M[:1, :1]).dtype
+    thr_r = np.zeros(m, dtype=rdt)
+    need_r = np.zeros(m, dtype=np.int64)
+    thr_c = np.zeros(n, dtype=rdt)
+    need_c = np.zeros(n, dtype=np.int64)
+    bc = np.empty((max(kc, 1), n), dtype=rdt)
+    br = np.empty(max(kr, 1), dtype=rdt)
+    for i in range(m):
+        row = M[i]
+        if kr > 0:  # this row's kr largest magnitudes (first kr entries sorted in)
+            for j in range(kr):
+                v = abs(row[j])
+                q = j
+                while q > 0 and br[q - 1] > v:
+                    br[q] = br[q - 1]
+                    q -= 1
+                br[q] = v
+            for j in range(kr, n):
+                _insert_top(br, abs(row[j]))
+            thr_r[i] = br[0]
+            above = 0
+            for q in range(1, kr):
+                if br[q] > br[0]:
+                    above += 1
+            need_r[i] = kr - above
+        if kc > 0:
+            if i < kc:
+                for j in range(n):
+                    v = abs(row[j])
+                    q = i
+                    while q > 0 and bc[q - 1, j] > v:
+                        bc[q, j] = bc[q - 1, j]
+                        q -= 1
+                    bc[q, j] = v
+            else:
+                for j in range(n):
+                    v = abs(row[j])
+                    if v > bc[0, j]:
+                        q = 0
+                        while q + 1 < kc and bc[q + 1, j] < v:
+                            bc[q, j] = bc[q + 1, j]
+                            q += 1
+                        bc[q, j] = v
+    if kc > 0:
+        for j in range(n):
+            thr_c[j] = bc[0, j]
+            above = 0
+            for q in range(1, kc):
+                if bc[q, j] > bc[0, j]:
+                    above += 1
+            need_c[j] = kc - above
+    s2 = 0.0  # float64: squares of float32 values never leave its range
+    mx = 0.0
+    for i in range(m):
+        tr = thr_r[i]
+        nr = need_r[i]
+        for j in range(n):
+            v = M[i, j]
+            a = abs(v)
+            keep = False
+            if kr > 0:
+                if a > tr:
+                    keep = True
+                elif a == tr and nr > 0:
+                    keep = True
+                    nr -= 1
+            if kc > 0:
+                t = thr_c[j]
+                if a > t:
+                    keep = True
+                elif a == t and need_c[j] > 0:
+                    keep = True
+                    need_c[j] -= 1
+            if keep:
+                if marks:
+                    mask[i, j] = 1
+                out[i, j] = v
+                a64 = np.float64(a)
+                s2 += a64 * a64
+                mx = max(mx, a64)
+            else:
+                out[i, j] = 0
+    return s2, mx
+
+
+@njit(cache=True)
+def _scale_unit(out, s2, mx):
+    """out /= ‖out‖_F in place, given s2 = ‖out‖² (float64) and mx = max |out| (right at any
+    magnitude of the dtype; zero stays zero)."""
+    m, n = out.shape
+    if mx > 0:
         if s2 > 1e-280 and s2 < 1e280:
             nrm = np.sqrt(s2)
         else:  # float64 entries beyond ~1e140 or below ~1e-140: ‖out‖ = mx ‖out / mx‖
@@ -144,97 +273,22 @@ def _restrict(M, mask, normalized):
             for i in range(m):
                 for j in range(n):
                     out[i, j] = out[i, j] / nrm
+
+
+@njit(cache=True)
+def _topk_project_small_k(M, kr, kc, normalized):
+    """:func:`topk_project` for kr, kc <= _SMALL_K, any size, one call."""
+    out = np.empty(M.shape, dtype=M.dtype)
+    s2, mx = _small_k_keep(M, kr, kc, out, np.zeros((0, 0), dtype=np.uint8), False)
+    if normalized:
+        _scale_unit(out, s2, mx)
     return out
 
 
 @njit(cache=True)
-def _topk_project_fused(M, kr, kc, normalized):
-    """:func:`topk_project` of a small matrix (at most _FUSED_MAX entries), any k, one call."""
-    mask = np.zeros(M.shape, dtype=np.uint8)
-    _topk_mask_fused(M, kr, kc, mask)
-    return _restrict(M, mask, normalized)
-
-
-@njit(cache=True)
-def _topk_small_k(M, real_sample, kr, kc, mask, project, normalized):
-    """mask |= top-kr per row and top-kc per column of |M| for kr, kc <= _SMALL_K (the
-    splincol / sp projections of the published presets), any size, row-major passes only:
-    |M| into a real scratch array (``real_sample``'s dtype; allocated here: a 1.6 MB array
-    from NumPy per call measured 2x slower), row thresholds from an ascending insertion
-    buffer and row marks, column thresholds from one insertion buffer per column and column
-    marks (ties: smaller index). With ``project``, returns M restricted to the mask (scaled to
-    unit norm if ``normalized``: :func:`_restrict`), else an empty array.
-
-    One function, its helpers written inline: a first projection compiles in about 2.4 s
-    instead of 6.2 s for the same work split over eight kernels (CPU time, AMD EPYC)."""
-    m, n = M.shape
-    mag = np.empty((m, n), dtype=real_sample.dtype)
-    for i in range(m):
-        for j in range(n):
-            mag[i, j] = abs(M[i, j])
-    if kr > 0:
-        best = np.empty(kr, dtype=mag.dtype)
-        for i in range(m):
-            for j in range(kr):
-                v = mag[i, j]
-                p = j
-                while p > 0 and best[p - 1] > v:
-                    best[p] = best[p - 1]
-                    p -= 1
-                best[p] = v
-            for j in range(kr, n):
-                v = mag[i, j]
-                if v > best[0]:
-                    p = 0
-                    while p + 1 < kr and best[p + 1] < v:
-                        best[p] = best[p + 1]
-                        p += 1
-                    best[p] = v
-            thr = best[0]
-            cnt = 0
-            for j in range(n):
-                if mag[i, j] > thr:
-                    mask[i, j] = 1
-                    cnt += 1
-            for j in range(n):
-                if cnt >= kr:
-                    break
-                if mag[i, j] == thr:
-                    mask[i, j] = 1
-                    cnt += 1
-    if kc > 0:
-        bc = np.empty((kc, n), dtype=mag.dtype)
-        for i in range(kc):
-            for j in range(n):
-                v = mag[i, j]
-                p = i
-                while p > 0 and bc[p - 1, j] > v:
-                    bc[p, j] = bc[p - 1, j]
-                    p -= 1
-                bc[p, j] = v
-        for i in range(kc, m):
-            for j in range(n):
-                v = mag[i, j]
-                if v > bc[0, j]:
-                    p = 0
-                    while p + 1 < kc and bc[p + 1, j] < v:
-                        bc[p, j] = bc[p + 1, j]
-                        p += 1
-                    bc[p, j] = v
-        cnt = np.zeros(n, dtype=np.int64)
-        for i in range(m):
-            for j in range(n):
-                if mag[i, j] > bc[0, j]:
-                    mask[i, j] = 1
-                    cnt[j] += 1
-        for i in range(m):
-            for j in range(n):
-                if cnt[j] < kc and mag[i, j] == bc[0, j]:
-                    mask[i, j] = 1
-                    cnt[j] += 1
-    if not project:
-        return np.zeros((0, 0), dtype=M.dtype)
-    return _restrict(M, mask, normalized)
+def _topk_mask_small_k(M, kr, kc, mask):
+    """mask |= the small-k marks of :func:`_small_k_keep`."""
+    _small_k_keep(M, kr, kc, np.empty(M.shape, dtype=M.dtype), mask, True)
 
 
 _TINY = {np.dtype(t).char: float(np.finfo(t).tiny) for t in (np.float32, np.float64, np.complex64, np.complex128)}
@@ -270,7 +324,7 @@ def topk_rows_cols_mask(M, k_row, k_col):
         _topk_mask_fused(M, kr, kc, mask)
         return mask.view(bool)
     if kr <= _SMALL_K and kc <= _SMALL_K:
-        _topk_small_k(M, np.empty(0, dtype=M.real.dtype), kr, kc, mask, False, False)
+        _topk_mask_small_k(M, kr, kc, mask)
         return mask.view(bool)
     # k > _SMALL_K on a large matrix (the residual constraints of a hierarchical
     # factorization: a few calls per split): NumPy passes only, nothing compiled
@@ -293,8 +347,7 @@ def topk_project(M, k_row, k_col, normalized):
     kr, kc = _clip_k(M.shape, k_row, k_col)
     full = (kr >= n and kr > 0) or (kc >= m and kc > 0)
     if not full and kr <= _SMALL_K and kc <= _SMALL_K:
-        mask = np.zeros((m, n), dtype=np.uint8)
-        return _topk_small_k(M, np.empty(0, dtype=M.real.dtype), kr, kc, mask, True, bool(normalized))
+        return _topk_project_small_k(M, kr, kc, bool(normalized))
     if not full and m * n <= _FUSED_MAX:
         return _topk_project_fused(M, kr, kc, bool(normalized))
     out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
@@ -371,3 +424,88 @@ def power_norm2_small(M, v, iters):
     (m, n) and v (n,) of M's dtype: one Numba call instead of ~7 NumPy calls per step (PALM
     on small factors is bound by per-call costs). O(iters · m n); BLAS wins above ~2^12 entries."""
     return _power_norm2_loops(M, np.ascontiguousarray(v, dtype=M.dtype), int(iters), _TINY[M.dtype.char])
+
+
+@njit(cache=True, nogil=True)
+def _gram_quad_loops(D, H):
+    m, n = D.shape
+    idx = np.empty(n, dtype=np.int64)
+    tot = 0.0
+    for i in range(m):
+        c = 0
+        for p in range(n):
+            if D[i, p] != 0:
+                idx[c] = p
+                c += 1
+        for a in range(c):
+            p = idx[a]
+            acc = D[i, p] * 0
+            for b in range(c):
+                k = idx[b]
+                acc += H[p, k] * np.conj(D[i, k])
+            tot += (D[i, p] * acc).real
+    return tot
+
+
+def gram_quad(D, H):
+    """Re tr(D H Dᴴ) = ‖D R‖²_F for H = R Rᴴ (Hermitian, dense n × n) and D (m, n) dense with
+    few nonzeros per row: Σ_i Σ_{p,q ∈ supp(D_i)} conj(D_ip) H_pq D_iq, in O(m n + Σ_i nnz_i²)
+    (the support read once; no sparse matrix built). NumPy arrays of one dtype; returns a
+    float. Used by PALM4MSA's safeguarded step (the exact ‖Δ R‖² of a step Δ)."""
+    return float(_gram_quad_loops(D, np.asarray(H, dtype=D.dtype)))
+
+
+# ---- products of a dense matrix and a CSR matrix for PALM4MSA --------------------------------
+# scipy.sparse's SpMM wants a C-ordered dense operand and copies any other (PALM's products
+# of transposes are F-ordered); these take both orders and write the layout that makes the
+# inner loop a contiguous axpy (256 x 256 with 1.5 % nonzeros: ~4x faster than scipy's call).
+
+
+@njit(cache=True, nogil=True)
+def _csr_dense_c(indptr, indices, data, X, out):
+    """out (m, n) C-order = S @ X, S CSR (m, k), X (k, n) C-order: axpys of rows of X."""
+    m = out.shape[0]
+    n = out.shape[1]
+    for i in range(m):
+        for j in range(n):
+            out[i, j] = 0
+        for q in range(indptr[i], indptr[i + 1]):
+            v = data[q]
+            p = indices[q]
+            for j in range(n):
+                out[i, j] += v * X[p, j]
+
+
+@njit(cache=True, nogil=True)
+def _dense_f_csr(XT, indptr, indices, data, outT):
+    """outT (n, m) C-order = (X @ S)ᵀ for Xᵀ = XT (k, m) C-order (X F-ordered), S CSR (k, n):
+    outT[c] += v · XT[p] for each entry (p, c, v) of S."""
+    n, m = outT.shape
+    k = XT.shape[0]
+    for c in range(n):
+        for i in range(m):
+            outT[c, i] = 0
+    for p in range(k):
+        for q in range(indptr[p], indptr[p + 1]):
+            v = data[q]
+            c = indices[q]
+            for i in range(m):
+                outT[c, i] += XT[p, i] * v
+
+
+def csr_dense(indptr, indices, data, m, Y):
+    """S @ Y for S CSR (m, k) given by its arrays and Y (k, n) a NumPy array of data's dtype
+    (copied to C order if it is not): a new C-ordered (m, n) array. O(nnz(S) · n)."""
+    Y = np.ascontiguousarray(Y)
+    out = np.empty((m, Y.shape[1]), dtype=data.dtype)
+    _csr_dense_c(indptr, indices, data, Y, out)
+    return out
+
+
+def dense_csr(X, indptr, indices, data, n):
+    """X @ S for X (m, k) a NumPy array of data's dtype and S CSR (k, n) given by its arrays:
+    a new F-ordered (m, n) array (no copy of an F-ordered X). O(nnz(S) · m)."""
+    XT = np.ascontiguousarray(X.T)
+    outT = np.empty((n, X.shape[0]), dtype=data.dtype)
+    _dense_f_csr(XT, indptr, indices, data, outT)
+    return outT.T

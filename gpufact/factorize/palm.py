@@ -12,10 +12,18 @@ decrease ½ ε L ‖ΔS‖² that the 1/c step guarantees; otherwise it takes th
 (``adaptive_step=False``: always the 1/c step, FAµST's PALM4MSA).
 Spectral norms come from power iterations warm-started across sweeps (never an SVD).
 Factors are dense arrays of A's namespace while iterating (NumPy or CuPy, same code), used
-in products as CSR matrices whenever they are sparse (SpMM / SpGEMM), so a sweep costs
-O(nnz · n) rather than O(n³) on sparse constraints; partial products are kept (prefix
-products per sweep, the suffix accumulated), about 5 J products per sweep. Convergence
-tests read one scalar per check.
+in products as CSR matrices whenever they are sparse (SpMM / SpGEMM; on the CPU Numba
+kernels that read either memory order), so a sweep costs O(nnz · n) rather than O(n³) on
+sparse constraints; partial products are kept (prefix products per sweep, the suffix
+accumulated), about 5 J products per sweep. When A is wide (M × N with every inner
+dimension n_j ≤ 2N/3, e.g. QuickMeans' K × D centroids with K < D) the right-to-left sweep
+carries the suffix R as its Gram pair (R Rᴴ, A Rᴴ), updated by two sparse products per
+factor: the gradient λ Lᴴ (λ L S_j (R Rᴴ) − A Rᴴ) costs products of n_j columns
+instead of N, the safeguarded step's ‖Δ R‖² = Re⟨Δ, Δ R Rᴴ⟩ is exact, and λ and the error
+come from ⟨S_1, A Rᴴ⟩ and ⟨S_1, S_1 R Rᴴ⟩ (the product is formed instead in single
+precision, on the GPU, and below a relative squared error of 1e-8, where the expansion
+would cancel digits). Constant factors (``proj.const``) are not updated. Convergence tests
+read one scalar per check.
 """
 from __future__ import annotations
 
@@ -30,7 +38,7 @@ from .._validation import check_bool, check_int, check_matrix
 from ..factors import CSRFactor, DenseFactor, KSFactor
 from ..factors.csr import dense_to_csr
 from ..product import FactorProduct
-from ..proj import Constraint
+from ..proj import Constraint, const
 
 __all__ = ["palm4msa", "DivergenceError", "check_constraints"]
 
@@ -76,16 +84,21 @@ _SMALL_NORM_SIZE = 1 << 12  # power iterations on matrices up to this size: one 
 _SPARSE_DENSITY = 0.2  # iterates and partial products sparser than this use SpMM/SpGEMM
 _SPARSE_MIN_SIZE = 1 << 18  # ... if they have at least this many entries (else BLAS wins; measured)
 # smaller matrices use SpMM when much sparser: 256 x 256 splincol(3) (density 1.5 %) times a
-# dense 256 x 784, one thread: SpMM 0.26 ms, BLAS 2.3 ms; L @ S (256^3): 0.26 ms vs 0.75 ms
+# dense 256 x 784, one thread: SpMM 0.26 ms, BLAS 2.3 ms; L @ S (256^3): 0.26 ms vs 0.75 ms.
+# On the CPU the Numba SpMM (no copies) moves the break-even up: dense 256 x 256 times a
+# 256 x 784 CSR, one thread: 0.55 / 1.2 / 1.5 / 2.9 ms at density 4 / 8 / 12 / 20 %, BLAS 2.3 ms
 _SPARSE_DENSITY_SMALL = 0.04
+_SPARSE_DENSITY_SMALL_CPU = 0.1
 _SPARSE_MIN_SIZE_SMALL = 1 << 12
 
 
-def _sparse_enough(nnz, size) -> bool:
-    """Whether a matrix of ``size`` entries, ``nnz`` of them nonzero, is cheaper as CSR."""
+def _sparse_enough(nnz, size, gpu=True) -> bool:
+    """Whether a matrix of ``size`` entries, ``nnz`` of them nonzero, is cheaper as CSR
+    (``gpu=False``: the CPU's break-even of the Numba products)."""
     if size >= _SPARSE_MIN_SIZE:
         return nnz < _SPARSE_DENSITY * size
-    return size >= _SPARSE_MIN_SIZE_SMALL and nnz < _SPARSE_DENSITY_SMALL * size
+    small = _SPARSE_DENSITY_SMALL if gpu else _SPARSE_DENSITY_SMALL_CPU
+    return size >= _SPARSE_MIN_SIZE_SMALL and nnz < small * size
 
 
 def _is_sparse(M) -> bool:
@@ -97,22 +110,40 @@ def _is_sparse(M) -> bool:
 def _op(M, be):
     """The dense iterate M as the cheaper operand for products: CSR when sparse enough."""
     xp = be.xp
-    if M.size >= _SPARSE_MIN_SIZE_SMALL and _sparse_enough(int(xp.count_nonzero(M)), M.size):
+    if M.size >= _SPARSE_MIN_SIZE_SMALL and _sparse_enough(int(xp.count_nonzero(M)), M.size, be.is_gpu):
         return dense_to_csr(M, be)
     return M
 
 
 def _mm(X, Y, be):
-    """X @ Y for dense arrays / CSR matrices; the result is CSR only if both are sparse and
-    it stays sparse, else a dense array."""
+    """X @ Y for dense arrays / CSR matrices (and their transposes, CSC); the result is CSR
+    only if both are sparse and it stays sparse, else a dense array. On the CPU the sparse
+    times dense products run in Numba kernels that read either memory order (no copies)."""
     sx, sy = _is_sparse(X), _is_sparse(Y)
     if sx and sy:
         Z = (X @ Y).tocsr()
         m, n = Z.shape
-        return Z if _sparse_enough(Z.nnz, m * n) else Z.toarray()
+        return Z if _sparse_enough(Z.nnz, m * n, be.is_gpu) else Z.toarray()
     if sy:
+        if _numba_spmm(Y, X):
+            k = _kernels.cpu_solver_kernels()
+            if Y.format == "csr":
+                return k.dense_csr(X, Y.indptr, Y.indices, Y.data, Y.shape[1])
+            return k.csr_dense(Y.indptr, Y.indices, Y.data, Y.shape[1], X.T).T  # (Yᵀ Xᵀ)ᵀ, Yᵀ CSR
         return (Y.T @ X.T).T
+    if sx and _numba_spmm(X, Y):
+        k = _kernels.cpu_solver_kernels()
+        if X.format == "csr":
+            return k.csr_dense(X.indptr, X.indices, X.data, X.shape[0], Y)
+        return k.dense_csr(Y.T, X.indptr, X.indices, X.data, X.shape[0]).T  # (Yᵀ Xᵀ)ᵀ, Xᵀ CSR
     return X @ Y
+
+
+def _numba_spmm(S, M) -> bool:
+    """Whether S (scipy CSR/CSC) times the dense M goes to the Numba kernels: a NumPy M of
+    S's dtype, 2-D, canonical int32 indices."""
+    return (type(M) is np.ndarray and M.ndim == 2 and M.dtype == S.dtype and S.format in ("csr", "csc")
+            and S.indices.dtype == np.int32 and S.indptr.dtype == np.int32 and M.dtype.kind in "fc")
 
 
 def _dense(M):
@@ -128,6 +159,45 @@ def _sqnorm(M, xp):
     order: no copy of Fortran-ordered products)."""
     M = M.ravel(order="K")
     return xp.vdot(M, M).real
+
+
+class _Gram:
+    """The right-hand product R (n × N, N > n) of a factor's update seen through its Gram
+    pair: ``RG`` = R Rᴴ (n × n) and ``AR`` = A Rᴴ (M × n), dense."""
+
+    __slots__ = ("RG", "AR")
+
+    def __init__(self, RG, AR):
+        self.RG, self.AR = RG, AR
+
+    @property
+    def shape(self):
+        return (self.RG.shape[0], None)
+
+    @property
+    def dtype(self):
+        return self.RG.dtype
+
+
+def _vdot(X, Y, xp):
+    """⟨X, Y⟩ = Σ conj(X) Y (complex, 0-d) for dense arrays of any memory orders (no copy
+    when both are C- or both F-ordered)."""
+    if X.flags.f_contiguous and Y.flags.f_contiguous and not (X.flags.c_contiguous and Y.flags.c_contiguous):
+        return xp.vdot(X.T, Y.T)
+    return xp.vdot(X, Y)
+
+
+def _power_gram(H, v, xp, iters):
+    """Largest eigenvalue of the Hermitian positive semi-definite H (dense or CSR) by
+    ``iters`` power steps from v; returns (s, v). With H = M Mᴴ, the same iterates as
+    :func:`_power_norm2` on Mᴴ."""
+    s = None
+    tiny = np.finfo(v.real.dtype).tiny
+    for _ in range(iters):
+        w = H @ v
+        s = xp.sqrt(_sqnorm(w, xp))
+        v = w / (s + tiny)
+    return s, v
 
 
 def _power_norm2(M, v, xp, iters):
@@ -160,6 +230,7 @@ class _Palm:
         self.xp = xp
         self.be = get_backend(A)
         self.ops = [_op(M, self.be) for M in factors]
+        self.fixed = [isinstance(P, const) for P in constraints]  # no update needed
         self.order = order
         self.eps = eps
         self.update_lambda = update_lambda
@@ -180,8 +251,9 @@ class _Palm:
         self._prev = None
         self._last_err = None
 
-    def _lip(self, j, L, RH):
-        """(c = (1 + ε) |λ|² ‖L‖² ‖R‖², ‖L‖²): the step constant and the left factor's part."""
+    def _lip(self, j, L, R):
+        """(c = (1 + ε) |λ|² ‖L‖² ‖R‖², ‖L‖²): the step constant and the left factor's part.
+        ‖R‖² by power steps on R Rᴴ (on the Gram matrix itself when R is a :class:`_Gram`)."""
         xp = self.xp
         nL = nR = 1.0
         if L is not None:
@@ -189,15 +261,24 @@ class _Palm:
             if self.vL[j] is None:
                 self.vL[j] = xp.ones(L.shape[1], dtype=L.dtype) / np.sqrt(L.shape[1])
             nL, self.vL[j] = _power_norm2(L, self.vL[j], xp, iters)
-        if RH is not None:
+        if R is not None:
             iters = self.norm_iters if self.vR[j] is not None else 3 * self.norm_iters
             if self.vR[j] is None:
-                self.vR[j] = xp.ones(RH.shape[1], dtype=RH.dtype) / np.sqrt(RH.shape[1])
-            nR, self.vR[j] = _power_norm2(RH, self.vR[j], xp, iters)
+                self.vR[j] = xp.ones(R.shape[0], dtype=R.dtype) / np.sqrt(R.shape[0])
+            if isinstance(R, _Gram):
+                nR, self.vR[j] = _power_gram(R.RG, self.vR[j], xp, iters)
+            else:
+                nR, self.vR[j] = _power_norm2(_herm(R), self.vR[j], xp, iters)
         return (1 + self.eps) * xp.abs(self.lam) ** 2 * nL * nR, nL
 
     def _update(self, j, L, R):
-        """One proximal gradient step on S_j; L, R are the neighbouring products (None = I)."""
+        """One proximal gradient step on S_j; L, R are the neighbouring products (None = I).
+
+        R may be a :class:`_Gram` (R Rᴴ, A Rᴴ) instead of a wide R (n_j × N, N > n_j): the
+        gradient λ Lᴴ (λ L S_j R − A) Rᴴ = λ Lᴴ (λ L S_j (R Rᴴ) − A Rᴴ) then costs products
+        of n_j columns instead of N."""
+        if self.fixed[j]:  # a constant factor: the projection returns it whatever the step
+            return
         xp, be, lam = self.xp, self.be, self.lam
         Sj, op = self.S[j], self.ops[j]
         if self.momentum and self._prev is not None:
@@ -208,12 +289,14 @@ class _Palm:
         if self.momentum:
             self._prev[j] = self.S[j]
         LS = op if L is None else _mm(L, op, be)
-        LSR = LS if R is None else _mm(LS, R, be)
-        D = lam * _dense(LSR) - self.A
-        RH = None if R is None else _herm(R)
-        G = D if R is None else _mm(D, RH, be)
+        if isinstance(R, _Gram):
+            G = lam * _dense(_mm(LS, R.RG, be)) - R.AR
+        else:
+            LSR = LS if R is None else _mm(LS, R, be)
+            D = lam * _dense(LSR) - self.A
+            G = D if R is None else _mm(D, _herm(R), be)
         G = G if L is None else _mm(_herm(L), G, be)
-        c, nL = self._lip(j, L, RH)  # c = 0 only when G = 0: the tiny keeps 0 / 0 out
+        c, nL = self._lip(j, L, R)  # c = 0 only when G = 0: the tiny keeps 0 / 0 out
         step = (xp.conj(lam) / (c + np.finfo(c.dtype).tiny)).astype(Sj.dtype)
         G = _dense(G)
         if not self.adaptive or self.momentum:
@@ -233,11 +316,16 @@ class _Palm:
         sc = self.scale[j]
         S_try = self.P[j](Sj - G * (step * (sc.astype(step.dtype) if be.is_gpu else sc)))
         Dl = S_try - Sj
-        lin = (lam * xp.vdot(G.ravel(), Dl.ravel())).real
+        lin = (lam * _vdot(G, Dl, xp)).real
         if R is None:
             q = _sqnorm(_dense(_mm(L, Dl, be)), xp) if L is not None else _sqnorm(Dl, xp)
-        else:
-            q = _sqnorm(_dense(_mm(_op(Dl, be), R, be)), xp)
+        else:  # ‖Δ R‖² = Re⟨Δ, Δ (R Rᴴ)⟩ with the Gram matrix
+            if isinstance(R, _Gram) and not be.is_gpu:  # Δ is sparse: one pass, no CSR built
+                q = _kernels.cpu_solver_kernels().gram_quad(Dl, R.RG)
+            elif isinstance(R, _Gram):
+                q = _vdot(Dl, _dense(_mm(_op(Dl, be), R.RG, be)), xp).real
+            else:
+                q = _sqnorm(_dense(_mm(_op(Dl, be), R, be)), xp)
             if L is not None:
                 q = q * (1 + self.eps) * nL
         lip = c / (1 + self.eps)
@@ -258,6 +346,16 @@ class _Palm:
             self.scale[j] = min(sc * _STEP_GROW, _STEP_MAX) if grow else (sc if ok else max(sc / _STEP_GROW, 1.0))
             self.successes[j] = 0 if grow else succ
 
+    def _gram_worth_it(self) -> bool:
+        """Whether the right-to-left sweep should carry R Rᴴ and A Rᴴ instead of reading the
+        wide R (n_j × N) in the gradients: when every inner dimension n_j is at most 2/3 of N
+        (the products then shrink by n_j / N) and, with two factors, only if the last one is
+        sparse (its Gram matrix must come cheap: it is rebuilt every sweep)."""
+        S, N = self.S, self.A.shape[1]
+        if len(S) < 2 or any(3 * M.shape[1] > 2 * N for M in S[:-1]):
+            return False
+        return len(S) >= 3 or _is_sparse(self.ops[-1])
+
     def sweep(self):
         """One pass over all factors then the λ update; returns the squared error."""
         xp, be, ops, J = self.xp, self.be, self.ops, len(self.S)
@@ -268,10 +366,22 @@ class _Palm:
             for j in range(1, J):
                 prefix[j] = ops[0] if j == 1 else _mm(prefix[j - 1], ops[j - 1], be)
             R = None
+            gram = self._gram_worth_it()
             for j in range(J - 1, -1, -1):
+                if gram and R is not None and not isinstance(R, _Gram):
+                    RH = _herm(R)
+                    R = _Gram(_dense(_mm(R, RH, be)), _dense(_mm(self.A, RH, be)))
                 self._update(j, prefix[j], R)
-                R = ops[j] if R is None else _mm(ops[j], R, be)
-            P = R
+                if j == 0:
+                    break
+                if isinstance(R, _Gram):  # S_j R: S_j (R Rᴴ) S_jᴴ and (A Rᴴ) S_jᴴ
+                    OH = _herm(ops[j])
+                    R = _Gram(_dense(_mm(ops[j], _mm(R.RG, OH, be), be)), _dense(_mm(R.AR, OH, be)))
+                else:
+                    R = ops[j] if R is None else _mm(ops[j], R, be)
+            if isinstance(R, _Gram):
+                return self._finish_gram(R)
+            P = ops[0] if R is None else _mm(ops[0], R, be)
         else:
             suffix = [None] * J  # suffix[j] = S_{j+1} ⋯ S_{J-1}
             for j in range(J - 2, -1, -1):
@@ -281,13 +391,51 @@ class _Palm:
                 self._update(j, L, suffix[j])
                 L = ops[j] if L is None else _mm(L, ops[j], be)
             P = L
+        return self._finish(P)
+
+    def _finish_gram(self, R):
+        """:meth:`_finish` for P = S_0 R given R's Gram pair: ⟨P, A⟩ = ⟨S_0, A Rᴴ⟩,
+        ‖P‖² = ⟨S_0, S_0 R Rᴴ⟩, ‖A − λP‖² expanded. The expansion loses the digits of ‖A‖²
+        it cancels, so P is formed (one product per factor) in single precision, on the
+        GPU (no host read), and when the relative squared error is below 1e-8."""
+        xp, be = self.xp, self.be
+        if be.is_gpu or self.A.dtype in (np.float32, np.complex64):
+            return self._finish(self._product())
+        S0 = self.S[0]
+        c = _vdot(S0, R.AR, xp)  # ⟨P, A⟩
+        p2 = _vdot(S0, _dense(_mm(self.ops[0], R.RG, be)), xp).real
+        lam = self._new_lambda(c.real, p2)
+        err = self.A_norm2 - 2 * (xp.conj(lam) * c).real + xp.abs(lam) ** 2 * p2
+        if not (float(err) >= 1e-8 * float(self.A_norm2)):  # NaN included: the exact path decides
+            return self._finish(self._product())
+        self.product_norm2 = p2
+        self.lam = lam
+        return self._after_error(err)
+
+    def _product(self):
+        P = self.ops[-1]
+        for M in self.ops[-2::-1]:
+            P = _mm(M, P, self.be)
+        return P
+
+    def _new_lambda(self, num, p2):
+        """λ = Re⟨P, A⟩ / ‖P‖² (kept when P = 0, or when λ is not updated)."""
+        xp = self.xp
+        if not self.update_lambda:
+            return self.lam
+        return xp.where(p2 > 0, num / xp.where(p2 > 0, p2, 1), self.lam).astype(self.lam.dtype)
+
+    def _finish(self, P):
+        """λ update and squared error ‖A − λP‖² for the product P of the updated factors."""
+        xp = self.xp
         P = _dense(P)
         p2 = _sqnorm(P, xp)
         self.product_norm2 = p2  # non-finite: the factors blew up (checked by _run)
-        if self.update_lambda:
-            num = xp.vdot(P.ravel(), self.A.ravel()).real  # Re⟨P, A⟩
-            self.lam = xp.where(p2 > 0, num / xp.where(p2 > 0, p2, 1), self.lam).astype(self.lam.dtype)
-        err = _sqnorm(self.A - self.lam * P, xp)
+        self.lam = self._new_lambda(_vdot(P, self.A, xp).real, p2)  # Re⟨P, A⟩ / ‖P‖²
+        return self._after_error(_sqnorm(self.A - self.lam * P, xp))
+
+    def _after_error(self, err):
+        xp, be = self.xp, self.be
         if self.momentum:  # adaptive restart keeps the accelerated run stable
             nxt = self._k + 1
             if self._last_err is None:

@@ -1,0 +1,105 @@
+"""PALM4MSA's fast paths against dense references: the one-pass splincol projection, the
+sparse × dense product kernels, the Gram quadratic form, and sweeps through R Rᴴ / A Rᴴ
+against sweeps through R itself."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpufact import proj
+from gpufact._backend import get_backend
+from gpufact._kernels import cpu_solvers
+from gpufact._kernels.reference import topk_mask
+from gpufact.factorize import palm, palm4msa
+
+DTYPES = [np.float32, np.float64, np.complex128]
+
+
+def _rand(rng, shape, dtype):
+    M = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        M = M + 1j * rng.standard_normal(shape)
+    return M.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls,k", [(proj.splincol, 3), (proj.splincol, 8), (proj.splin, 2), (proj.spcol, 5),
+                                   (proj.splincol, 1)])
+def test_small_k_projection_matches_the_reference(cls, k, dtype):
+    """Above 4096 entries the projection takes the two-pass kernel: same support as the
+    stable-argsort reference (ties to the smaller index, planted), same normalisation."""
+    rng = np.random.default_rng(k)
+    for shape in [(70, 90), (256, 40)]:
+        M = _rand(rng, shape, dtype)
+        M[:, ::5] = 1.0  # ties in rows and columns
+        M[::7, :] = -1.0
+        P = cls(shape, k)
+        kr, kc = P._row_col_k()
+        mask = np.zeros(shape, dtype=bool)
+        if kr:
+            mask |= topk_mask(np.abs(M), kr, 1)
+        if kc:
+            mask |= topk_mask(np.abs(M), kc, 0)
+        ref = np.where(mask, M, 0)
+        ref = ref / np.linalg.norm(ref.astype(np.complex128 if np.dtype(dtype).kind == "c" else np.float64))
+        out = P(M)
+        assert out.dtype == M.dtype and out.flags.c_contiguous
+        np.testing.assert_array_equal(out != 0, mask)
+        np.testing.assert_allclose(out, ref, rtol=1e-5 if dtype == np.float32 else 1e-12)
+        np.testing.assert_array_equal(P(np.asfortranarray(M)), out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_sparse_dense_products_match_dense(dtype, order):
+    rng = np.random.default_rng(3)
+    be = get_backend(np.zeros(1))
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for m, k, n in [(7, 5, 9), (64, 48, 130), (3, 1, 2)]:
+        S = sp.random(k, n, 0.1, format="csr", random_state=rng, dtype=np.float64)
+        S = sp.csr_matrix((S.data.astype(dtype) * (1 + (1j if np.dtype(dtype).kind == "c" else 0)),
+                           S.indices, S.indptr), shape=S.shape)
+        Sd = S.toarray()
+        X = np.asarray(_rand(rng, (m, k), dtype), order=order)
+        Y = np.asarray(_rand(rng, (n, m), dtype), order=order)
+        Z = np.asarray(_rand(rng, (m, n), dtype), order=order)
+        U = np.asarray(_rand(rng, (k, 5), dtype), order=order)
+        before = [M.copy(order="A") for M in (X, Y, Z, U, Sd)]
+        for got, ref in [(palm._mm(X, S, be), X @ Sd), (palm._mm(S, Y, be), Sd @ Y),
+                         (palm._mm(Z, palm._herm(S), be), Z @ Sd.conj().T),
+                         (palm._mm(palm._herm(S), U, be), Sd.conj().T @ U)]:
+            assert type(got) is np.ndarray and got.dtype == dtype
+            np.testing.assert_allclose(got, ref, **tol)
+        for M, M0 in zip((X, Y, Z, U, S.toarray()), before):  # inputs untouched
+            np.testing.assert_array_equal(M, M0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gram_quad_is_the_squared_norm_of_the_product(dtype):
+    """Re tr(D (R Rᴴ) Dᴴ) = ‖D R‖²_F for a sparse-ish D, empty rows included."""
+    rng = np.random.default_rng(4)
+    R = _rand(rng, (40, 90), dtype)
+    D = _rand(rng, (25, 40), dtype) * (rng.random((25, 40)) < 0.15)
+    D[3] = 0
+    H = R @ R.conj().T
+    ref = np.linalg.norm((D @ R).astype(np.complex128)) ** 2
+    assert cpu_solvers.gram_quad(D, H) == pytest.approx(ref, rel=1e-4 if dtype == np.float32 else 1e-11)
+    assert cpu_solvers.gram_quad(np.zeros_like(D), H) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128])
+def test_gram_sweeps_match_sweeps_through_R(dtype, monkeypatch):
+    """A wide A (N = 4 n): the right-to-left sweep reads R through R Rᴴ and A Rᴴ; the run is
+    the one that reads R (same errors to rounding, same supports)."""
+    rng = np.random.default_rng(5)
+    A = _rand(rng, (24, 96), dtype)
+    cons = [proj.splincol((24, 24), 3), proj.splincol((24, 24), 3), proj.splincol((24, 96), 3)]
+    st = palm._Palm(A, cons, palm._init_factors(cons, "default", A, np, "right-to-left"),
+                    np.asarray(1.0, dtype=A.dtype), np, "right-to-left", 1e-3, True, 3)
+    assert st._gram_worth_it()
+    F1, h1 = palm4msa(A, cons, max_iter=25, return_history=True)
+    monkeypatch.setattr(palm._Palm, "_gram_worth_it", lambda self: False)
+    F0, h0 = palm4msa(A, cons, max_iter=25, return_history=True)
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(h1, h0, rtol=tol)
+    for f1, f0 in zip(F1.factors, F0.factors):
+        np.testing.assert_array_equal(f1.toarray() != 0, f0.toarray() != 0)
