@@ -221,17 +221,36 @@ def test_cos_kernels_match_numpy(dt):
 
     rng = np.random.default_rng(0)
     P = np.concatenate([rng.standard_normal((3, 500)) * 10, rng.standard_normal((1, 500)) * 1e5,
-                        np.array([np.arange(500) * np.pi / 4])]).astype(dt)
+                        np.array([np.arange(500) * np.pi / 4]), rng.standard_normal((1, 500)) * 1e8,
+                        rng.standard_normal((1, 500)) * 1e17]).astype(dt)  # huge: libm's reduction
     off = rng.uniform(0, 2 * np.pi, 500).astype(dt)
     t = P.astype(np.float64) + off.astype(np.float64)
     Q = P.copy()
     (k.cos_features_f32 if dt == np.float32 else k.cos_features_f64)(Q, off, dt(0.5))
     tol = 1.2e-7 if dt == np.float32 else 1e-15
     np.testing.assert_allclose(Q, 0.5 * np.cos(t), rtol=0, atol=tol)
-    Y = np.empty((5, 1000), dt)
+    Y = np.empty((7, 1000), dt)
     (k.sincos_features_f32 if dt == np.float32 else k.sincos_features_f64)(P, Y, dt(1))
     np.testing.assert_allclose(Y[:, :500], np.cos(P.astype(np.float64)), rtol=0, atol=2 * tol)
     np.testing.assert_allclose(Y[:, 500:], np.sin(P.astype(np.float64)), rtol=0, atol=2 * tol)
+
+
+@pytest.mark.parametrize("est", ["fastfood", "sorf", "sorf-sincos", "orf"])
+def test_features_stay_bounded_for_huge_inputs(est):
+    """cos features never exceed their scale, whatever the argument (|w·x| ~ 1e17 once broke the
+    two-constant reduction: 2e5 instead of <= 0.5); they match scale · cos of the projections."""
+    X0 = np.zeros((4, 3))
+    e = {"fastfood": lambda: Fastfood(gamma=0.5, n_components=8, random_state=0),
+         "sorf": lambda: StructuredOrthogonalFeatures(gamma=0.5, n_components=8, random_state=0),
+         "sorf-sincos": lambda: StructuredOrthogonalFeatures(gamma=0.5, n_components=8, features="sincos",
+                                                             random_state=0),
+         "orf": lambda: OrthogonalRandomFeatures(gamma=0.5, n_components=8, random_state=0)}[est]().fit(X0)
+    for dt in (np.float64, np.float32):
+        for scale in (1e3, 1e8, 1e17, 1e18):
+            X = (np.array([[1.0, -0.5, 0.25], [0.3, 0.2, -1.0]]) * scale).astype(dt)
+            Z = e.transform(X)
+            assert np.isfinite(Z).all()
+            assert np.abs(Z).max() <= np.sqrt(2.0 / Z.shape[1]) * (1 + 1e-6) + 1e-7, (dt, scale)
 
 
 # --- Nyström ---------------------------------------------------------------------------------------

@@ -23,11 +23,16 @@ _FM = {"contract", "nsz", "arcp"}  # no "reassoc": it would undo the two-part re
 _TWO_OVER_PI = 0.6366197723675814
 _PIO2_HI = 1.5707963267948966
 _PIO2_LO = 6.123233995736766e-17
+# Above this |t| the two-constant reduction loses r (t·2/π and j·π/2 carry errors of the
+# order of |t|·2^-53, and |r| may leave [-π/4, π/4], where the polynomials diverge: 2e5 at
+# t = 1e17). Rows with larger arguments take libm's cos / sin (full-range reduction).
+_REDUCE_MAX = 1048576.0
 
 
 @njit(cache=True, fastmath=_FM, inline="always")
 def _reduce(t):
-    """(r, q): t = j·π/2 + r with |r| ≤ π/4 and q = j mod 4 (as a float)."""
+    """(r, q): t = j·π/2 + r with |r| ≤ π/4 and q = j mod 4 (as a float), for
+    |t| <= _REDUCE_MAX."""
     j = np.rint(t * _TWO_OVER_PI)
     r = (t - j * _PIO2_HI) - j * _PIO2_LO
     q = j - 4.0 * np.floor(j * 0.25)
@@ -96,25 +101,33 @@ def cos_features_f32(P, offset, scale):
                 c, s = _poly32(r)
                 cv, sv = _quadrant(c, s, q)
                 row[j] = scale * cv
-        else:
+        elif _absmax(row) + off_max <= _REDUCE_MAX:
             for j in range(m):
                 r, q = _reduce(np.float64(row[j]) + np.float64(offset[j]))
                 c, s = _poly32(r)
                 cv, sv = _quadrant(c, s, q)
                 row[j] = scale * cv
+        else:
+            for j in range(m):
+                row[j] = scale * np.float32(np.cos(np.float64(row[j]) + np.float64(offset[j])))
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def cos_features_f64(P, offset, scale):
     """P[i, j] <- scale · cos(P[i, j] + offset[j]), in place (float64 P and offset)."""
     n, m = P.shape
+    off_max = _absmax(offset)
     for i in prange(n):
         row = P[i]
-        for j in range(m):
-            r, q = _reduce(row[j] + offset[j])
-            c, s = _poly64(r)
-            cv, sv = _quadrant(c, s, q)
-            row[j] = scale * cv
+        if _absmax(row) + off_max <= _REDUCE_MAX:
+            for j in range(m):
+                r, q = _reduce(row[j] + offset[j])
+                c, s = _poly64(r)
+                cv, sv = _quadrant(c, s, q)
+                row[j] = scale * cv
+        else:
+            for j in range(m):
+                row[j] = scale * np.cos(row[j] + offset[j])
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
@@ -134,13 +147,18 @@ def sincos_features_f32(P, out, scale):
                 cv, sv = _quadrant(c, s, q)
                 oc[j] = scale * cv
                 os_[j] = scale * sv
-        else:
+        elif _absmax(row) <= _REDUCE_MAX:
             for j in range(m):
                 r, q = _reduce(np.float64(row[j]))
                 c, s = _poly32(r)
                 cv, sv = _quadrant(c, s, q)
                 oc[j] = scale * cv
                 os_[j] = scale * sv
+        else:
+            for j in range(m):
+                t = np.float64(row[j])
+                oc[j] = scale * np.float32(np.cos(t))
+                os_[j] = scale * np.float32(np.sin(t))
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
@@ -151,12 +169,17 @@ def sincos_features_f64(P, out, scale):
         row = P[i]
         oc = out[i, :m]
         os_ = out[i, m:]
-        for j in range(m):
-            r, q = _reduce(row[j])
-            c, s = _poly64(r)
-            cv, sv = _quadrant(c, s, q)
-            oc[j] = scale * cv
-            os_[j] = scale * sv
+        if _absmax(row) <= _REDUCE_MAX:
+            for j in range(m):
+                r, q = _reduce(row[j])
+                c, s = _poly64(r)
+                cv, sv = _quadrant(c, s, q)
+                oc[j] = scale * cv
+                os_[j] = scale * sv
+        else:
+            for j in range(m):
+                oc[j] = scale * np.cos(row[j])
+                os_[j] = scale * np.sin(row[j])
 
 
 # ---- the whole structured feature map in one pass -------------------------------------------
@@ -334,12 +357,16 @@ def _cos_rows(buf, n, bt, offset, o0, scale):
     for i in range(n):
         b = np.float64(offset[o0 + i])
         base = i * bt
-        for t in range(bt):
-            x = buf[base + t]
-            r, q = _reduce(np.float64(x) + b)
-            c, s = _poly(r, x)
-            cv, sv = _quadrant(c, s, q)
-            buf[base + t] = scale * cv
+        if _absmax(buf[base:base + bt]) + abs(b) <= _REDUCE_MAX:
+            for t in range(bt):
+                x = buf[base + t]
+                r, q = _reduce(np.float64(x) + b)
+                c, s = _poly(r, x)
+                cv, sv = _quadrant(c, s, q)
+                buf[base + t] = scale * cv
+        else:  # huge arguments: libm
+            for t in range(bt):
+                buf[base + t] = scale * np.cos(np.float64(buf[base + t]) + b)
 
 
 @njit(cache=True, fastmath=_FM)
@@ -347,13 +374,19 @@ def _sincos_rows(buf, out_s, n, bt, scale):
     """buf[i, :] <- scale · cos buf[i, :], out_s[i, :] <- scale · sin buf[i, :]."""
     for i in range(n):
         base = i * bt
-        for t in range(bt):
-            x = buf[base + t]
-            r, q = _reduce(np.float64(x))
-            c, s = _poly(r, x)
-            cv, sv = _quadrant(c, s, q)
-            buf[base + t] = scale * cv
-            out_s[base + t] = scale * sv
+        if _absmax(buf[base:base + bt]) <= _REDUCE_MAX:
+            for t in range(bt):
+                x = buf[base + t]
+                r, q = _reduce(np.float64(x))
+                c, s = _poly(r, x)
+                cv, sv = _quadrant(c, s, q)
+                buf[base + t] = scale * cv
+                out_s[base + t] = scale * sv
+        else:  # huge arguments: libm
+            for t in range(bt):
+                x = np.float64(buf[base + t])
+                buf[base + t] = scale * np.cos(x)
+                out_s[base + t] = scale * np.sin(x)
 
 
 # float32 tiles whose arguments are provably small (|t| <= _F32_REDUCE_MAX, from a bound on the
