@@ -70,6 +70,18 @@ def train_epoch(model, opt, X, y, *, batch_size: int = 128, seed: int = 0) -> fl
     return time.perf_counter() - t0
 
 
+def warm_up(model, X, y, batch_size: int = 128):
+    """Forward and backward of a throwaway model on a full and a partial batch: a first run
+    compiles the layers' kernels here (Numba, cached on disk), not inside a timed epoch."""
+    import torch
+
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for n in (batch_size, X.shape[0] % batch_size or batch_size):
+        loss_fn(model(X[:n]), y[:n]).backward()
+        with torch.no_grad():
+            model(X[:n])
+
+
 def accuracy(model, X, y, batch_size: int = 2048) -> float:
     """Test accuracy in percent."""
     import torch
@@ -133,6 +145,7 @@ def demo_layers(out=sys.stdout, *, dataset: str = "auto", epochs: int = 3, n_tra
     print(f"{'hidden layers':<14} {'test acc.':>9} {'params':>9} {'vs dense':>9} {'epoch':>8}", file=out)
     results = {}
     for structure in STRUCTURES:
+        warm_up(make_mlp(sizes, structure, seed=seed), Xtr, ytr)  # compile outside the epoch times
         model = make_mlp(sizes, structure, seed=seed)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         times = [train_epoch(model, opt, Xtr, ytr, seed=seed + e) for e in range(epochs)]
