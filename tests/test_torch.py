@@ -176,6 +176,16 @@ def test_from_dense_exact_on_structured_weights_and_projection_otherwise():
     assert abs(conv.rel_error_ - err / np.linalg.norm(W)) < 1e-12
     with pytest.raises(TypeError, match="nn.Linear"):
         KSLinear.from_dense(torch.nn.Conv1d(1, 1, 1))
+    bad = torch.nn.Linear(16, 16)
+    with torch.no_grad():
+        bad.weight[3, 4] = float("nan")
+    with pytest.raises(ValueError, match="linear.weight"):
+        KSLinear.from_dense(bad, structure="monarch")
+    with torch.no_grad():
+        bad.weight[3, 4] = 0.0
+        bad.bias[0] = float("inf")
+    with pytest.raises(ValueError, match="linear.bias"):
+        KSLinear.from_dense(bad, structure="butterfly")
 
 
 @pytest.mark.parametrize("n_in, n_out, structure", [(64, 64, "butterfly"), (64, 64, "monarch"), (28, 32, "butterfly"),

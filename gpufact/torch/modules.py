@@ -277,6 +277,10 @@ class KSLinear(nn.Module):
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
         W = linear.weight.detach()
+        if not bool(torch.isfinite(W).all()):
+            raise ValueError("linear.weight contains NaN or inf")
+        if linear.bias is not None and not bool(torch.isfinite(linear.bias.detach()).all()):
+            raise ValueError("linear.bias contains NaN or inf")
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, structure=structure,
                     init=init, device=W.device, dtype=W.dtype)
         # right-to-left: splits with small blocks first (1024 x 1024 butterfly: 0.25 s, error
