@@ -248,11 +248,11 @@ class FactorProduct:
         from ._kernels import cpu_kernels
 
         seg, dt, (m, n) = segs[0], self.dtype, self.shape
-        kernel, w, plan, maxdim = cpu_kernels().ks_chain_apply_serial, seg.weights(self.dtype), seg.plan, seg.maxdim
+        kernel, weights, plan, maxdim = cpu_kernels().ks_chain_apply_serial, seg.weights, seg.plan, seg.maxdim
 
-        def apply(x):
+        def apply(x):  # weights looked up per call: KSChain.refresh() may have dropped the copy
             y = np.empty(m, dtype=dt)
-            kernel(w, plan, maxdim, x.reshape(n, 1), False, y.reshape(m, 1), False)
+            kernel(weights(dt), plan, maxdim, x.reshape(n, 1), False, y.reshape(m, 1), False)
             return y
 
         return dt, n, apply

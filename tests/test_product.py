@@ -214,3 +214,19 @@ def test_one_vector_lean_path_matches_general_path():
         H2 = pickle.loads(pickle.dumps(H))
         assert H2._vector is None
         np.testing.assert_array_equal(H2 @ x, y1)
+
+
+def test_one_vector_lean_path_sees_refreshed_weights():
+    """The lean path reads the chain's weight copy on each call: blocks changed in place and
+    KSChain.refresh() (what gpufact.torch does after a training step) are seen by F @ x."""
+    rng = np.random.default_rng(5)
+    blocks = [np.array(f.blocks) for f in transforms.random_butterfly(64, seed=1).factors]  # own, writable
+    F = FactorProduct([KSFactor(b, check=False) for b in blocks])
+    x = rng.standard_normal(64)
+    F @ x
+    y_before = F @ x  # lean path
+    blocks[0] *= 2.0  # in place, as a training step on the framework's parameters
+    F._get_segments()[0].refresh()
+    y = F @ x
+    np.testing.assert_allclose(y, 2.0 * y_before, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, F.toarray() @ x, rtol=1e-12, atol=1e-12)
