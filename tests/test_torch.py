@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gpufact._kernels import reference  # noqa: E402
-from gpufact.torch import KSChainFunction, KSLinear, ks_patterns, param_groups  # noqa: E402
+from gpufact.torch import KSAffineFunction, KSChainFunction, KSLinear, ks_chain, ks_patterns, param_groups  # noqa: E402
 
 
 def einsum_forward(x, blocks):
@@ -104,6 +104,34 @@ def test_gradcheck_float64(structure):
     blocks[0].requires_grad_(False)
     assert torch.autograd.gradcheck(KSChainFunction.apply, (x, *blocks), fast_mode=True)
     assert torch.autograd.gradcheck(layer, (x,), fast_mode=True)
+    bias = torch.randn(n_out, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(KSAffineFunction.apply, (x, bias, *blocks), fast_mode=True)
+
+
+def test_ks_chain_bias_matches_chain_plus_bias():
+    """The fused bias (KSAffineFunction) against KSChainFunction + bias, values and every
+    gradient; a bias of another dtype takes the unfused path with the same result."""
+    torch.manual_seed(5)
+    layer = KSLinear(32, 32, dtype=torch.float64)
+    blocks = [p.detach().clone().requires_grad_(True) for p in layer.factors]
+    x = torch.randn(7, 32, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(32, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(7, 32, dtype=torch.float64)
+    y = ks_chain(x, *blocks, bias=b)
+    y.backward(g)
+    got = [t.grad.clone() for t in (x, b, *blocks)]
+    for t in (x, b, *blocks):
+        t.grad = None
+    ref = KSChainFunction.apply(x, *blocks) + b
+    ref.backward(g)
+    torch.testing.assert_close(y, ref)
+    for a, r in zip(got, [t.grad for t in (x, b, *blocks)]):
+        torch.testing.assert_close(a, r)
+    b32 = b.detach().float()
+    torch.testing.assert_close(ks_chain(x, *blocks, bias=b32), KSChainFunction.apply(x, *blocks) + b32)
+    x0 = x.detach().clone()
+    ks_chain(x, *blocks, bias=b)
+    assert torch.equal(x, x0)  # the bias is added to the output, never to the input
 
 
 def test_needs_input_grad_only_blocks_or_only_input():

@@ -8,6 +8,7 @@
   fused chain kernels of :class:`gpufact.FactorProduct`, the backward the fused
   recompute-per-tile gradient kernels of :func:`gpufact.vjp`; tensors are handed over
   without copies (CPU: ``Tensor.numpy()``; CUDA: DLPack to CuPy on torch's current stream).
+  :class:`KSAffineFunction` adds a bias inside the same function (what ``KSLinear`` uses).
 * :func:`ks_patterns` — the KS patterns of a structure for given feature counts.
 * :func:`param_groups` — optimizer groups with the factors' learning rates scaled
   (:meth:`KSLinear.lr_scales`) so that W moves at ``nn.Linear``'s relative rate.
@@ -19,7 +20,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError("gpufact.torch needs PyTorch: pip install 'gpufact[torch]'") from e
 
-from ._function import KSChainFunction, ks_chain
+from ._function import KSAffineFunction, KSChainFunction, ks_chain
 from .modules import KSLinear, ks_patterns, param_groups
 
-__all__ = ["KSLinear", "KSChainFunction", "ks_chain", "ks_patterns", "param_groups"]
+__all__ = ["KSLinear", "KSAffineFunction", "KSChainFunction", "ks_chain", "ks_patterns", "param_groups"]

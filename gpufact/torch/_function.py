@@ -116,8 +116,56 @@ class KSChainFunction(torch.autograd.Function):
         return (gx, *gw)
 
 
+class KSAffineFunction(torch.autograd.Function):
+    """``KSAffineFunction.apply(x, bias, *blocks)`` = x Wᵀ + bias, W = S_1 ⋯ S_J.
+
+    :class:`KSChainFunction` with the bias added in place to the kernels' output array and
+    its gradient (the column sums of ∂ℓ/∂Y) taken in the backward beside :func:`gpufact.vjp`,
+    on the same arrays (NumPy, or CuPy on torch's stream): no torch operation runs between
+    the chain's forward and its backward. On the CPU a torch operation there wakes PyTorch's
+    OpenMP pool, whose threads then share the cores with ours: N = 1024 butterfly, B = 256,
+    forward + backward 10–20 % faster this way (AMD EPYC, 2 cores, measured side by side).
+    bias : (M,) tensor of x's dtype and device.
+    """
+
+    @staticmethod
+    def forward(ctx, x, bias, *blocks):
+        with _stream(x.device):
+            F = _cached_product(blocks)
+            xa = _as_array(x)
+            out = F._apply_cols(xa.T, True, F._result_dtype(xa, "x")).T
+            out += _as_array(bias)  # a new array (the chain has factors): never x
+            out = _as_tensor(out)
+        ctx.save_for_backward(x, *blocks)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, *blocks = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        need_x, need_b, need_w = bool(need[0]), bool(need[1]), any(need[2:])
+        with _stream(x.device):
+            ga = _as_array(grad_y)
+            gb = _as_tensor(ga.sum(axis=0)) if need_b else None
+            gx, gw = None, [None] * len(blocks)
+            if need_x or need_w:
+                F = _cached_product(blocks)
+                gxa, grads = vjp(F, _as_array(x), ga, layout="rows", input_grad=need_x, factor_grads=need_w)
+                gx = _as_tensor(gxa) if need_x else None
+                if need_w:
+                    gw = [(_as_tensor(g) if n else None) for g, n in zip(grads, need[2:])]
+        return (gx, gb, *gw)
+
+
 @torch.compiler.disable
-def ks_chain(x: torch.Tensor, *blocks: torch.Tensor) -> torch.Tensor:
-    """``KSChainFunction.apply(x, *blocks)``, opaque to ``torch.compile`` (a graph break: the
-    kernels are Numba/CUDA code that TorchDynamo cannot trace)."""
-    return KSChainFunction.apply(x, *blocks)
+def ks_chain(x: torch.Tensor, *blocks: torch.Tensor, bias=None) -> torch.Tensor:
+    """``x Wᵀ`` (``KSChainFunction.apply(x, *blocks)``), or ``x Wᵀ + bias``
+    (``KSAffineFunction``) when a ``bias`` of x's dtype and device is given; opaque to
+    ``torch.compile`` (a graph break: the kernels are Numba/CUDA code that TorchDynamo
+    cannot trace)."""
+    if bias is None:
+        return KSChainFunction.apply(x, *blocks)
+    if bias.dtype != x.dtype or bias.device != x.device or bias.ndim != 1:
+        return KSChainFunction.apply(x, *blocks) + bias
+    return KSAffineFunction.apply(x, bias, *blocks)

@@ -245,11 +245,8 @@ class KSLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         lead = x.shape[:-1]
-        y = ks_chain(x.reshape(-1, self.in_features), *self.factors)
-        y = y.reshape(*lead, self.out_features)
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        y = ks_chain(x.reshape(-1, self.in_features), *self.factors, bias=self.bias)
+        return y.reshape(*lead, self.out_features)
 
     @torch.no_grad()
     def to_dense(self) -> torch.Tensor:
