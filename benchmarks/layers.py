@@ -14,9 +14,12 @@
 (fb) forward + backward at one size (default N = 1024, B = 256), nn.Linear, butterfly and
 Monarch interleaved, repeated (``--reps``) to show the spread on a shared machine.
 
-Writes benchmarks/results/layers_cpu.md (the parts run). One process; OMP_WAIT_POLICY=PASSIVE
-(set by _common before torch and Numba load: their two OpenMP pools otherwise spin against
-each other on 2 cores, 2.7x slower training steps measured).
+Writes benchmarks/results/layers_cpu.md (the parts run; ``--out`` another name). One process,
+with the OpenMP wait policy the user set, else libgomp's default (spin a while, then sleep):
+unlike the other comparison scripts, no OMP_WAIT_POLICY=PASSIVE, which costs every hand-off
+between PyTorch's and Numba's pools a thread wake-up (measured here: N = 1024, B = 256
+forward + backward 3.1-3.8 ms with PASSIVE against 2.1 ms; MLP training steps 1.3-1.45x
+slower, nn.Linear's included).
 """
 from __future__ import annotations
 
@@ -28,8 +31,12 @@ import time
 import tracemalloc
 from pathlib import Path
 
+_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # the user's, if any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_time, write  # noqa: E402  (sets OMP_WAIT_POLICY first)
+from _common import best_time, write  # noqa: E402  (sets OMP_WAIT_POLICY=PASSIVE by default)
+
+if _WAIT_POLICY is None:  # back to libgomp's default before torch (or Numba's pool) loads libgomp
+    os.environ.pop("OMP_WAIT_POLICY", None)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -300,6 +307,7 @@ def main(argv=None):
     write(args.out, "Trainable fast linear layers: KSLinear vs torch.nn.Linear (CPU)",
           [f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; gpufact kernels: Numba "
            "(fused chain forward; fused backward recomputing activations per tile and group of features). "
+           f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset (libgomp default)')}. "
            f"Load average at the end of the run: {load[0]:.1f} (1 min), {load[2]:.1f} (15 min) on 2 cores "
            "(shared with other jobs: absolute times inflated accordingly; in (a) the contenders run "
            "interleaved in one process, so the ratios are the figures to read; in (b) the models train "

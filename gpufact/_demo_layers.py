@@ -5,13 +5,8 @@
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
-
-# Numba and PyTorch each run an OpenMP pool; busy-waiting threads of one steal the cores from
-# the other (training steps 2.7x slower on 2 cores). Effective when set before either loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
