@@ -18,7 +18,7 @@ Writes benchmarks/results/layers_cpu.md (the parts run; ``--out`` another name).
 with the OpenMP wait policy the user set, else libgomp's default (spin a while, then sleep):
 unlike the other comparison scripts, no OMP_WAIT_POLICY=PASSIVE, which costs every hand-off
 between PyTorch's and Numba's pools a thread wake-up (measured here: N = 1024, B = 256
-forward + backward 3.1-3.8 ms with PASSIVE against 2.1 ms; MLP training steps 1.3-1.45x
+forward + backward 3.1-3.8 ms with PASSIVE against 2.1 ms; MLP training steps 1.27-1.45x
 slower, nn.Linear's included).
 """
 from __future__ import annotations

@@ -141,7 +141,7 @@ class KSLinear(nn.Module):
     unset (spin a while, then sleep). ``PASSIVE`` makes every hand-off between the two pools
     wake a sleeping thread: on 2 cores (AMD EPYC, a VM) one 1024 × 1024 butterfly layer's
     forward + backward (B = 256) took 3.1–3.8 ms against 2.1 ms unset, and MLP training
-    steps 1.3–1.45× longer, nn.Linear's included; ``ACTIVE`` was no faster than unset.
+    steps 1.27–1.45× longer, nn.Linear's included; ``ACTIVE`` was no faster than unset.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, structure="butterfly",
