@@ -248,7 +248,7 @@ class FactorProduct:
         from ._kernels import cpu_kernels
 
         seg, dt, (m, n) = segs[0], self.dtype, self.shape
-        kernel, weights, plan, maxdim = cpu_kernels().ks_chain_apply_serial, seg.weights, seg.plan, seg.maxdim
+        kernel, weights, plan, maxdim = cpu_kernels().ks_chain_apply_serial, seg.weights_serial, seg.plan, seg.maxdim
 
         def apply(x):  # weights looked up per call: KSChain.refresh() may have dropped the copy
             y = np.empty(m, dtype=dt)

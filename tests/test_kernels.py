@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gpufact._kernels import reference
-from gpufact._kernels.cpu import ks_chain_apply, ks_chain_apply_planar, ks_chain_apply_serial
+from gpufact._kernels.cpu import ks_chain_apply, ks_chain_apply_planar, ks_chain_apply_serial, serial_weights
 from gpufact._kernels.plan import make_plan
 from gpufact.factors._chain import KSChain
 from gpufact import KSFactor
@@ -51,7 +51,8 @@ def test_numba_chain_matches_reference(chain, B, bt, dtype):
                 np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
             if bt == 1:  # the one-sample-at-a-time path for tiny batches
                 Y[...] = np.nan
-                ks_chain_apply_serial(w, plan, maxdim, Xin, x_rows, Y, y_rows)
+                ks_chain_apply_serial(serial_weights(w, plan), plan, maxdim, Xin, x_rows, Y, y_rows,
+                                      True if dtype.kind == "c" else None)
                 got = Y.T if y_rows else Y
                 np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
             if dtype.kind == "c":  # complex tiles held planar (the path _apply_cpu takes)

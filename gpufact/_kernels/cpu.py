@@ -614,15 +614,35 @@ def ks_chain_apply_planar(wr, wi, plan, maxdim, X, x_rows, Y, y_rows, bt, nthrea
     _on_threads(_chain_tiles_planar, args, -(-B // bt), nthreads)
 
 
+def serial_weights(w, plan):
+    """The weights of :func:`ks_chain_apply_serial`: ``w`` (every factor's blocks (a, d, b, c)
+    concatenated, :func:`ks_chain_apply`'s layout) with, for real dtypes, each butterfly
+    step's 2 x 2 blocks stored entry-major — entry e ∈ {00, 01, 10, 11} of block (α, δ) at
+    off + e·a·d + α·d + δ, so that a block row's weights are contiguous like its samples (a
+    copy). Complex weights are returned as they are (block-major: faster there)."""
+    if w.dtype.kind == "c":
+        return w
+    ws = w.copy()
+    for j in range(plan.shape[0]):
+        if plan[j, 0] == 1:
+            n, off = int(plan[j, 1] * plan[j, 4]), int(plan[j, 5])
+            ws[off:off + 4 * n] = w[off:off + 4 * n].reshape(n, 4).T.ravel()
+    return ws
+
+
 @njit(cache=True, fastmath=_FASTMATH)
-def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows):
+def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows, block_major=None):
     """Same result as :func:`ks_chain_apply`, one sample at a time on one thread: the path
     for tiny batches (no threads, no tiles: the per-row view overhead of the tiled path
-    dominates there). Butterfly factors: for each of the a blocks, rows i and i + d as 1-D
-    views (vectorised along the block, the weights read at stride 4; 2x faster than indexing
-    the flat buffers), except blocks of 1 and 2 rows (d = 1, 2), unrolled on flat indices:
-    there the five views per block cost more than its work (d = 1: 2.5x faster alone).
-    One flat function, as :func:`_chain_tiles`."""
+    dominates there). ``w``: :func:`serial_weights` (butterfly blocks entry-major), or, with
+    ``block_major`` True (complex data: the entry-major loads measured 4-5 % slower there),
+    :func:`ks_chain_apply`'s weights (the flag typed None or True, pruned as in
+    :func:`_flag`). Butterfly
+    factors: for each of the a blocks, rows i and i + d and the four weight rows as 1-D views
+    (contiguous: the loop along the block vectorises; 1.25x faster than weights read at
+    stride 4, float32 N = 4096, AMD EPYC), except blocks of 1 and 2 rows (d = 1, 2), unrolled
+    on flat indices: there the views per block cost more than its work (d = 1: 2.5x faster
+    alone). One flat function, as :func:`_chain_tiles`."""
     N = X.shape[1] if x_rows else X.shape[0]
     B = X.shape[0] if x_rows else X.shape[1]
     M = Y.shape[1] if y_rows else Y.shape[0]
@@ -634,12 +654,12 @@ def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows):
         src, dst = b0, b1
         for j in range(plan.shape[0]):
             a, b, c, d, off = plan[j, 1], plan[j, 2], plan[j, 3], plan[j, 4], plan[j, 5]
-            if plan[j, 0] == 1 and d == 1:  # short blocks: unrolled, no per-block views
+            if plan[j, 0] == 1 and block_major is not None and d == 1:  # weights at stride 4
                 for al in range(a):
                     u, v, k = src[2 * al], src[2 * al + 1], off + 4 * al
                     dst[2 * al] = w[k] * u + w[k + 1] * v
                     dst[2 * al + 1] = w[k + 2] * u + w[k + 3] * v
-            elif plan[j, 0] == 1 and d == 2:
+            elif plan[j, 0] == 1 and block_major is not None and d == 2:
                 for al in range(a):
                     i, k = 4 * al, off + 8 * al
                     u0, u1, v0, v1 = src[i], src[i + 1], src[i + 2], src[i + 3]
@@ -647,7 +667,7 @@ def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows):
                     dst[i + 2] = w[k + 2] * u0 + w[k + 3] * v0
                     dst[i + 1] = w[k + 4] * u1 + w[k + 5] * v1
                     dst[i + 3] = w[k + 6] * u1 + w[k + 7] * v1
-            elif plan[j, 0] == 1:
+            elif plan[j, 0] == 1 and block_major is not None:
                 for al in range(a):
                     base = al * 2 * d
                     x0 = src[base:base + d]
@@ -660,6 +680,42 @@ def ks_chain_apply_serial(w, plan, maxdim, X, x_rows, Y, y_rows):
                         v = x1[q]
                         y0[q] = wk[4 * q] * u + wk[4 * q + 1] * v
                         y1[q] = wk[4 * q + 2] * u + wk[4 * q + 3] * v
+            elif plan[j, 0] == 1:
+                n = a * d
+                w00 = w[off:off + n]
+                w01 = w[off + n:off + 2 * n]
+                w10 = w[off + 2 * n:off + 3 * n]
+                w11 = w[off + 3 * n:off + 4 * n]
+                if d == 1:  # short blocks: unrolled, no per-block views
+                    for al in range(a):
+                        u = src[2 * al]
+                        v = src[2 * al + 1]
+                        dst[2 * al] = w00[al] * u + w01[al] * v
+                        dst[2 * al + 1] = w10[al] * u + w11[al] * v
+                elif d == 2:
+                    for al in range(a):
+                        i, k = 4 * al, 2 * al
+                        u0, u1, v0, v1 = src[i], src[i + 1], src[i + 2], src[i + 3]
+                        dst[i] = w00[k] * u0 + w01[k] * v0
+                        dst[i + 2] = w10[k] * u0 + w11[k] * v0
+                        dst[i + 1] = w00[k + 1] * u1 + w01[k + 1] * v1
+                        dst[i + 3] = w10[k + 1] * u1 + w11[k + 1] * v1
+                else:
+                    for al in range(a):
+                        base, k = al * 2 * d, al * d
+                        x0 = src[base:base + d]
+                        x1 = src[base + d:base + 2 * d]
+                        y0 = dst[base:base + d]
+                        y1 = dst[base + d:base + 2 * d]
+                        p00 = w00[k:k + d]
+                        p01 = w01[k:k + d]
+                        p10 = w10[k:k + d]
+                        p11 = w11[k:k + d]
+                        for q in range(d):
+                            u = x0[q]
+                            v = x1[q]
+                            y0[q] = p00[q] * u + p01[q] * v
+                            y1[q] = p10[q] * u + p11[q] * v
             else:
                 for al in range(a):
                     for de in range(d):

@@ -50,6 +50,18 @@ class KSChain:
         training step on views of a framework's parameters, :mod:`gpufact.torch`)."""
         self._w.clear()
 
+    def weights_serial(self, dtype):
+        """The weights in the layout of the one-sample kernel (``cpu.serial_weights``: butterfly
+        blocks entry-major), cached per dtype (CPU only)."""
+        dt = np.dtype(dtype)
+        key = ("serial", dt)
+        w = self._w.get(key)
+        if w is None:
+            from .._kernels.cpu import serial_weights
+
+            w = self._w[key] = serial_weights(self.weights(dt), self.plan)
+        return w
+
     def weights_planar(self, dtype):
         """Complex weights as (real parts, imaginary parts), contiguous, cached per dtype."""
         dt = np.dtype(dtype)
@@ -117,7 +129,8 @@ class KSChain:
             raise ValueError("out must be C- or F-contiguous")
         B = Xc.shape[1]
         if B <= _SMALL_B:  # one tile, one thread
-            k.ks_chain_apply_serial(self.weights(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows)
+            k.ks_chain_apply_serial(self.weights_serial(dt), self.plan, self.maxdim, X, x_rows, Y, y_rows,
+                                    True if dt.kind == "c" else None)
             return out
         import numba
 
