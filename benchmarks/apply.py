@@ -37,7 +37,7 @@ def main():
              f"{os.cpu_count()} cores (other processes on the machine slow every contender, dense NumPy's "
              "2-thread OpenBLAS most).", "",
              "Hadamard matrix as log2(N) butterfly factors, float32 (pyfaust gets the same factors as "
-             "scipy CSR float32). Each time: the best of 3 rounds that visit every library in turn (best of 3 runs each, after a warm-up), one process. Ratios > 1: gpufact faster.",
+             "scipy CSR float32). Each time: the best of 3 rounds that visit every library in turn (best of 3 runs each, after a warm-up; B = 1: 7 rounds of runs of 200 calls, per call), one process. Ratios > 1: gpufact faster.",
              "", "| N | B | gpufact F@X (ms) | gpufact X@F.T rows (ms) | dense numpy (ms) | pyfaust (ms) | "
              "scipy.fft.rfft (ms) | copy of X (ms) | vs dense | vs pyfaust | F@X / copy | extra memory / (N·B) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -59,7 +59,7 @@ def main():
             if Fp is not None:
                 assert np.allclose(Fp @ X, Y, atol=1e-3 * np.abs(Y).max())
                 fns["p"] = lambda: Fp @ X
-            t = interleaved_best(fns)
+            t = _per_call(fns, LOOP if B == 1 else 1)
             t_f, t_r, t_d, t_fft, t_p = t["f"], t["r"], t["d"], t["fft"], t.get("p", float("nan"))
             extra = _peak_extra(lambda: F @ X, N * B * 4) / (N * B * 4)
             lines.append(f"| {N} | {B} | {t_f * 1e3:.3f} | {t_r * 1e3:.3f} | {t_d * 1e3:.3f} | {t_p * 1e3:.3f} | "
@@ -107,12 +107,25 @@ def main():
     write(f"apply_cpu_{cpu_family()}.md", "Apply: FactorProduct @ X vs dense, pyfaust, FFT (CPU)", lines)
 
 
+LOOP = 200  # calls per timed run where one call takes microseconds (B = 1)
+
+
+def _per_call(fns, loop, rounds=None):
+    """Seconds per call: :func:`interleaved_best` over runs of ``loop`` calls each (one call
+    of a few microseconds is within the timer's and the machine's noise; more rounds then)."""
+    if loop == 1:
+        return interleaved_best(fns)
+    runs = {k: (lambda f=f: [f() for _ in range(loop)]) for k, f in fns.items()}
+    return {k: v / loop for k, v in interleaved_best(runs, rounds=rounds or 7).items()}
+
+
 def one_vector(rng, pyfaust):
     """A 1-D vector x (N,): F @ x (after a first call, the lean one-vector path) vs pyfaust and
     dense, same rounds."""
     out = ["", "One vector as a 1-D array x (N,), float32, `F @ x` (the lean path straight to the "
            "one-vector kernel, taken from the second call on) vs `Fp @ x` (pyfaust, same factors) and "
-           "`D @ x`; same rounds as above (best of 3 rounds, best of 3 runs each).", "",
+           "`D @ x`: per call, the best of 7 rounds visiting the three in turn, each the best of 3 runs "
+           "of 200 calls.", "",
            "| N | gpufact F@x (us) | pyfaust (us) | dense numpy (us) | vs pyfaust | vs dense |",
            "|---|---|---|---|---|---|"]
     for N in (1024, 4096):
@@ -128,7 +141,7 @@ def one_vector(rng, pyfaust):
             Fp = pyfaust.Faust([sp.csr_matrix(f.toarray()) for f in F.factors])
             assert np.allclose(Fp @ x, y, atol=1e-3 * np.abs(y).max())
             fns["p"] = lambda: Fp @ x
-        t = interleaved_best(fns)
+        t = _per_call(fns, LOOP)
         t_p = t.get("p", float("nan"))
         out.append(f"| {N} | {t['f'] * 1e6:.1f} | {t_p * 1e6:.1f} | {t['d'] * 1e6:.1f} | {t_p / t['f']:.1f}x | "
                    f"{t['d'] / t['f']:.1f}x |")
