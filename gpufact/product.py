@@ -252,7 +252,7 @@ class FactorProduct:
 
         def apply(x):  # weights looked up per call: KSChain.refresh() may have dropped the copy
             y = np.empty(m, dtype=dt)
-            kernel(weights(dt), plan, maxdim, x.reshape(n, 1), False, y.reshape(m, 1), False)
+            kernel(weights(dt), plan, maxdim, x.reshape(n, 1), False, y.reshape(m, 1), False, None)
             return y
 
         return dt, n, apply
