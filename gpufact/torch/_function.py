@@ -53,6 +53,55 @@ def _product(blocks) -> FactorProduct:
 
 #: first block tensor -> (identity of all blocks' storage, FactorProduct over their views)
 _PRODUCTS = WeakIdKeyDictionary()
+_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def _check_blocks(blocks) -> None:
+    """TypeError/ValueError naming the block unless ``blocks`` are 4-D (a, d, b, c) tensors
+    of one supported dtype and device whose factors chain (product order)."""
+    if not blocks:
+        raise ValueError("blocks: at least one factor's (a, d, b, c) blocks are needed")
+    for j, b in enumerate(blocks):
+        if not isinstance(b, torch.Tensor):
+            raise TypeError(f"blocks[{j}] must be a torch.Tensor, got {type(b).__name__}")
+        if b.ndim != 4 or b.numel() == 0:
+            raise ValueError(f"blocks[{j}] must be a non-empty 4-D (a, d, b, c) tensor, got shape {tuple(b.shape)}")
+        if b.dtype not in _DTYPES:
+            raise TypeError(f"blocks[{j}] has dtype {b.dtype}: supported are float32, float64, complex64, complex128")
+        if b.dtype != blocks[0].dtype or b.device != blocks[0].device:
+            raise TypeError(f"blocks[{j}] is {b.dtype} on {b.device} but blocks[0] is {blocks[0].dtype} on "
+                            f"{blocks[0].device}")
+    for j in range(len(blocks) - 1):
+        a, d, _, c = blocks[j].shape
+        a2, d2, b2, _ = blocks[j + 1].shape
+        if a * c * d != a2 * b2 * d2:
+            raise ValueError(f"blocks[{j}] ({a * c * d} columns) and blocks[{j + 1}] ({a2 * b2 * d2} rows) do not chain")
+
+
+def _check_call(x, blocks, F, bias=None, with_bias=False) -> None:
+    """TypeError/ValueError naming the argument unless x is a (B, N) tensor of the blocks'
+    dtype and device with N = the product's columns (and ``bias`` an (M,) one)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    w = blocks[0]
+    if x.dtype != w.dtype:
+        raise TypeError(f"x has dtype {x.dtype} but the blocks are {w.dtype} (convert one of them)")
+    if x.device != w.device:
+        raise ValueError(f"x is on device {x.device} but the blocks are on {w.device}")
+    M, N = F.shape
+    if x.ndim != 2 or x.shape[1] != N:
+        raise ValueError(f"x: expected shape (B, {N}) for blocks of a {M} x {N} product, got {tuple(x.shape)}")
+    if x.layout != torch.strided:
+        raise TypeError(f"x must be a dense (strided) tensor, got layout {x.layout}")
+    if with_bias:
+        if not isinstance(bias, torch.Tensor):
+            raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        if bias.dtype != x.dtype:
+            raise TypeError(f"bias has dtype {bias.dtype} but x is {x.dtype}")
+        if bias.device != x.device:
+            raise ValueError(f"bias is on device {bias.device} but x is on {x.device}")
+        if tuple(bias.shape) != (M,):
+            raise ValueError(f"bias: expected shape ({M},), got {tuple(bias.shape)}")
 
 
 def _cached_product(blocks) -> FactorProduct:
@@ -64,6 +113,8 @@ def _cached_product(blocks) -> FactorProduct:
     so nothing outlives a layer; any change of storage (``.to()``, ``load_state_dict(...,
     assign=True)``) builds a new product. Per call on a 1024 x 1024 Monarch layer this saves
     the ~0.3 ms of building the product and its transpose (whose blocks a forward never read)."""
+    if not blocks or not all(isinstance(b, torch.Tensor) for b in blocks):
+        _check_blocks(blocks)
     key = tuple((b.data_ptr(), b.device, tuple(b.shape), b.stride(), b.dtype) for b in blocks)
     hit = _PRODUCTS.get(blocks[0])
     if hit is not None and hit[0] == key:
@@ -71,6 +122,7 @@ def _cached_product(blocks) -> FactorProduct:
         for seg in F._get_segments():
             seg.refresh()
         return F
+    _check_blocks(blocks)  # once per storage: a cache hit has the same shapes and dtypes
     F = _product([_as_array(b) for b in blocks])
     _PRODUCTS[blocks[0]] = (key, F)
     return F
@@ -91,8 +143,9 @@ class KSChainFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, *blocks):
+        F = _cached_product(blocks)
+        _check_call(x, blocks, F)
         with _stream(x.device):
-            F = _cached_product(blocks)
             xa = _as_array(x)
             # X Wᵀ = (W Xᵀ)ᵀ: F on the column view of x, output row-major (no transposed factors)
             out = _as_tensor(F._apply_cols(xa.T, True, F._result_dtype(xa, "x")).T)
@@ -130,8 +183,9 @@ class KSAffineFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, bias, *blocks):
+        F = _cached_product(blocks)
+        _check_call(x, blocks, F, bias, True)
         with _stream(x.device):
-            F = _cached_product(blocks)
             xa = _as_array(x)
             out = F._apply_cols(xa.T, True, F._result_dtype(xa, "x")).T
             out += _as_array(bias)  # a new array (the chain has factors): never x
@@ -161,11 +215,13 @@ class KSAffineFunction(torch.autograd.Function):
 @torch.compiler.disable
 def ks_chain(x: torch.Tensor, *blocks: torch.Tensor, bias=None) -> torch.Tensor:
     """``x Wᵀ`` (``KSChainFunction.apply(x, *blocks)``), or ``x Wᵀ + bias``
-    (``KSAffineFunction``) when a ``bias`` of x's dtype and device is given; opaque to
-    ``torch.compile`` (a graph break: the kernels are Numba/CUDA code that TorchDynamo
-    cannot trace)."""
+    (``KSAffineFunction``) when a ``bias`` (M,) is given; opaque to ``torch.compile`` (a graph
+    break: the kernels are Numba/CUDA code that TorchDynamo cannot trace).
+
+    x : (B, N) tensor; blocks : 4-D (a, d, b, c) tensors of x's dtype (float32, float64,
+    complex64, complex128) and device, product order, chaining into an M x N weight; bias :
+    (M,) tensor of x's dtype and device, or None. Raises TypeError (a non-tensor, another
+    dtype) or ValueError (shapes, devices) naming the argument, before any kernel runs."""
     if bias is None:
         return KSChainFunction.apply(x, *blocks)
-    if bias.dtype != x.dtype or bias.device != x.device or bias.ndim != 1:
-        return KSChainFunction.apply(x, *blocks) + bias
     return KSAffineFunction.apply(x, bias, *blocks)
