@@ -396,4 +396,6 @@ def test_ks_chain_bad_input_is_refused_before_any_kernel():
             ks_chain(xx, *bl, bias=bias)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         KSChainFunction.apply(None, *blocks)
+    with pytest.raises(TypeError, match="dense"):
+        KSLinear(64, 64)(x.to_sparse())
     torch.testing.assert_close(ks_chain(x, *blocks), einsum_forward(x, blocks))

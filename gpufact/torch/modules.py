@@ -226,6 +226,8 @@ class KSLinear(nn.Module):
     def _check_input(self, x):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.layout != torch.strided:
+            raise TypeError(f"input must be a dense (strided) tensor, got layout {x.layout} (use .to_dense())")
         w = self.factors[0]
         self._check_dtype()
         if x.ndim < 1 or x.shape[-1] != self.in_features:
