@@ -399,3 +399,16 @@ def test_ks_chain_bad_input_is_refused_before_any_kernel():
     with pytest.raises(TypeError, match="dense"):
         KSLinear(64, 64)(x.to_sparse())
     torch.testing.assert_close(ks_chain(x, *blocks), einsum_forward(x, blocks))
+
+
+def test_bias_gradient_sums_rows_in_chunks():
+    """The bias gradient (column sums of ∂ℓ/∂Y) against a float64 sum, for batches below, at
+    and above the chunk size, contiguous or not (a stride-0 upstream gradient included)."""
+    from gpufact.torch._function import _SUM_CHUNK, _col_sums
+
+    rng = np.random.default_rng(8)
+    for B in (1, 7, _SUM_CHUNK, 3 * _SUM_CHUNK + 5):
+        g = rng.standard_normal((B, 12)).astype(np.float32)
+        for arr in (g, np.asfortranarray(g), g[:, ::-1], np.broadcast_to(g[:1], g.shape)):
+            ref = arr.astype(np.float64).sum(axis=0)
+            np.testing.assert_allclose(_col_sums(arr), ref, rtol=1e-5, atol=1e-5 * np.abs(arr).sum(axis=0).max())

@@ -169,6 +169,23 @@ class KSChainFunction(torch.autograd.Function):
         return (gx, *gw)
 
 
+_SUM_CHUNK = 1024  # rows summed at a time in the bias gradient
+
+
+def _col_sums(g):
+    """Σ_rows of a (B, M) NumPy/CuPy array, in chunks of _SUM_CHUNK rows summed first (a plain
+    sum along the rows accumulates B terms one after the other: error ∝ B·eps in float32;
+    chunked, ∝ (_SUM_CHUNK + B/_SUM_CHUNK)·eps)."""
+    B = g.shape[0]
+    if B <= _SUM_CHUNK:
+        return g.sum(axis=0)
+    n = B - B % _SUM_CHUNK
+    s = g[:n].reshape(n // _SUM_CHUNK, _SUM_CHUNK, g.shape[1]).sum(axis=1).sum(axis=0)
+    if n < B:
+        s += g[n:].sum(axis=0)
+    return s
+
+
 class KSAffineFunction(torch.autograd.Function):
     """``KSAffineFunction.apply(x, bias, *blocks)`` = x Wᵀ + bias, W = S_1 ⋯ S_J.
 
@@ -201,7 +218,7 @@ class KSAffineFunction(torch.autograd.Function):
         need_x, need_b, need_w = bool(need[0]), bool(need[1]), any(need[2:])
         with _stream(x.device):
             ga = _as_array(grad_y)
-            gb = _as_tensor(ga.sum(axis=0)) if need_b else None
+            gb = _as_tensor(_col_sums(ga)) if need_b else None
             gx, gw = None, [None] * len(blocks)
             if need_x or need_w:
                 F = _cached_product(blocks)
