@@ -78,11 +78,14 @@ def _check_blocks(blocks) -> None:
             raise ValueError(f"blocks[{j}] ({a * c * d} columns) and blocks[{j + 1}] ({a2 * b2 * d2} rows) do not chain")
 
 
+def _check_tensor(x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+
+
 def _check_call(x, blocks, F, bias=None, with_bias=False) -> None:
     """TypeError/ValueError naming the argument unless x is a (B, N) tensor of the blocks'
     dtype and device with N = the product's columns (and ``bias`` an (M,) one)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     w = blocks[0]
     if x.dtype != w.dtype:
         raise TypeError(f"x has dtype {x.dtype} but the blocks are {w.dtype} (convert one of them)")
@@ -143,9 +146,10 @@ class KSChainFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, *blocks):
-        F = _cached_product(blocks)
-        _check_call(x, blocks, F)
+        _check_tensor(x)
         with _stream(x.device):
+            F = _cached_product(blocks)
+            _check_call(x, blocks, F)
             xa = _as_array(x)
             # X Wᵀ = (W Xᵀ)ᵀ: F on the column view of x, output row-major (no transposed factors)
             out = _as_tensor(F._apply_cols(xa.T, True, F._result_dtype(xa, "x")).T)
@@ -200,9 +204,10 @@ class KSAffineFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, bias, *blocks):
-        F = _cached_product(blocks)
-        _check_call(x, blocks, F, bias, True)
+        _check_tensor(x)
         with _stream(x.device):
+            F = _cached_product(blocks)
+            _check_call(x, blocks, F, bias, True)
             xa = _as_array(x)
             out = F._apply_cols(xa.T, True, F._result_dtype(xa, "x")).T
             out += _as_array(bias)  # a new array (the chain has factors): never x
