@@ -131,6 +131,36 @@ def _cached_product(blocks) -> FactorProduct:
     return F
 
 
+def _forward(x, blocks, bias=None, with_bias=False) -> torch.Tensor:
+    """x Wᵀ (+ bias) through the fused chain kernels, after the input checks (the forward of
+    both autograd functions)."""
+    _check_tensor(x)
+    with _stream(x.device):
+        F = _cached_product(blocks)
+        _check_call(x, blocks, F, bias, with_bias)
+        xa = _as_array(x)
+        # X Wᵀ = (W Xᵀ)ᵀ: F on the column view of x, output row-major (no transposed factors)
+        out = F._apply_cols(xa.T, True, F._result_dtype(xa, "x")).T
+        if with_bias:
+            out += _as_array(bias)  # a new array (the chain has factors): never x
+        return _as_tensor(out)
+
+
+def _vjp_grads(x, blocks, ga, need_x, need_blocks):
+    """(∂ℓ/∂x or None, [∂ℓ/∂block or None, ...]) from the output gradient ``ga`` (an array
+    of x's namespace), only those asked for, through :func:`gpufact.vjp` (call on torch's
+    stream)."""
+    need_w = any(need_blocks)
+    if not (need_x or need_w):
+        return None, [None] * len(blocks)
+    F = _cached_product(blocks)
+    gxa, grads = vjp(F, _as_array(x), ga, layout="rows", input_grad=need_x, factor_grads=need_w)
+    gx = _as_tensor(gxa) if need_x else None
+    if not need_w:
+        return gx, [None] * len(blocks)
+    return gx, [(_as_tensor(g) if n else None) for g, n in zip(grads, need_blocks)]
+
+
 class KSChainFunction(torch.autograd.Function):
     """``KSChainFunction.apply(x, *blocks)`` = x Wᵀ with W = S_1 ⋯ S_J.
 
@@ -146,13 +176,7 @@ class KSChainFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, *blocks):
-        _check_tensor(x)
-        with _stream(x.device):
-            F = _cached_product(blocks)
-            _check_call(x, blocks, F)
-            xa = _as_array(x)
-            # X Wᵀ = (W Xᵀ)ᵀ: F on the column view of x, output row-major (no transposed factors)
-            out = _as_tensor(F._apply_cols(xa.T, True, F._result_dtype(xa, "x")).T)
+        out = _forward(x, blocks)
         ctx.save_for_backward(x, *blocks)
         return out
 
@@ -161,15 +185,8 @@ class KSChainFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, *blocks = ctx.saved_tensors
         need = ctx.needs_input_grad
-        need_x, need_w = bool(need[0]), any(need[1:])
-        if not (need_x or need_w):
-            return (None,) * (1 + len(blocks))
         with _stream(x.device):
-            F = _cached_product(blocks)
-            gx, grads = vjp(F, _as_array(x), _as_array(grad_y), layout="rows",
-                            input_grad=need_x, factor_grads=need_w)
-            gx = _as_tensor(gx) if need_x else None
-            gw = [(_as_tensor(g) if n else None) for g, n in zip(grads, need[1:])] if need_w else [None] * len(blocks)
+            gx, gw = _vjp_grads(x, blocks, _as_array(grad_y), bool(need[0]), need[1:])
         return (gx, *gw)
 
 
@@ -204,14 +221,7 @@ class KSAffineFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, bias, *blocks):
-        _check_tensor(x)
-        with _stream(x.device):
-            F = _cached_product(blocks)
-            _check_call(x, blocks, F, bias, True)
-            xa = _as_array(x)
-            out = F._apply_cols(xa.T, True, F._result_dtype(xa, "x")).T
-            out += _as_array(bias)  # a new array (the chain has factors): never x
-            out = _as_tensor(out)
+        out = _forward(x, blocks, bias, True)
         ctx.save_for_backward(x, *blocks)
         return out
 
@@ -220,17 +230,10 @@ class KSAffineFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, *blocks = ctx.saved_tensors
         need = ctx.needs_input_grad
-        need_x, need_b, need_w = bool(need[0]), bool(need[1]), any(need[2:])
         with _stream(x.device):
             ga = _as_array(grad_y)
-            gb = _as_tensor(_col_sums(ga)) if need_b else None
-            gx, gw = None, [None] * len(blocks)
-            if need_x or need_w:
-                F = _cached_product(blocks)
-                gxa, grads = vjp(F, _as_array(x), ga, layout="rows", input_grad=need_x, factor_grads=need_w)
-                gx = _as_tensor(gxa) if need_x else None
-                if need_w:
-                    gw = [(_as_tensor(g) if n else None) for g, n in zip(grads, need[2:])]
+            gb = _as_tensor(_col_sums(ga)) if need[1] else None
+            gx, gw = _vjp_grads(x, blocks, ga, bool(need[0]), need[2:])
         return (gx, gb, *gw)
 
 
