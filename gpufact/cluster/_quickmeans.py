@@ -74,20 +74,23 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     n_clusters : int >= 1, the number K of clusters.
     sparsity : int >= 1, s of the ``splincol(s)`` factors (s largest entries per row and per
         column); at most min(n_clusters, n_features). The paper uses 2, 3 or 5. Not used by
-        ``structure="butterfly"`` (2 × 2 blocks).
+        ``structure="butterfly"`` (dense b × c blocks, b and c prime radices).
     n_factors : "auto" (Q = ⌊log2 max(K, D)⌋) or an int >= 2: factors of shapes K × A, A × A,
-        …, A × D. Not used by ``structure="butterfly"`` (L = log2 max(K', D') factors).
-    structure : "splincol" (QuicK-means as published) or "butterfly" (a radix-2 butterfly of
-        Kronecker-sparse factors between K' and D', the next powers of two, learned by
-        :func:`gpufact.factorize.ksfactor` at each step and applied by the fused KS kernels).
+        …, A × D. Not used by ``structure="butterfly"`` (as many factors as the larger count of
+        prime factors of K' and D').
+    structure : "splincol" (QuicK-means as published) or "butterfly" (a mixed-radix
+        butterfly of Kronecker-sparse factors from K' to D', the radices the prime factors of
+        K' and D'; K' = K and D' = D unless a size has a prime factor above 16, which is
+        zero-padded to the next 7-smooth size), learned by :func:`gpufact.factorize.ksfactor` at each step and applied by
+        the fused KS kernels.
     init : "k-means++" (scikit-learn's greedy k-means++ on NumPy; the same algorithm on
         CuPy), "random" (K distinct samples drawn uniformly) or an array (K, D) of initial
         centroids.
     max_iter : maximum number of Lloyd iterations (centroid updates).
     tol : stop when the objective's relative decrease is at most ``tol``.
     palm_max_iter : PALM4MSA sweeps per centroid update (also caps the hierarchical
-        factorization: min(palm_max_iter, 100) sweeps per split, min(palm_max_iter, 50) per
-        global pass); a warm-started PALM stops earlier when its error stagnates
+        factorization: min(palm_max_iter, 30) sweeps per split, min(palm_max_iter, 15) per
+        global pass, which the warm-started updates then refine); a warm-started PALM stops earlier when its error stagnates
         (relative change < 1e-6).
     batch_size : None (in memory, rows processed in chunks of about 64 MiB) or an int >= 1:
         rows per chunk, so fit memory stays O(batch_size · (D + K) + K · D) besides X itself —
