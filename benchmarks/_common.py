@@ -47,10 +47,20 @@ def machine() -> str:
             f"Python {platform.python_version()}, NumPy {np.__version__}" + (f", BLAS: {blas}" if blas else ""))
 
 
+#: in a results file, the text from this line on is notes written by hand: kept by :func:`write`
+NOTES_MARK = "<!-- notes below: kept when the tables above are rewritten -->"
+
+
 def write(name: str, title: str, lines: list[str]) -> Path:
+    """Write results/``name``: title, machine, date, ``lines``; the hand-written notes of the
+    existing file (from :data:`NOTES_MARK` on) are kept after them."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / name
     text = [f"# {title}", "", f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d')}", ""] + lines
-    path.write_text("\n".join(text) + "\n")
+    body = "\n".join(text) + "\n"
+    old = path.read_text() if path.exists() else ""
+    if NOTES_MARK in old:
+        body += "\n" + old[old.index(NOTES_MARK):]
+    path.write_text(body)
     print("\n".join(text))
     return path

@@ -158,7 +158,7 @@ def table(rows):
         "in one process. Speed-ups > 1: QuickMeans faster. The box is shared with other jobs: the 1-minute "
         f"load average on its 2 cores when each row was timed was {load} (rows without it: about 1-2); "
         "absolute times move with the load, ratios much less. "
-        "CPU: AMD EPYC (AVX2), 2 threads. Assignments use `FactorProduct.argmin_affine`; the column `assign` "
+        "Assignments use `FactorProduct.argmin_affine`; the column `assign` "
         "says which path ran (`scipy CSR (reference)`: one scipy SpMM per factor, then argmin, in rows measured "
         "before the fused CSR-chain kernel was merged). "
         "One-vector times are `predict` calls: KMeans' include scikit-learn's input validation (about 0.1-0.2 "
