@@ -423,7 +423,10 @@ def power_norm2_small(M, v, iters):
     """(‖MᴴM v‖ after ``iters`` power steps, last unit iterate) for a small dense NumPy M
     (m, n) and v (n,) of M's dtype: one Numba call instead of ~7 NumPy calls per step (PALM
     on small factors is bound by per-call costs). O(iters · m n); BLAS wins above ~2^12 entries."""
-    return _power_norm2_loops(M, np.ascontiguousarray(v, dtype=M.dtype), int(iters), _TINY[M.dtype.char])
+    # C order (a copy of at most ~2^12 entries): one compiled specialisation per dtype, where
+    # PALM's F-ordered products (transposes) would compile a second one on a first run
+    return _power_norm2_loops(np.ascontiguousarray(M), np.ascontiguousarray(v, dtype=M.dtype), int(iters),
+                              _TINY[M.dtype.char])
 
 
 @njit(cache=True, nogil=True)

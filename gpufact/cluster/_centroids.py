@@ -88,9 +88,10 @@ class SplincolCentroids:
         self.n_palm = 0
 
     def operator(self, dtype) -> FactorProduct:
-        S = [M.astype(dtype) for M in self.S]
-        S[0] = S[0] * np.dtype(dtype).type(self.lam)
-        return FactorProduct([CSRFactor(M, check=False) for M in S])
+        # CSR built from the float64 iterates, then cast: the dense -> CSR kernel is compiled
+        # for float64 only (PALM's), not again for the data's dtype on a first run
+        S = [self.S[0] * self.lam] + self.S[1:]
+        return FactorProduct([CSRFactor(M, check=False) for M in S]).astype(dtype)
 
     def update(self, U, counts) -> bool:
         """Fit the weighted target diag(√n) U warm-started; returns whether it was accepted."""
