@@ -114,9 +114,9 @@ def _topk_mask_fused(M, kr, kc, mask):
 
 
 @njit(cache=True)
-def _restrict(M, mask, normalized):
-    """M where mask, else 0 (a new C-contiguous array of M's dtype), scaled to unit Frobenius
-    norm if ``normalized`` (:func:`_scale_unit`)."""
+def _restrict(M, mask):
+    """(M where mask, else 0: a new C-contiguous array of M's dtype; ‖out‖² in float64; max
+    |out|)."""
     m, n = M.shape
     out = np.zeros((m, n), dtype=M.dtype)
     s2 = 0.0  # float64: squares of float32 values never leave its range
@@ -129,17 +129,16 @@ def _restrict(M, mask, normalized):
                 a = np.float64(abs(v))
                 s2 += a * a
                 mx = max(mx, a)
-    if normalized:
-        _scale_unit(out, s2, mx)
-    return out
+    return out, s2, mx
 
 
 @njit(cache=True)
-def _topk_project_fused(M, kr, kc, normalized):
-    """:func:`topk_project` of a small matrix (at most _FUSED_MAX entries), any k, one call."""
+def _topk_keep_fused(M, kr, kc):
+    """:func:`_restrict` to the top-k marks of a small matrix (at most _FUSED_MAX entries),
+    any k, one call."""
     mask = np.zeros(M.shape, dtype=np.uint8)
     _topk_mask_fused(M, kr, kc, mask)
-    return _restrict(M, mask, normalized)
+    return _restrict(M, mask)
 
 
 @njit(cache=True, inline="always")
@@ -249,40 +248,32 @@ def _small_k_keep(M, kr, kc, out, mask, marks):
     return s2, mx
 
 
-@njit(cache=True)
 def _scale_unit(out, s2, mx):
     """out /= ‖out‖_F in place, given s2 = ‖out‖² (float64) and mx = max |out| (right at any
-    magnitude of the dtype; zero stays zero)."""
-    m, n = out.shape
-    if mx > 0:
-        if s2 > 1e-280 and s2 < 1e280:
-            nrm = np.sqrt(s2)
-        else:  # float64 entries beyond ~1e140 or below ~1e-140: ‖out‖ = mx ‖out / mx‖
-            s2 = 0.0
-            for i in range(m):
-                for j in range(n):
-                    a = np.float64(abs(out[i, j])) / mx
-                    s2 += a * a
-            nrm = np.sqrt(s2) * mx
-        inv = 1.0 / nrm
-        if np.isfinite(inv):
-            for i in range(m):
-                for j in range(n):
-                    out[i, j] = out[i, j] * inv
-        else:
-            for i in range(m):
-                for j in range(n):
-                    out[i, j] = out[i, j] / nrm
+    magnitude of the dtype; zero stays zero). NumPy, one pass in float64 arithmetic (a
+    float32 ``out`` is not scaled by a float32 1/‖out‖, which overflows for norms below
+    ~3e-39); not jitted: it compiled for about a second on a first run."""
+    if not mx > 0:
+        return
+    if 1e-280 < s2 < 1e280:
+        nrm = np.sqrt(s2)
+    else:  # float64 entries beyond ~1e140 or below ~1e-140: ‖out‖ = mx ‖out / mx‖
+        a = np.abs(out).astype(np.float64).ravel() / mx
+        nrm = np.sqrt(np.dot(a, a)) * mx
+    inv = 1.0 / nrm
+    if np.isfinite(inv):
+        np.multiply(out, np.float64(inv), out=out, casting="unsafe")
+    else:
+        np.divide(out, np.float64(nrm), out=out, casting="unsafe")
 
 
 @njit(cache=True)
-def _topk_project_small_k(M, kr, kc, normalized):
-    """:func:`topk_project` for kr, kc <= _SMALL_K, any size, one call."""
+def _topk_keep_small_k(M, kr, kc):
+    """(out, ‖out‖², max |out|) of :func:`_small_k_keep` for kr, kc <= _SMALL_K, any size,
+    one call."""
     out = np.empty(M.shape, dtype=M.dtype)
     s2, mx = _small_k_keep(M, kr, kc, out, np.zeros((0, 0), dtype=np.uint8), False)
-    if normalized:
-        _scale_unit(out, s2, mx)
-    return out
+    return out, s2, mx
 
 
 @njit(cache=True)
@@ -346,10 +337,12 @@ def topk_project(M, k_row, k_col, normalized):
     m, n = M.shape
     kr, kc = _clip_k(M.shape, k_row, k_col)
     full = (kr >= n and kr > 0) or (kc >= m and kc > 0)
-    if not full and kr <= _SMALL_K and kc <= _SMALL_K:
-        return _topk_project_small_k(M, kr, kc, bool(normalized))
-    if not full and m * n <= _FUSED_MAX:
-        return _topk_project_fused(M, kr, kc, bool(normalized))
+    if not full and (kr <= _SMALL_K and kc <= _SMALL_K or m * n <= _FUSED_MAX):
+        keep = _topk_keep_small_k if kr <= _SMALL_K and kc <= _SMALL_K else _topk_keep_fused
+        out, s2, mx = keep(M, kr, kc)
+        if normalized:
+            _scale_unit(out, s2, mx)
+        return out
     out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
     if normalized:
         from .._numeric import safe_norm
