@@ -30,6 +30,31 @@ def safe_norm(x, xp, axis=None, keepdims: bool = False):
     return out
 
 
+def div_real(x, d, xp):
+    """x / d for d real and positive (an array broadcasting against x); a complex x is divided
+    part by part: NumPy's quotient by a complex number of zero imaginary part forms 1/d in the
+    array's precision, which overflows for subnormal d (inf + NaN·i)."""
+    if x.dtype.kind != "c":
+        return (x / d).astype(x.dtype, copy=False)
+    re = (x.real / d).astype(x.dtype)
+    im = (x.imag / d).astype(x.dtype)
+    return re + im * xp.asarray(1j, dtype=x.dtype)
+
+
+def unit_scale(x, xp, axis=None):
+    """x / ‖x‖ (2-norm over ``axis``, Frobenius when None), zero staying zero, right anywhere
+    in the dtype's range, even where ‖x‖ itself is not representable (float32 entries of 3e38
+    have a norm above float32's max): (x / m) / ‖x / m‖ with m = max |x|. A new array of x's
+    dtype; x finite."""
+    if x.size == 0:
+        return x.copy()
+    m = xp.max(xp.abs(x), axis=axis, keepdims=True)
+    y = div_real(x, xp.where(m > 0, m, xp.ones((), dtype=m.dtype)), xp)
+    a = xp.abs(y)  # <= 1: its squares stay in range
+    n = xp.sqrt(xp.sum(a * a, axis=axis, keepdims=True))
+    return div_real(y, xp.where(n > 0, n, xp.ones((), dtype=n.dtype)), xp)
+
+
 class SumSquares:
     """Running ‖·‖² over chunks as (scale, sum of (|x| / scale)²) on the host in float64
     (LAPACK's xLASSQ update): never overflows or underflows while the norm itself is finite."""

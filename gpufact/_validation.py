@@ -145,3 +145,8 @@ def chunk_rows(n_rows: int, row_bytes: int, budget_bytes: int = 64 << 20, *, min
     (each row costing ``row_bytes``), so a temporary per chunk stays within the budget."""
     rows = max(min_rows, int(budget_bytes // max(1, row_bytes)))
     return [(i, min(n_rows, i + rows)) for i in range(0, n_rows, rows)]
+
+
+class NonFiniteInput(ValueError):
+    """An array argument holds NaN or inf (raised by the projections, so that PALM can tell a
+    diverged iterate from other bad input)."""

@@ -17,8 +17,8 @@ import numpy as np
 
 from . import _kernels
 from ._backend import get_backend
-from ._numeric import safe_norm
-from ._validation import check_dense, check_int
+from ._numeric import unit_scale
+from ._validation import NonFiniteInput, check_dense, check_int
 from .factors.ks import ks_support
 
 __all__ = ["Constraint", "sp", "splin", "spcol", "splincol", "const", "supp", "blockdiag",
@@ -76,8 +76,10 @@ class Constraint:
             raise ValueError(f"M must be a 2-D array, got {getattr(M, 'shape', type(M).__name__)}")
         if tuple(M.shape) != self.shape:
             raise ValueError(f"M has shape {tuple(M.shape)} but the constraint is for {self.shape}")
-        if M.dtype.kind not in "fc":
-            raise TypeError(f"M must be a float or complex array, got dtype {M.dtype}")
+        if M.dtype.char not in "fdFD":
+            raise TypeError(f"M must be a float32, float64, complex64 or complex128 array, got dtype {M.dtype}")
+        if not be.is_gpu and not np.isfinite(M).all():  # (on the GPU a check would sync)
+            raise NonFiniteInput("M contains NaN or inf")
         return be
 
     def support(self, M=None):
@@ -92,10 +94,8 @@ class Constraint:
 
     def _project_normalized(self, M, be):
         out = self._project(M, be)
-        if self.normalized:
-            xp = be.xp
-            nrm = safe_norm(out, xp)  # scaled: right for entries anywhere in the range
-            out = out / xp.where(nrm > 0, nrm, 1).astype(out.dtype)  # zero stays zero
+        if self.normalized:  # right for entries anywhere in the range; zero stays zero
+            out = unit_scale(out, be.xp)
         return out
 
     def _params(self) -> str:
@@ -132,7 +132,7 @@ class _TopK(Constraint):
 
     def __call__(self, M):
         # valid NumPy input, the common case inside PALM, skips the generic checks
-        host = type(M) is np.ndarray and M.shape == self.shape and M.dtype.kind in "fc"
+        host = type(M) is np.ndarray and M.shape == self.shape and M.dtype.char in "fdFD"
         be = None if host else self._check_input(M)
         if self._axis is not None and (host or not be.is_gpu):  # one fused Numba call
             return _kernels.cpu_solver_kernels().topk_project(M, *self._row_col_k(), self.normalized)
@@ -274,9 +274,8 @@ class _NormVec(Constraint):
 
     def _project(self, M, be):
         xp = be.xp
-        nrm = safe_norm(M, xp, axis=self._axis, keepdims=True)
         # M / ‖M‖ first, then · s: (s / ‖M‖) alone can overflow or round to 0
-        unit = M / xp.where(nrm > 0, nrm, 1).astype(M.real.dtype)
+        unit = unit_scale(M, xp, axis=self._axis)
         return (unit * M.real.dtype.type(self.s)).astype(M.dtype, copy=False)
 
     def _params(self):

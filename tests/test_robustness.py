@@ -265,6 +265,71 @@ def test_norms_and_projections_at_any_scale(dtype):
             assert rel_err(P(Mc), P(M)) < tol_for(dtype, 10)
 
 
+def _unit_reference(M, keep, axis=None):
+    """Dense reference in float64 / complex128: M on ``keep``, scaled to unit 2-norm over
+    ``axis`` (Frobenius when None), computed as (M / max) / ‖M / max‖."""
+    out = np.where(keep, M, 0)
+    parts = [out.real.astype(np.float64), out.imag.astype(np.float64)]  # real division only
+    m = np.maximum(np.abs(parts[0]), np.abs(parts[1])).max(axis=axis, keepdims=True)
+    parts = [p / np.where(m > 0, m, 1) for p in parts]
+    n = np.sqrt((parts[0] ** 2 + parts[1] ** 2).sum(axis=axis, keepdims=True))
+    re, im = (p / np.where(n > 0, n, 1) for p in parts)
+    return re + 1j * im if np.iscomplexobj(M) else re
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64, np.float64, np.complex128], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("edge", ["near max", "subnormal"])
+def test_normalized_projections_at_the_edges_of_the_range(dtype, edge):
+    """Entries whose norm is not representable (float32 2e38 and 3e38: norm 3.6e38 > max) or
+    subnormal (complex quotients by a subnormal overflow when formed as 1 / d) still give
+    the unit-norm projection (was: zeros, and inf + NaN·i)."""
+    real = np.dtype(dtype).type(0).real.dtype
+    fi = np.finfo(real)
+    c = float(fi.max) * 0.6 if edge == "near max" else float(fi.smallest_subnormal) * 64
+    rng = np.random.default_rng(3)
+    M0 = np.abs(rng.standard_normal((6, 5))) + 0.5
+    M = (M0 / M0.max() * c).astype(dtype)  # entries in [~0.1 c, c]
+    if np.iscomplexobj(M):
+        M = M * np.asarray(1j, dtype=dtype) if edge == "subnormal" else M
+    assert np.isfinite(M).all()
+    cases = [(proj.splin((6, 5), 2), None), (proj.spcol((6, 5), 2), None), (proj.splincol((6, 5), 2), None),
+             (proj.sp((6, 5), 7), None), (proj.supp(np.ones((6, 5), dtype=bool)), None),
+             (proj.normcol((6, 5), 1.0), 0), (proj.normlin((6, 5), 1.0), 1)]
+    for P, axis in cases:
+        keep = P.support(M) if axis is None else np.ones(M.shape, dtype=bool)
+        out = P(M)
+        assert out.dtype == M.dtype and np.isfinite(out).all(), P
+        ref = _unit_reference(M, keep, axis)
+        tol = 1e-2 if edge == "subnormal" and real == np.float32 else (1e-5 if real == np.float32 else 1e-12)
+        assert np.abs(out - ref).max() < tol, P  # subnormal float32 keeps a few bits only
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_projections_reject_nan_and_inf(bad):
+    """A NaN took a top-k slot and came out as 0; an inf made the whole output NaN."""
+    M = np.arange(1.0, 13.0).reshape(3, 4)
+    M[1, 2] = bad
+    before = M.copy()
+    for P in (proj.splin((3, 4), 1), proj.spcol((3, 4), 1), proj.splincol((3, 4), 2), proj.sp((3, 4), 2),
+              proj.splincol((3, 4), 3, normalized=False), proj.normcol((3, 4), 1.0),
+              proj.splin((3, 4), 3)):
+        with pytest.raises(ValueError, match="M contains NaN or inf"):
+            P(M)
+        with pytest.raises(ValueError, match="M contains NaN or inf"):
+            P(np.asfortranarray(M))
+    big = np.ones((80, 80))  # the NumPy path of large k on a large matrix
+    big[5, 7] = bad
+    with pytest.raises(ValueError, match="M contains NaN or inf"):
+        proj.splincol((80, 80), 20)(big)
+    np.testing.assert_array_equal(M, before)
+
+
+def test_projections_name_unsupported_dtypes():
+    for dt in (np.float16, np.int64, np.bool_):
+        with pytest.raises(TypeError, match="M must be a float32, float64, complex64 or complex128"):
+            proj.splin((3, 4), 1)(np.ones((3, 4), dtype=dt))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 def test_solvers_at_any_scale(dtype):
     """Powers of two: the solvers are scale-equivariant (the same relative error, factors

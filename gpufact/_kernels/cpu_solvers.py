@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .._validation import NonFiniteInput
+
 # ---- top-k supports of the sparsity projections ------------------------------------------
 # Thresholds (the k-th largest magnitude of each row / column) then marks: entries above the
 # threshold, then ties in index order until k are kept. Thresholds for k <= _SMALL_K come from
@@ -138,7 +140,12 @@ def _topk_keep_fused(M, kr, kc):
     any k, one call."""
     mask = np.zeros(M.shape, dtype=np.uint8)
     _topk_mask_fused(M, kr, kc, mask)
-    return _restrict(M, mask)
+    out, s2, mx = _restrict(M, mask)
+    bad = 0
+    for v in M.ravel():
+        if not abs(v) < np.inf:
+            bad += 1
+    return out, s2, mx, bad
 
 
 @njit(cache=True, inline="always")
@@ -171,7 +178,8 @@ def _small_k_keep(M, kr, kc, out, mask, marks):
     thresholds (an ascending insertion buffer per row and per column, filled with -1 so that
     the first k entries go in like the rest) and the number of ties each row / column takes,
     then marks and output together; with ``marks``, mask |= the marks too. Magnitudes are
-    compared in float64 (exact for every dtype). Returns (‖out‖² in float64, max |out|). The
+    compared in float64 (exact for every dtype). Returns (‖out‖² in float64, max |out|, the
+    number of NaN / inf entries of M). The
     one kernel behind both small-k entry points (a first call compiles it once: fewer,
     flatter kernels compile faster)."""
     m, n = M.shape
@@ -179,10 +187,13 @@ def _small_k_keep(M, kr, kc, out, mask, marks):
     need_r = np.zeros(m, dtype=np.int64)
     bc = np.full((n, max(kc, 1)), -1.0)  # column j's buffer: bc[j] (contiguous)
     br = np.empty(max(kr, 1))
+    bad = 0
     for i in range(m):
         br[:] = -1.0
         for j in range(n):
             a = np.float64(abs(M[i, j]))
+            if not a < np.inf:  # NaN or inf
+                bad += 1
             if kr > 0:
                 _insert_top(br, a)
             if kc > 0:
@@ -219,35 +230,36 @@ def _small_k_keep(M, kr, kc, out, mask, marks):
                 mx = max(mx, a)
             else:
                 out[i, j] = 0
-    return s2, mx
+    return s2, mx, bad
 
 
 def _scale_unit(out, s2, mx):
     """out /= ‖out‖_F in place, given s2 = ‖out‖² (float64) and mx = max |out| (right at any
-    magnitude of the dtype; zero stays zero). NumPy, one pass in float64 arithmetic (a
-    float32 ``out`` is not scaled by a float32 1/‖out‖, which overflows for norms below
-    ~3e-39); not jitted: it compiled for about a second on a first run."""
+    magnitude of the dtype; zero stays zero). NumPy, in float64 arithmetic (a float32 ``out``
+    is not scaled by a float32 1/‖out‖, which overflows for norms below ~3e-39); complex
+    arrays through their real view (NumPy's complex quotient by a real scalar forms its
+    reciprocal in the array's precision: inf + NaN·i for subnormal data). Not jitted: it
+    compiled for about a second on a first run."""
     if not mx > 0:
         return
-    if 1e-280 < s2 < 1e280:
-        nrm = np.sqrt(s2)
-    else:  # float64 entries beyond ~1e140 or below ~1e-140: ‖out‖ = mx ‖out / mx‖
-        a = np.abs(out).astype(np.float64).ravel() / mx
-        nrm = np.sqrt(np.dot(a, a)) * mx
-    inv = 1.0 / nrm
-    if np.isfinite(inv):
-        np.multiply(out, np.float64(inv), out=out, casting="unsafe")
-    else:
-        np.divide(out, np.float64(nrm), out=out, casting="unsafe")
+    r = out.view(out.real.dtype) if out.dtype.kind == "c" else out
+    if 1e-280 < s2 < 1e280:  # one multiply by 1/‖out‖ (finite: ‖out‖ >= 1e-140)
+        np.multiply(r, np.float64(1.0 / np.sqrt(s2)), out=r, casting="unsafe")
+        return
+    # float64 entries beyond ~1e140 or below ~1e-140: ‖out‖ itself may not be representable
+    # (or keep few bits, subnormal): out / mx first (entries <= 1), then by ‖out / mx‖
+    np.divide(r, np.float64(mx), out=r, casting="unsafe")
+    a = np.abs(out).astype(np.float64, copy=False).ravel()
+    np.divide(r, np.float64(np.sqrt(np.dot(a, a))), out=r, casting="unsafe")
 
 
 @njit(cache=True)
 def _topk_keep_small_k(M, kr, kc):
-    """(out, ‖out‖², max |out|) of :func:`_small_k_keep` for kr, kc <= _SMALL_K, any size,
-    one call."""
+    """(out, ‖out‖², max |out|, number of NaN / inf entries) of :func:`_small_k_keep` for
+    kr, kc <= _SMALL_K, any size, one call."""
     out = np.empty(M.shape, dtype=M.dtype)
-    s2, mx = _small_k_keep(M, kr, kc, out, np.zeros((0, 0), dtype=np.uint8), False)
-    return out, s2, mx
+    s2, mx, bad = _small_k_keep(M, kr, kc, out, np.zeros((0, 0), dtype=np.uint8), False)
+    return out, s2, mx, bad
 
 
 @njit(cache=True)
@@ -313,17 +325,19 @@ def topk_project(M, k_row, k_col, normalized):
     full = (kr >= n and kr > 0) or (kc >= m and kc > 0)
     if not full and (kr <= _SMALL_K and kc <= _SMALL_K or m * n <= _FUSED_MAX):
         keep = _topk_keep_small_k if kr <= _SMALL_K and kc <= _SMALL_K else _topk_keep_fused
-        out, s2, mx = keep(M, kr, kc)
+        out, s2, mx, bad = keep(M, kr, kc)
+        if bad:
+            raise NonFiniteInput("M contains NaN or inf")
         if normalized:
             _scale_unit(out, s2, mx)
         return out
+    if not np.isfinite(M).all():
+        raise NonFiniteInput("M contains NaN or inf")
     out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
     if normalized:
-        from .._numeric import safe_norm
+        from .._numeric import unit_scale
 
-        nrm = safe_norm(out, np)
-        if nrm > 0:  # scaled norm: right at any magnitude; zero stays zero
-            out /= nrm.astype(out.dtype)
+        out = unit_scale(out, np)  # right even where ‖out‖ itself is out of range
     return out
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from .. import _kernels
 from .._backend import get_backend
 from .._numeric import pow2_scale
-from .._validation import check_bool, check_int, check_matrix
+from .._validation import NonFiniteInput, check_bool, check_int, check_matrix
 from ..factors import CSRFactor, DenseFactor, KSFactor
 from ..factors.csr import dense_to_csr
 from ..product import FactorProduct
@@ -612,7 +612,11 @@ def _run(state, max_iter, tol, stagnation, check_every, callback, progress, be, 
         prev = None
         for it in range(1, max_iter + 1):
             with np.errstate(over="ignore", invalid="ignore"):  # blow-ups are detected below
-                err2 = state.sweep()
+                try:
+                    err2 = state.sweep()
+                except NonFiniteInput as exc:  # a projection met a non-finite iterate
+                    raise DivergenceError(f"PALM diverged at iteration {it} (non-finite iterate); increase "
+                                          "step_eps or norm_iters, or check the constraints") from exc
             if bar is not None:
                 bar.update()
             if it % check_every and it != max_iter:
