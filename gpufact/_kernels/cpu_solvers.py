@@ -192,8 +192,6 @@ def _small_k_keep(M, kr, kc, out, mask, marks):
         br[:] = -1.0
         for j in range(n):
             a = np.float64(abs(M[i, j]))
-            if not a < np.inf:  # NaN or inf
-                bad += 1
             if kr > 0:
                 _insert_top(br, a)
             if kc > 0:
@@ -230,6 +228,10 @@ def _small_k_keep(M, kr, kc, out, mask, marks):
                 mx = max(mx, a)
             else:
                 out[i, j] = 0
+                if a != a:  # NaN: never kept (an inf always is: s2 = inf)
+                    bad += 1
+    if mx == np.inf:  # an inf is always kept (the largest of its row or column)
+        bad += 1
     return s2, mx, bad
 
 
