@@ -557,6 +557,44 @@ def spectral_norm(F, *, tol=1e-6, max_iter=200, seed=0, x0=None, return_vector=F
     return out
 
 
+def _max_abs(f: Factor) -> float:
+    """max |entry| of a factor (host float; 1 for a permutation)."""
+    for attr in ("blocks", "diag"):
+        if hasattr(f, attr) and isinstance(f, (KSFactor, DiagFactor)):
+            a = getattr(f, attr)
+            return float(abs(a).max()) if a.size else 0.0
+    if isinstance(f, DenseFactor):
+        return float(abs(f.matrix).max()) if f.matrix.size else 0.0
+    if isinstance(f, CSRFactor):
+        d = f.matrix.data
+        return float(abs(d).max()) if d.size else 0.0
+    return 1.0
+
+
+def scale_in_range(F: "FactorProduct", alpha, exp2: int = 0) -> "FactorProduct":
+    """alpha · 2^exp2 · F for a host scalar alpha (float or complex) and an int exp2, the
+    whole of any magnitude (even beyond float64's range): folded into the first factor when
+    its entries stay well inside F's dtype's range (F * alpha·2^exp2), else alpha = m · 2^e
+    split, m into the first factor and 2^(e + exp2) spread over all factors as powers of two
+    (exact), so that a product every factor of which is representable is returned although
+    the scale or the first factor times it is not (e.g. PALM's λ of a matrix near its dtype's
+    maximum)."""
+    alpha = complex(alpha) if isinstance(alpha, complex) or np.iscomplexobj(alpha) else float(alpha)
+    if alpha == 0:
+        return F * alpha
+    m, e = np.frexp(abs(alpha))  # |alpha| = m 2^e, m in [0.5, 1)
+    m, e = float(m), int(e) + int(exp2)  # Python scalars: F's precision is kept
+    mx = _max_abs(F.factors[0])
+    big_e = np.frexp(float(np.finfo(F.dtype).max))[1] - 4
+    if mx == 0 or (e + np.frexp(mx)[1] <= big_e and e > -big_e):
+        return F * (alpha * 2.0 ** int(exp2))
+    unit = alpha / abs(alpha) * m  # alpha / 2^(e - exp2)
+    J = len(F.factors)
+    parts = [e // J + (1 if j < e % J else 0) for j in range(J)]
+    factors = [_scaled(f, (unit if j == 0 else 1.0) * 2.0 ** p) for j, (f, p) in enumerate(zip(F.factors, parts))]
+    return FactorProduct(factors)
+
+
 def _scaled(f: Factor, alpha) -> Factor:
     if isinstance(f, KSFactor):
         return KSFactor(f.blocks * alpha)

@@ -331,6 +331,25 @@ def test_projections_name_unsupported_dtypes():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_solvers_near_the_largest_finite_values(dtype):
+    """Hadamard 16 x 16 times 0.3·max: every factor and the product are representable, but
+    λ (or the first factor times it) is not; the scale is spread over the factors (was: a
+    ValueError from hierarchical, and a silent NaN product from palm4msa)."""
+    c = float(np.finfo(dtype).max) * 0.3
+    H = transforms.hadamard_dense(16, np.float64)
+    A = (H * c).astype(dtype)
+    F = hierarchical(A, preset="hadamard")
+    assert F.dtype == dtype and all(np.isfinite(f.toarray()).all() for f in F.factors)
+    P = F.toarray().astype(np.float64) / c
+    assert np.abs(P - H).max() < (1e-5 if dtype == np.float32 else 1e-10)
+    G = palm4msa(A, [proj.splincol((16, 16), 2)] * 4, max_iter=30)
+    Q = G.toarray().astype(np.float64) / c
+    assert np.isfinite(Q).all() and all(np.isfinite(f.toarray()).all() for f in G.factors)
+    small = palm4msa(H.astype(dtype), [proj.splincol((16, 16), 2)] * 4, max_iter=30)
+    assert abs(G.rel_error - small.rel_error) < 1e-3  # the same run, scaled
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 def test_solvers_at_any_scale(dtype):
     """Powers of two: the solvers are scale-equivariant (the same relative error, factors
     scaled); other scales anywhere in the range give finite factors and the same accuracy."""

@@ -16,6 +16,7 @@ from .._backend import get_backend
 from .._numeric import pow2_scale, safe_norm
 from .._validation import check_bool, check_int, check_matrix, check_power_of_two
 from .. import proj
+from ..product import scale_in_range
 from .palm import (DivergenceError, _Palm, _init_factors, _run, build_product, check_constraints,
                    check_every_for, precision_floor)
 
@@ -222,7 +223,7 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
         F.rel_error = float(safe_norm(F.toarray() - A, xp) / safe_norm(A, xp))
     if scale != 1.0:
         rel = F.rel_error
-        F = F * (out_dtype.type(scale) if out_dtype.kind == "f" else scale)
+        F = scale_in_range(F, 1.0, int(np.frexp(scale)[1]) - 1)  # scale = 2^k; spread if needed
         F.rel_error = rel
     if return_history:
         return F, history

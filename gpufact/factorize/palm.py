@@ -37,7 +37,7 @@ from .._numeric import pow2_scale
 from .._validation import NonFiniteInput, check_bool, check_int, check_matrix
 from ..factors import CSRFactor, DenseFactor, KSFactor
 from ..factors.csr import dense_to_csr
-from ..product import FactorProduct
+from ..product import FactorProduct, scale_in_range
 from ..proj import Constraint, const
 
 __all__ = ["palm4msa", "DivergenceError", "check_constraints"]
@@ -587,8 +587,14 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     tol, stagnation = precision_floor(tol, A.dtype), precision_floor(stagnation, A.dtype)
     history = _run(state, max_iter, tol, stagnation, check_every, callback, progress, be)
     if s != 1.0:
-        state.lam = state.lam * A.real.dtype.type(s)
-    F = build_product(state.S, state.lam, constraints, xp)
+        # λ s on the host (it may leave A's dtype's range although every factor and the
+        # product stay inside: scale_in_range spreads it over the factors then)
+        lam = complex(state.lam) if A.dtype.kind == "c" else float(state.lam)
+        with np.errstate(over="ignore"):
+            state.lam = state.lam * A.real.dtype.type(s)  # (the state's copy, for callers)
+        F = scale_in_range(build_product(state.S, 1.0, constraints, xp), lam, int(np.frexp(s)[1]) - 1)
+    else:
+        F = build_product(state.S, state.lam, constraints, xp)
     F.rel_error = history[-1] if history else float("nan")
     if _return_state:
         return F, history, state
