@@ -349,6 +349,23 @@ def test_solvers_near_the_largest_finite_values(dtype):
     assert abs(G.rel_error - small.rel_error) < 1e-3  # the same run, scaled
 
 
+def test_solvers_on_subnormal_complex_data():
+    """complex64 data of 1e-40 (subnormal): the solvers divide by a power of two below
+    float32's normal range, which NumPy's complex quotient turned into inf + NaN·i (palm4msa
+    and hierarchical reported a divergence, butterfly a failed SVD)."""
+    H = transforms.hadamard_dense(16, np.float64)
+    A = (H * 1e-40).astype(np.complex64)
+    A1 = H.astype(np.complex64)
+    ref = np.abs(A.astype(np.complex128))
+    F = hierarchical(A, preset="hadamard")
+    assert np.abs(F.toarray().astype(np.complex128) - A).max() < 1e-3 * ref.max()  # subnormal: few bits
+    G = butterfly(A)
+    assert np.abs(G.toarray().astype(np.complex128) - A).max() < 1e-3 * ref.max()
+    cons = [proj.splincol((16, 16), 2)] * 4
+    P = palm4msa(A, cons, max_iter=20)
+    assert np.isfinite(P.toarray()).all() and abs(P.rel_error - palm4msa(A1, cons, max_iter=20).rel_error) < 1e-3
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 def test_solvers_at_any_scale(dtype):
     """Powers of two: the solvers are scale-equivariant (the same relative error, factors

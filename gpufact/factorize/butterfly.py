@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import get_backend
-from .._numeric import range_scale, safe_norm
+from .._numeric import div_real, range_scale, safe_norm
 from .._validation import check_int, check_matrix, check_power_of_two
 from ..factors import KSFactor, PermFactor
 from ..product import FactorProduct
@@ -281,7 +281,7 @@ def ksfactor(A, patterns, *, tree: str = "balanced", perm=None, return_errors: b
     # far from 1 in magnitude: factor A / s (s a power of two, exact; the Gram matrices and
     # squared errors stay in range), s folded into the first factor at the end
     s = range_scale(A, xp)
-    As = A / A.real.dtype.type(s) if s != 1.0 else A
+    As = div_real(A, A.real.dtype.type(s), xp) if s != 1.0 else A  # complex: part by part
     blocks = _factor(As[None], pats, tree, xp, errors, 0, None if P is None else P.perm)
     factors = [KSFactor(b[0], check=False) for b in blocks]
     if P is not None:

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .._backend import get_backend
-from .._numeric import pow2_scale, safe_norm
+from .._numeric import div_real, pow2_scale, safe_norm
 from .._validation import check_bool, check_int, check_matrix, check_power_of_two
 from .. import proj
 from ..product import scale_in_range
@@ -160,7 +160,7 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
     # magnitude, and the same run at every scale of A
     scale = pow2_scale(A, xp)
     if scale != 1.0:
-        A = A / scale
+        A = div_real(A, A.real.dtype.type(scale), xp)  # complex: part by part (exact)
     tol, local_tol = precision_floor(tol, A.dtype), precision_floor(local_tol, A.dtype)
     stagnation = precision_floor(stagnation, A.dtype)
     eps_default = 1e-12

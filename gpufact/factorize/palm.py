@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import _kernels
 from .._backend import get_backend
-from .._numeric import pow2_scale
+from .._numeric import div_real, pow2_scale
 from .._validation import NonFiniteInput, check_bool, check_int, check_matrix
 from ..factors import CSRFactor, DenseFactor, KSFactor
 from ..factors.csr import dense_to_csr
@@ -578,7 +578,7 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
     # λ carries s back at the end
     s = pow2_scale(A, xp)
     if s != 1.0:
-        A = A / A.real.dtype.type(s)
+        A = div_real(A, A.real.dtype.type(s), xp)  # complex: part by part (exact)
     if lambda_init is None:
         lambda_init = 1.0 if warm else s
     lam = xp.asarray(lambda_init / s, dtype=A.dtype)
