@@ -584,11 +584,11 @@ def scale_in_range(F: "FactorProduct", alpha, exp2: int = 0) -> "FactorProduct":
         return F * alpha
     m, e = np.frexp(abs(alpha))  # |alpha| = m 2^e, m in [0.5, 1)
     m, e = float(m), int(e) + int(exp2)  # Python scalars: F's precision is kept
+    unit = alpha / abs(alpha) * m  # alpha 2^exp2 = unit 2^e exactly
     mx = _max_abs(F.factors[0])
-    big_e = np.frexp(float(np.finfo(F.dtype).max))[1] - 4
-    if mx == 0 or (e + np.frexp(mx)[1] <= big_e and e > -big_e):
-        return F * (alpha * 2.0 ** int(exp2))
-    unit = alpha / abs(alpha) * m  # alpha / 2^(e - exp2)
+    big_e = int(np.frexp(float(np.finfo(F.dtype).max))[1]) - 4
+    if mx == 0 or (e + int(np.frexp(mx)[1]) <= big_e and e > -big_e):
+        return F * (unit * 2.0 ** e)  # |e| < 1024 here: no Python overflow
     J = len(F.factors)
     parts = [e // J + (1 if j < e % J else 0) for j in range(J)]
     factors = [_scaled(f, (unit if j == 0 else 1.0) * 2.0 ** p) for j, (f, p) in enumerate(zip(F.factors, parts))]
