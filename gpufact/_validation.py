@@ -70,12 +70,18 @@ def check_power_of_two(n, name: str = "N", *, min_value: int = 2) -> int:
     return n
 
 
+class NonFiniteInput(ValueError):
+    """An array argument holds NaN or inf (a ``ValueError``; its own class so that PALM can
+    tell a diverged iterate, met by a projection, from other bad input)."""
+
+
 def check_finite(x, name: str, xp=None) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or inf (one reduction, one host sync)."""
+    """Raise :class:`NonFiniteInput` (a ``ValueError``) if ``x`` holds NaN or inf (one
+    reduction, one host sync)."""
     if xp is None:
         xp = np
     if x.size and not bool(xp.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or inf")
+        raise NonFiniteInput(f"{name} contains NaN or inf")
 
 
 def is_sparse(x) -> bool:
@@ -145,8 +151,3 @@ def chunk_rows(n_rows: int, row_bytes: int, budget_bytes: int = 64 << 20, *, min
     (each row costing ``row_bytes``), so a temporary per chunk stays within the budget."""
     rows = max(min_rows, int(budget_bytes // max(1, row_bytes)))
     return [(i, min(n_rows, i + rows)) for i in range(0, n_rows, rows)]
-
-
-class NonFiniteInput(ValueError):
-    """An array argument holds NaN or inf (raised by the projections, so that PALM can tell a
-    diverged iterate from other bad input)."""

@@ -559,16 +559,17 @@ def spectral_norm(F, *, tol=1e-6, max_iter=200, seed=0, x0=None, return_vector=F
 
 def _max_abs(f: Factor) -> float:
     """max |entry| of a factor (host float; 1 for a permutation)."""
-    for attr in ("blocks", "diag"):
-        if hasattr(f, attr) and isinstance(f, (KSFactor, DiagFactor)):
-            a = getattr(f, attr)
-            return float(abs(a).max()) if a.size else 0.0
-    if isinstance(f, DenseFactor):
-        return float(abs(f.matrix).max()) if f.matrix.size else 0.0
-    if isinstance(f, CSRFactor):
-        d = f.matrix.data
-        return float(abs(d).max()) if d.size else 0.0
-    return 1.0
+    if isinstance(f, KSFactor):
+        a = f.blocks
+    elif isinstance(f, DiagFactor):
+        a = f.diag
+    elif isinstance(f, DenseFactor):
+        a = f.matrix
+    elif isinstance(f, CSRFactor):
+        a = f.matrix.data
+    else:
+        return 1.0
+    return float(abs(a).max()) if a.size else 0.0
 
 
 def scale_in_range(F: "FactorProduct", alpha, exp2: int = 0) -> "FactorProduct":

@@ -18,7 +18,7 @@ import numpy as np
 from . import _kernels
 from ._backend import get_backend
 from ._numeric import unit_scale
-from ._validation import NonFiniteInput, check_dense, check_int
+from ._validation import check_dense, check_finite, check_int
 from .factors.ks import ks_support
 
 __all__ = ["Constraint", "sp", "splin", "spcol", "splincol", "const", "supp", "blockdiag",
@@ -78,8 +78,8 @@ class Constraint:
             raise ValueError(f"M has shape {tuple(M.shape)} but the constraint is for {self.shape}")
         if M.dtype.char not in "fdFD":
             raise TypeError(f"M must be a float32, float64, complex64 or complex128 array, got dtype {M.dtype}")
-        if not be.is_gpu and not np.isfinite(M).all():  # (on the GPU a check would sync)
-            raise NonFiniteInput("M contains NaN or inf")
+        if not be.is_gpu:  # (on the GPU a check would sync)
+            check_finite(M, "M")
         return be
 
     def support(self, M=None):

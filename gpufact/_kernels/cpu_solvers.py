@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._validation import NonFiniteInput
+from .._numeric import unit_scale
+from .._validation import NonFiniteInput, check_finite
 
 # ---- top-k supports of the sparsity projections ------------------------------------------
 # Thresholds (the k-th largest magnitude of each row / column) then marks: entries above the
@@ -244,15 +245,13 @@ def _scale_unit(out, s2, mx):
     compiled for about a second on a first run."""
     if not mx > 0:
         return
-    r = out.view(out.real.dtype) if out.dtype.kind == "c" else out
     if 1e-280 < s2 < 1e280:  # one multiply by 1/‖out‖ (finite: ‖out‖ >= 1e-140)
+        r = out.view(out.real.dtype) if out.dtype.kind == "c" else out
         np.multiply(r, np.float64(1.0 / np.sqrt(s2)), out=r, casting="unsafe")
         return
     # float64 entries beyond ~1e140 or below ~1e-140: ‖out‖ itself may not be representable
-    # (or keep few bits, subnormal): out / mx first (entries <= 1), then by ‖out / mx‖
-    np.divide(r, np.float64(mx), out=r, casting="unsafe")
-    a = np.abs(out).astype(np.float64, copy=False).ravel()
-    np.divide(r, np.float64(np.sqrt(np.dot(a, a))), out=r, casting="unsafe")
+    # (or keep few bits, subnormal): (out / max) / ‖out / max‖
+    out[...] = unit_scale(out, np)
 
 
 @njit(cache=True)
@@ -333,12 +332,9 @@ def topk_project(M, k_row, k_col, normalized):
         if normalized:
             _scale_unit(out, s2, mx)
         return out
-    if not np.isfinite(M).all():
-        raise NonFiniteInput("M contains NaN or inf")
+    check_finite(M, "M")
     out = np.where(topk_rows_cols_mask(M, kr, kc), M, 0).astype(M.dtype, copy=False)
     if normalized:
-        from .._numeric import unit_scale
-
         out = unit_scale(out, np)  # right even where ‖out‖ itself is out of range
     return out
 
