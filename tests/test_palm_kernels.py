@@ -74,6 +74,45 @@ def test_sparse_dense_products_match_dense(dtype, order):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_host_csr_operands_match_dense(dtype):
+    """PALM's host CSR (palm._CSR, built by _op from a dense iterate): transpose, conjugate,
+    toarray, products with vectors, dense matrices of either order, scipy CSR and each other
+    (sparse results kept sparse only when they stay sparse) against NumPy, inputs untouched."""
+    rng = np.random.default_rng(5)
+    be = get_backend(np.zeros(1))
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for m, k, n in [(70, 64, 90), (64, 128, 64)]:
+        Sd = _rand(rng, (m, k), dtype) * (rng.random((m, k)) < 0.04)
+        Td = _rand(rng, (k, n), dtype) * (rng.random((k, n)) < 0.04)
+        S, T = palm._op(Sd, be), palm._op(Td, be)
+        assert type(S) is palm._CSR and type(T) is palm._CSR and S.nnz == np.count_nonzero(Sd)
+        before = [M.copy() for M in (S.data, S.indices, S.indptr, Sd, Td)]
+        np.testing.assert_array_equal(S.toarray(), Sd)
+        np.testing.assert_array_equal(S.T.toarray(), Sd.T)
+        np.testing.assert_array_equal(palm._herm(S).toarray(), Sd.conj().T)
+        assert S.T.T.format == "csr" and S.T.shape == (k, m)
+        x = _rand(rng, (k,), dtype)
+        np.testing.assert_allclose(S @ x, Sd @ x, **tol)
+        y = _rand(rng, (m,), dtype)
+        np.testing.assert_allclose(palm._herm(S) @ y, Sd.conj().T @ y, **tol)
+        for order in "CF":
+            X = np.asarray(_rand(rng, (7, m), dtype), order=order)
+            Y = np.asarray(_rand(rng, (k, 9), dtype), order=order)
+            for got, ref in [(palm._mm(X, S, be), X @ Sd), (palm._mm(S, Y, be), Sd @ Y),
+                             (palm._mm(palm._herm(S), X.T, be), Sd.conj().T @ X.T),
+                             (palm._mm(Y.T, palm._herm(S), be), Y.T @ Sd.conj().T)]:
+                assert type(got) is np.ndarray and got.dtype == dtype
+                np.testing.assert_allclose(got, ref, **tol)
+        P = Sd @ Td
+        for got in (palm._mm(S, T, be), palm._mm(S, sp.csr_matrix(Td), be), palm._mm(sp.csr_matrix(Sd), T, be)):
+            np.testing.assert_allclose(palm._dense(got), P, **tol)
+            dense_expected = not palm._sparse_enough(np.count_nonzero(P), P.size, False) or P.size < 4096
+            assert (type(got) is np.ndarray) == dense_expected
+        for M, M0 in zip((S.data, S.indices, S.indptr, Sd, Td), before):
+            np.testing.assert_array_equal(M, M0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_gram_quad_is_the_squared_norm_of_the_product(dtype):
     """Re tr(D (R Rᴴ) Dᴴ) = ‖D R‖²_F for a sparse-ish D, empty rows included."""
     rng = np.random.default_rng(4)

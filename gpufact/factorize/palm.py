@@ -101,16 +101,70 @@ def _sparse_enough(nnz, size, gpu=True) -> bool:
     return size >= _SPARSE_MIN_SIZE_SMALL and nnz < small * size
 
 
+class _CSR:
+    """A host CSR matrix (``format`` "csr") or the transpose of one ("csc": the arrays are
+    the CSR arrays of its transpose, as scipy's CSC), for PALM's products on the CPU: plain
+    arrays, no validation. scipy.sparse checks and re-derives its index arrays on every
+    construction, transpose and conjugate (20-30 us each), which cost a fifth of a sweep on
+    small factors (64 x 64); these views cost a Python object. Indices int32 or int64,
+    canonical (sorted, no explicit zeros: :func:`gpufact._kernels.cpu_solvers.dense_to_csr_arrays`)."""
+
+    __slots__ = ("data", "indices", "indptr", "shape", "format")
+
+    def __init__(self, data, indices, indptr, shape, format="csr"):
+        self.data, self.indices, self.indptr = data, indices, indptr
+        self.shape, self.format = shape, format
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def nnz(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def T(self):
+        return _CSR(self.data, self.indices, self.indptr, self.shape[::-1], "csc" if self.format == "csr" else "csr")
+
+    def conj(self):
+        if self.data.dtype.kind != "c":
+            return self
+        return _CSR(self.data.conj(), self.indices, self.indptr, self.shape, self.format)
+
+    def toarray(self):
+        out = np.zeros(self.shape, dtype=self.data.dtype)
+        major = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+        if self.format == "csr":
+            out[major, self.indices] = self.data
+        else:
+            out[self.indices, major] = self.data
+        return out
+
+    def __matmul__(self, Y):
+        if not (type(Y) is np.ndarray and Y.ndim in (1, 2) and Y.dtype == self.dtype):
+            return self.toarray() @ Y
+        if Y.ndim == 1:
+            return (self @ Y[:, None])[:, 0]
+        return _mm(self, Y, None)
+
+
 def _is_sparse(M) -> bool:
     if type(M) is np.ndarray:
         return False
+    if type(M) is _CSR:
+        return True
     return not hasattr(M, "ndim") or type(M).__module__.startswith(("scipy.sparse", "cupyx"))
 
 
 def _op(M, be):
-    """The dense iterate M as the cheaper operand for products: CSR when sparse enough."""
+    """The dense iterate M as the cheaper operand for products: CSR when sparse enough
+    (a :class:`_CSR` on the host, cupyx CSR on the GPU)."""
     xp = be.xp
     if M.size >= _SPARSE_MIN_SIZE_SMALL and _sparse_enough(int(xp.count_nonzero(M)), M.size, be.is_gpu):
+        if not be.is_gpu and M.dtype.kind in "fc":
+            data, indices, indptr = _kernels.cpu_solver_kernels().dense_to_csr_arrays(M)
+            return _CSR(data, indices, indptr, M.shape)
         return dense_to_csr(M, be)
     return M
 
@@ -120,6 +174,15 @@ def _mm(X, Y, be):
     only if both are sparse and it stays sparse, else a dense array. On the CPU the sparse
     times dense products run in Numba kernels that read either memory order (no copies)."""
     sx, sy = _is_sparse(X), _is_sparse(Y)
+    if type(X) is _CSR and sy or type(Y) is _CSR and sx:
+        # host SpGEMM as SpMM on Y made dense (PALM's operands are at most a few hundred wide:
+        # cheaper than scipy's SpGEMM and its CSR objects), kept sparse when it stays sparse
+        Z = _mm(X, Y.toarray(), be)
+        if type(Z) is not np.ndarray:
+            Z = Z.toarray()
+        return _op(Z, be or get_backend(Z)) if Z.size >= _SPARSE_MIN_SIZE_SMALL else Z
+    if type(X) is _CSR and not _numba_spmm(X, Y) or type(Y) is _CSR and not _numba_spmm(Y, X):
+        return _mm(_dense(X), _dense(Y), be)
     if sx and sy:
         Z = (X @ Y).tocsr()
         m, n = Z.shape
@@ -151,7 +214,8 @@ def _dense(M):
 
 
 def _herm(M):
-    return M.conj().T
+    """Mᴴ (a view; real M: no conjugate, which copies a scipy matrix)."""
+    return M.conj().T if M.dtype.kind == "c" else M.T
 
 
 def _sqnorm(M, xp):
@@ -318,7 +382,8 @@ class _Palm:
         Dl = S_try - Sj
         lin = (lam * _vdot(G, Dl, xp)).real
         if R is None:
-            q = _sqnorm(_dense(_mm(L, Dl, be)), xp) if L is not None else _sqnorm(Dl, xp)
+            # Δ as CSR when sparse (SpMM instead of a dense product with the last factor's width)
+            q = _sqnorm(_dense(_mm(L, _op(Dl, be), be)), xp) if L is not None else _sqnorm(Dl, xp)
         else:  # ‖Δ R‖² = Re⟨Δ, Δ (R Rᴴ)⟩ with the Gram matrix
             if isinstance(R, _Gram) and not be.is_gpu:  # Δ is sparse: one pass, no CSR built
                 q = _kernels.cpu_solver_kernels().gram_quad(Dl, R.RG)
