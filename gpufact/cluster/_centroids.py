@@ -16,9 +16,11 @@ Two structures, each a small state object with the same three methods:
 
 ``update`` keeps the previous factors whenever the new ones fit the weighted target worse,
 so the centroid step never increases the weighted error Σ_k n_k ‖u_k − v_k‖², hence never
-the K-means objective (given the assignments). The factorizations run in float64 on the
-data's namespace (K × D matrices only); ``operator(dtype)`` gives the FactorProduct in the
-data's dtype.
+the K-means objective (given the assignments). The factorizations run on the data's
+namespace (K × D matrices only): ``SplincolCentroids`` in the data's precision (float32
+data: float32 PALM, 1.3x faster per update at Fashion-MNIST K = 256 with the same error
+to 6 digits; the acceptance test of an update in float64), ``ButterflyCentroids`` in
+float64; ``operator(dtype)`` gives the FactorProduct in the data's dtype.
 """
 from __future__ import annotations
 
@@ -71,42 +73,49 @@ class SplincolCentroids:
         be = get_backend(C0)
         xp = self.xp = be.xp
         K, D = C0.shape
-        C0 = C0.astype(xp.float64)
+        # PALM in the data's precision (float32 or float64): C0 has the data's dtype
+        self.dtype = xp.float32 if C0.dtype == xp.float32 else xp.float64
+        C0 = C0.astype(self.dtype)
         fact, res = rectangular_constraints((K, D), sparsity, n_factors, side="left")
         self.cons = list(fact) + [res[-1]]
         self.palm_max_iter = palm_max_iter
         F = hierarchical(C0, fact_constraints=fact, res_constraints=res, side="left",
                          n_iter_local=min(palm_max_iter, HIER_LOCAL_SWEEPS),
                          n_iter_global=min(palm_max_iter, HIER_GLOBAL_SWEEPS))
-        S = [f.toarray().astype(xp.float64) for f in F.factors]
-        lam = float(xp.linalg.norm(S[0]))
+        S = [f.toarray().astype(self.dtype) for f in F.factors]
+        lam = float(xp.linalg.norm(S[0].astype(xp.float64)))
         if lam == 0:
             lam = 1.0
-        S[0] = S[0] / lam
+        S[0] = (S[0] / lam).astype(self.dtype)
         self.S, self.lam = S, lam
-        self.V = lam * _chain_dense(S, xp)
+        self.V = self._dense(S, lam)
         self.n_palm = 0
 
+    def _dense(self, S, lam):
+        """λ S_1 ⋯ S_Q as a dense float64 array."""
+        xp = self.xp
+        return lam * _chain_dense([M.astype(xp.float64) for M in S], xp)
+
     def operator(self, dtype) -> FactorProduct:
-        # CSR built from the float64 iterates, then cast: the dense -> CSR kernel is compiled
-        # for float64 only (PALM's), not again for the data's dtype on a first run
-        S = [self.S[0] * self.lam] + self.S[1:]
+        # CSR built from the iterates in PALM's dtype, then cast: the dense -> CSR kernel is
+        # compiled for PALM's dtype only, not again for another one on a first run
+        S = [(self.S[0] * self.lam).astype(self.dtype)] + self.S[1:]
         return FactorProduct([CSRFactor(M, check=False) for M in S]).astype(dtype)
 
     def update(self, U, counts) -> bool:
         """Fit the weighted target diag(√n) U warm-started; returns whether it was accepted."""
         xp = self.xp
         w = xp.sqrt(counts.astype(xp.float64))
-        W = w[:, None] * U
-        old = _weighted_err2(W, w, self.V, xp)
-        Dw = xp.diag(w)
+        W = w[:, None] * U.astype(xp.float64)
+        old = _weighted_err2(W, w, self.V, xp)  # the acceptance test in float64
+        Dw = xp.diag(w).astype(self.dtype)
         cons = [proj.const(Dw)] + self.cons
-        _, hist, st = palm4msa(W, cons, self.palm_max_iter, init=[Dw] + self.S, lambda_init=self.lam,
-                               stagnation=PALM_STAGNATION, _return_state=True)
+        _, hist, st = palm4msa(W.astype(self.dtype), cons, self.palm_max_iter, init=[Dw] + self.S,
+                               lambda_init=self.lam, stagnation=PALM_STAGNATION, _return_state=True)
         self.n_palm += len(hist)
         S = [xp.array(M, copy=True) for M in st.S[1:]]
         lam = float(st.lam)
-        V = lam * _chain_dense(S, xp)
+        V = self._dense(S, lam)
         if not np.isfinite(lam) or _weighted_err2(W, w, V, xp) > old:
             return False
         self.S, self.lam, self.V = S, lam, V
