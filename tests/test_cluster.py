@@ -41,6 +41,35 @@ def test_objective_non_increasing_and_labels_consistent(blobs, structure):
     np.testing.assert_allclose(C, qm.centroid_operator_.toarray(), rtol=1e-12, atol=0)
 
 
+def test_float32_data_factorized_in_float32_objective_non_increasing(blobs, monkeypatch):
+    """float32 data: the initial hierarchical factorization and every PALM update run in
+    float32 (the centroid step's own precision), the objective still never increases (to
+    float32 rounding of the assignment), and the results match a float64 fit's closely."""
+    import importlib
+
+    palm_mod = importlib.import_module("gpufact.factorize.palm")
+    hier_mod = importlib.import_module("gpufact.factorize.hierarchical")  # the module, not the function
+
+    X, _ = blobs
+    X = X + 3.0 * np.random.default_rng(1).standard_normal(X.shape)
+    seen = []
+    run = palm_mod._run
+
+    def spy(state, *a, **k):
+        seen.append(state.A.dtype)
+        return run(state, *a, **k)
+
+    monkeypatch.setattr(palm_mod, "_run", spy)  # palm4msa (the updates)
+    monkeypatch.setattr(hier_mod, "_run", spy)  # hierarchical (the initialisation)
+    qm = QuickMeans(6, sparsity=2, tol=0.0, **FAST).fit(X.astype(np.float32))
+    assert seen and set(seen) == {np.dtype(np.float32)}
+    h = np.array(qm.objective_history_)
+    assert np.all(np.diff(h) <= 1e-6 * h[0]), h
+    assert qm.cluster_centers_.dtype == np.float32
+    ref = QuickMeans(6, sparsity=2, tol=0.0, **FAST).fit(X)
+    assert qm.inertia_ == pytest.approx(ref.inertia_, rel=0.05)
+
+
 def test_recovers_well_separated_clusters(blobs):
     X, y = blobs
     qm = QuickMeans(6, sparsity=2, **FAST).fit(X)

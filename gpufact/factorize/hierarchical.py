@@ -75,7 +75,7 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
                  order: str = "right-to-left", step_eps: float = 1e-3, norm_iters: int = 3,
                  check_every: int | None = None, accelerate: bool = True, adaptive_step: bool = True,
                  callback=None, progress: bool = False,
-                 return_history: bool = False):
+                 return_history: bool = False, _single_ok: bool = False):
     """Hierarchical factorization A ≈ S_1 ⋯ S_J (returned as a FactorProduct, λ folded in).
 
     Parameters
@@ -151,7 +151,8 @@ def hierarchical(A, preset: str | None = None, *, fact_constraints=None, res_con
         check_constraints(pair, expect, f"constraints of level {lvl + 1}")
 
     out_dtype = A.dtype
-    if A.dtype in (np.float32, np.complex64):
+    # _single_ok (private, QuickMeans' centroids: no exact ties to fear): keep single precision
+    if A.dtype in (np.float32, np.complex64) and not _single_ok:
         # computed in double precision, returned in single: in float32 the residuals of
         # structured matrices (Hadamard) come out with exactly equal magnitudes, and the
         # index-ordered support choices on those ties trap PALM (error stuck near 0.35)
