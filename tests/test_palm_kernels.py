@@ -142,3 +142,18 @@ def test_gram_sweeps_match_sweeps_through_R(dtype, monkeypatch):
     np.testing.assert_allclose(h1, h0, rtol=tol)
     for f1, f0 in zip(F1.factors, F0.factors):
         np.testing.assert_array_equal(f1.toarray() != 0, f0.toarray() != 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64])
+def test_single_precision_stays_single(dtype):
+    """A single-precision run keeps every iterate, product and power-iteration vector in
+    its dtype (a float64 power vector made every norm estimate cast the factor to double)."""
+    import importlib
+
+    P = importlib.import_module("gpufact.factorize.palm")
+    A = _rand(np.random.default_rng(6), (64, 200), dtype)
+    cons = [proj.splincol((64, 64), 3)] * 3 + [proj.splincol((64, 200), 3)]
+    _, hist, st = P.palm4msa(A, cons, 5, _return_state=True)
+    vecs = [v for v in st.vL + st.vR if v is not None]
+    assert vecs and {v.dtype for v in vecs} == {np.dtype(dtype)}
+    assert {S.dtype for S in st.S} == {np.dtype(dtype)} and st.lam.dtype == dtype

@@ -27,6 +27,7 @@ read one scalar per check.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -323,12 +324,12 @@ class _Palm:
         if L is not None:
             iters = self.norm_iters if self.vL[j] is not None else 3 * self.norm_iters
             if self.vL[j] is None:
-                self.vL[j] = xp.ones(L.shape[1], dtype=L.dtype) / np.sqrt(L.shape[1])
+                self.vL[j] = xp.full(L.shape[1], 1 / math.sqrt(L.shape[1]), dtype=L.dtype)  # not ones / np.sqrt: float64
             nL, self.vL[j] = _power_norm2(L, self.vL[j], xp, iters)
         if R is not None:
             iters = self.norm_iters if self.vR[j] is not None else 3 * self.norm_iters
             if self.vR[j] is None:
-                self.vR[j] = xp.ones(R.shape[0], dtype=R.dtype) / np.sqrt(R.shape[0])
+                self.vR[j] = xp.full(R.shape[0], 1 / math.sqrt(R.shape[0]), dtype=R.dtype)
             if isinstance(R, _Gram):
                 nR, self.vR[j] = _power_gram(R.RG, self.vR[j], xp, iters)
             else:
