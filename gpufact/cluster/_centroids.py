@@ -87,7 +87,7 @@ class SplincolCentroids:
         lam = float(xp.linalg.norm(S[0].astype(xp.float64)))
         if lam == 0:
             lam = 1.0
-        S[0] = (S[0] / lam).astype(self.dtype)
+        S[0] = S[0] / lam  # (a Python float: the dtype stays)
         self.S, self.lam = S, lam
         self.V = self._dense(S, lam)
         self.n_palm = 0
@@ -100,7 +100,7 @@ class SplincolCentroids:
     def operator(self, dtype) -> FactorProduct:
         # CSR built from the iterates in PALM's dtype, then cast: the dense -> CSR kernel is
         # compiled for PALM's dtype only, not again for another one on a first run
-        S = [(self.S[0] * self.lam).astype(self.dtype)] + self.S[1:]
+        S = [self.S[0] * self.lam] + self.S[1:]
         return FactorProduct([CSRFactor(M, check=False) for M in S]).astype(dtype)
 
     def update(self, U, counts) -> bool:

@@ -178,10 +178,7 @@ def _mm(X, Y, be):
     if type(X) is _CSR and sy or type(Y) is _CSR and sx:
         # host SpGEMM as SpMM on Y made dense (PALM's operands are at most a few hundred wide:
         # cheaper than scipy's SpGEMM and its CSR objects), kept sparse when it stays sparse
-        Z = _mm(X, Y.toarray(), be)
-        if type(Z) is not np.ndarray:
-            Z = Z.toarray()
-        return _op(Z, be or get_backend(Z)) if Z.size >= _SPARSE_MIN_SIZE_SMALL else Z
+        return _op(_mm(X, Y.toarray(), be), be)  # (sparse times dense: a dense array)
     if type(X) is _CSR and not _numba_spmm(X, Y) or type(Y) is _CSR and not _numba_spmm(Y, X):
         return _mm(_dense(X), _dense(Y), be)
     if sx and sy:
