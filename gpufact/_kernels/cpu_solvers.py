@@ -177,48 +177,57 @@ def _small_k_keep(M, kr, kc, out, mask, marks):
     """out = M on the union of the top-kr per row and top-kc per column of |M| (kr, kc <=
     _SMALL_K; 0: none), else 0 (ties to the smaller index), in two row-major passes:
     thresholds (an ascending insertion buffer per row and per column, filled with -1 so that
-    the first k entries go in like the rest) and the number of ties each row / column takes,
-    then marks and output together; with ``marks``, mask |= the marks too. Magnitudes are
-    compared in float64 (exact for every dtype). Returns (‖out‖² in float64, max |out|, the
-    number of NaN / inf entries of M). The
-    one kernel behind both small-k entry points (a first call compiles it once: fewer,
-    flatter kernels compile faster)."""
+    the first k entries go in like the rest; each buffer's smallest entry also kept in a
+    scalar / a contiguous array, so that the usual entry costs two compares and no buffer
+    access) and the number of ties each row / column takes, then marks and output together
+    (entries below both thresholds take one branch; the rest, NaN included, the exact
+    rule); with ``marks``, mask |= the marks too. Magnitudes are compared in float64 (exact
+    for every dtype). Returns (‖out‖² in float64, max |out|, the number of NaN / inf entries
+    of M). The one kernel behind both small-k entry points (a first call compiles it once:
+    fewer, flatter kernels compile faster)."""
     m, n = M.shape
     thr_r = np.full(m, np.inf)  # k = 0: nothing is above an infinite threshold
     need_r = np.zeros(m, dtype=np.int64)
     bc = np.full((n, max(kc, 1)), -1.0)  # column j's buffer: bc[j] (contiguous)
+    thr_c = np.full(n, -1.0 if kc > 0 else np.inf)  # bc[j, 0], contiguous
     br = np.empty(max(kr, 1))
-    bad = 0
     for i in range(m):
         br[:] = -1.0
+        t = -1.0 if kr > 0 else np.inf  # br[0]
         for j in range(n):
             a = np.float64(abs(M[i, j]))
-            if kr > 0:
+            if a > t:
                 _insert_top(br, a)
-            if kc > 0:
-                _insert_top(bc[j], a)
+                t = br[0]
+            if a > thr_c[j]:
+                b = bc[j]
+                _insert_top(b, a)
+                thr_c[j] = b[0]
         if kr > 0:
-            thr_r[i] = br[0]
+            thr_r[i] = t
             need_r[i] = _ties_taken(br)
-    thr_c = np.full(n, np.inf)
     need_c = np.zeros(n, dtype=np.int64)
     if kc > 0:
         for j in range(n):
-            thr_c[j] = bc[j, 0]
             need_c[j] = _ties_taken(bc[j])
     s2 = 0.0  # float64: squares of float32 values never leave its range
     mx = 0.0
+    bad = 0
     for i in range(m):
         tr = thr_r[i]
         nr = need_r[i]
         for j in range(n):
             v = M[i, j]
             a = np.float64(abs(v))
-            keep = a > tr or a > thr_c[j]
+            tc = thr_c[j]
+            if a < tr and a < tc:  # below both thresholds (NaN is not): dropped
+                out[i, j] = 0
+                continue
+            keep = a > tr or a > tc
             if a == tr and nr > 0:
                 keep = True
                 nr -= 1
-            if a == thr_c[j] and need_c[j] > 0:
+            if a == tc and need_c[j] > 0:
                 keep = True
                 need_c[j] -= 1
             if keep:
