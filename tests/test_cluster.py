@@ -70,6 +70,48 @@ def test_float32_data_factorized_in_float32_objective_non_increasing(blobs, monk
     assert qm.inertia_ == pytest.approx(ref.inertia_, rel=0.05)
 
 
+@pytest.mark.parametrize("where", ["init", "update"])
+def test_float32_out_of_range_falls_back_to_float64(blobs, monkeypatch, where):
+    """When single precision cannot hold a chain's scale (PALM raises DivergenceError: a
+    Blobs fit at K = 256, λ ~ 1e16, did before the float64 norm sums), the centroid step
+    carries on in float64, at the initialisation or at a Lloyd update, and the fit completes
+    with the float64 result's objective."""
+    import importlib
+
+    cen = importlib.import_module("gpufact.cluster._centroids")
+    from gpufact.factorize import DivergenceError
+
+    X, _ = blobs
+    X = (X + 3.0 * np.random.default_rng(1).standard_normal(X.shape)).astype(np.float32)
+    name = "hierarchical" if where == "init" else "palm4msa"
+    real, calls = getattr(cen, name), []
+
+    def fail_single(A, *a, **k):
+        calls.append(A.dtype)
+        if A.dtype == np.float32:
+            raise DivergenceError("PALM diverged (test)")
+        return real(A, *a, **k)
+
+    monkeypatch.setattr(cen, name, fail_single)
+    seen = []
+    make = QuickMeans._make_centroids
+
+    def keep(self, *a):
+        seen.append(make(self, *a))
+        return seen[-1]
+
+    monkeypatch.setattr(QuickMeans, "_make_centroids", keep)
+    qm = QuickMeans(6, sparsity=2, tol=0.0, **FAST).fit(X)
+    assert calls[0] == np.float32 and np.float64 in calls and seen[0].dtype == np.float64
+    assert all(M.dtype == np.float64 for M in seen[0].S)
+    assert qm.cluster_centers_.dtype == np.float32 and np.all(np.isfinite(qm.cluster_centers_))
+    h = np.array(qm.objective_history_)
+    assert np.all(np.diff(h) <= 1e-6 * h[0]), h
+    monkeypatch.undo()
+    ref = QuickMeans(6, sparsity=2, tol=0.0, **FAST).fit(X.astype(np.float64))
+    assert qm.inertia_ == pytest.approx(ref.inertia_, rel=0.05)
+
+
 def test_recovers_well_separated_clusters(blobs):
     X, y = blobs
     qm = QuickMeans(6, sparsity=2, **FAST).fit(X)

@@ -157,3 +157,52 @@ def test_single_precision_stays_single(dtype):
     vecs = [v for v in st.vL + st.vR if v is not None]
     assert vecs and {v.dtype for v in vecs} == {np.dtype(dtype)}
     assert {S.dtype for S in st.S} == {np.dtype(dtype)} and st.lam.dtype == dtype
+
+
+def test_single_precision_long_chain_matches_double():
+    """Twelve unit-norm splincol(3) factors of 256 x 256: their product is ~1e-13 of their
+    norms (λ ~ 1e17), the Gram matrices of the right products ~1e-25. Squares of such entries
+    underflow in float32; the spectral-norm estimates were 0 there, the step infinite and
+    PALM raised DivergenceError at once. The single-precision run now follows the double one."""
+    rng = np.random.default_rng(0)
+    shapes = [(256, 256)] * 11 + [(256, 400)]
+    cons = [proj.splincol(sh, 3) for sh in shapes]
+    init = [c(rng.standard_normal(c.shape)) for c in cons]
+    P = init[0]
+    for M in init[1:]:
+        P = P @ M
+    A = 50 * rng.standard_normal((256, 400))
+    lam0 = float(np.linalg.norm(A) / np.linalg.norm(P))
+    assert lam0 > 1e15  # the regime of the bug
+    runs = {}
+    for dt in (np.float64, np.float32):
+        F, hist = palm4msa(A.astype(dt), cons, 4, init=[M.astype(dt) for M in init], lambda_init=lam0,
+                           return_history=True)
+        assert np.all(np.isfinite(hist)) and np.all(np.isfinite(F.toarray()))
+        runs[dt] = np.asarray(hist)
+    np.testing.assert_allclose(runs[np.float32], runs[np.float64], rtol=1e-5)
+    assert runs[np.float32][-1] < runs[np.float32][0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64])
+def test_power_estimates_at_extreme_scales(dtype):
+    """The power iterations' norm estimates in single precision at scales where the squares
+    they sum leave its range (each estimate itself representable), against float64 on the
+    same matrix: ‖M‖² of M ~ 1e-12 and 1e15, the top eigenvalue of a Gram matrix ~ 1e-22
+    and 1e22; the iterates keep the dtype."""
+    import importlib
+
+    P = importlib.import_module("gpufact.factorize.palm")
+    rng = np.random.default_rng(3)
+    real = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+    for shape in ((40, 30), (120, 90)):  # the small-matrix Numba kernel and the BLAS path
+        M = _rand(rng, shape, real)
+        ref = np.linalg.norm(M, 2) ** 2
+        for scale in (1e-12, 1e15):
+            v = np.full(shape[1], 1 / np.sqrt(shape[1]), dtype=dtype)
+            s2, v2 = P._power_norm2((M * scale).astype(dtype), v, np, 40)
+            assert float(s2) == pytest.approx(ref * scale ** 2, rel=1e-3) and v2.dtype == dtype
+        for scale in (1e-22, 1e22):
+            u = np.full(shape[0], 1 / np.sqrt(shape[0]), dtype=dtype)
+            s, u2 = P._power_gram((M @ M.conj().T * scale).astype(dtype), u, np, 40)
+            assert float(s) == pytest.approx(ref * scale, rel=1e-3) and u2.dtype == dtype

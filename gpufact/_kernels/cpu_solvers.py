@@ -399,7 +399,8 @@ def _power_norm2_loops(M, v, iters, tiny):
                 w[j] += np.conj(M[i, j]) * ui
         s2 = 0.0
         for j in range(n):
-            s2 += abs(w[j]) ** 2
+            a = np.float64(abs(w[j]))  # float64 squares: single-precision ones under/overflow
+            s2 += a * a
         s = np.sqrt(s2)
         inv = 1.0 / (s + tiny)
         for j in range(n):

@@ -32,7 +32,7 @@ import numpy as np
 from .. import proj
 from .._backend import get_backend
 from ..factors import CSRFactor, DiagFactor
-from ..factorize import hierarchical, ksfactor, palm4msa
+from ..factorize import DivergenceError, hierarchical, ksfactor, palm4msa
 from ..factorize.hierarchical import rectangular_constraints
 from ..product import FactorProduct
 
@@ -76,13 +76,18 @@ class SplincolCentroids:
         K, D = C0.shape
         # PALM in the data's precision (float32 or float64): C0 has the data's dtype
         self.dtype = xp.float32 if C0.dtype == xp.float32 else xp.float64
-        C0 = C0.astype(self.dtype)
         fact, res = rectangular_constraints((K, D), sparsity, n_factors, side="left")
         self.cons = list(fact) + [res[-1]]
         self.palm_max_iter = palm_max_iter
-        F = hierarchical(C0, fact_constraints=fact, res_constraints=res, side="left",
-                         n_iter_local=min(palm_max_iter, HIER_LOCAL_SWEEPS),
-                         n_iter_global=min(palm_max_iter, HIER_GLOBAL_SWEEPS), _single_ok=True)
+        try:
+            F = self._hierarchical(C0, fact, res)
+        except DivergenceError:
+            if self.dtype != xp.float32:
+                raise
+            # a long chain of unit-norm factors whose product is far below their norms
+            # (λ ~ 1e15 and more) can leave single precision's range: float64 from here on
+            self.dtype = xp.float64
+            F = self._hierarchical(C0, fact, res)
         S = [f.toarray().astype(self.dtype) for f in F.factors]
         lam = float(xp.linalg.norm(S[0].astype(xp.float64)))
         if lam == 0:
@@ -91,6 +96,11 @@ class SplincolCentroids:
         self.S, self.lam = S, lam
         self.V = self._dense(S, lam)
         self.n_palm = 0
+
+    def _hierarchical(self, C0, fact, res):
+        return hierarchical(C0.astype(self.dtype), fact_constraints=fact, res_constraints=res, side="left",
+                            n_iter_local=min(self.palm_max_iter, HIER_LOCAL_SWEEPS),
+                            n_iter_global=min(self.palm_max_iter, HIER_GLOBAL_SWEEPS), _single_ok=True)
 
     def _dense(self, S, lam):
         """λ S_1 ⋯ S_Q as a dense float64 array."""
@@ -109,10 +119,14 @@ class SplincolCentroids:
         w = xp.sqrt(counts.astype(xp.float64))
         W = w[:, None] * U.astype(xp.float64)
         old = _weighted_err2(W, w, self.V, xp)  # the acceptance test in float64
-        Dw = xp.diag(w).astype(self.dtype)
-        cons = [proj.const(Dw)] + self.cons
-        _, hist, st = palm4msa(W.astype(self.dtype), cons, self.palm_max_iter, init=[Dw] + self.S,
-                               lambda_init=self.lam, stagnation=PALM_STAGNATION, _return_state=True)
+        try:
+            hist, st = self._palm(W, w)
+        except DivergenceError:
+            if self.dtype != xp.float32:
+                raise
+            self.dtype = xp.float64  # out of single precision's range (see __init__)
+            self.S = [M.astype(xp.float64) for M in self.S]
+            hist, st = self._palm(W, w)
         self.n_palm += len(hist)
         S = [xp.array(M, copy=True) for M in st.S[1:]]
         lam = float(st.lam)
@@ -121,6 +135,16 @@ class SplincolCentroids:
             return False
         self.S, self.lam, self.V = S, lam, V
         return True
+
+
+    def _palm(self, W, w):
+        """Warm-started PALM4MSA on the weighted target W = diag(w) U in ``self.dtype``."""
+        xp = self.xp
+        Dw = xp.diag(w).astype(self.dtype)
+        cons = [proj.const(Dw)] + self.cons
+        _, hist, st = palm4msa(W.astype(self.dtype), cons, self.palm_max_iter, init=[Dw] + self.S,
+                               lambda_init=self.lam, stagnation=PALM_STAGNATION, _return_state=True)
+        return hist, st
 
 
 def _prime_factors(n: int) -> list:

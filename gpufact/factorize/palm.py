@@ -249,6 +249,18 @@ def _vdot(X, Y, xp):
     return xp.vdot(X, Y)
 
 
+def _norm(w, xp):
+    """‖w‖₂ of a vector as a 0-d real array of w's precision, summed from float64 squares:
+    in single precision the squares of entries below ~1e-19 underflow (and above ~1e19
+    overflow), and the products of a long chain of unit-norm sparse factors reach such
+    scales (their Gram matrices ~1e-25 in a 10-factor QuickMeans chain), which made the
+    spectral-norm estimates 0 and PALM's step infinite. O(n)."""
+    if w.dtype == np.float32 or w.dtype == np.complex64:
+        w64 = w.astype(np.complex128 if w.dtype.kind == "c" else np.float64)
+        return xp.sqrt(_sqnorm(w64, xp)).astype(w.real.dtype)
+    return xp.sqrt(_sqnorm(w, xp))
+
+
 def _power_gram(H, v, xp, iters):
     """Largest eigenvalue of the Hermitian positive semi-definite H (dense or CSR) by
     ``iters`` power steps from v; returns (s, v). With H = M Mᴴ, the same iterates as
@@ -257,7 +269,7 @@ def _power_gram(H, v, xp, iters):
     tiny = np.finfo(v.real.dtype).tiny
     for _ in range(iters):
         w = H @ v
-        s = xp.sqrt(_sqnorm(w, xp))
+        s = _norm(w, xp)
         v = w / (s + tiny)
     return s, v
 
@@ -271,7 +283,7 @@ def _power_norm2(M, v, xp, iters):
     tiny = np.finfo(v.real.dtype).tiny  # v stays 0 if MᴴM v = 0
     for _ in range(iters):
         w = MH @ (M @ v)
-        s2 = xp.sqrt(_sqnorm(w, xp))
+        s2 = _norm(w, xp)
         v = w / (s2 + tiny)
     return s2, v
 
@@ -331,7 +343,9 @@ class _Palm:
                 nR, self.vR[j] = _power_gram(R.RG, self.vR[j], xp, iters)
             else:
                 nR, self.vR[j] = _power_norm2(_herm(R), self.vR[j], xp, iters)
-        return (1 + self.eps) * xp.abs(self.lam) ** 2 * nL * nR, nL
+        # in float64: |λ|² of a long single-precision chain (λ ~ 1e15 and more) overflows
+        lam2 = xp.abs(self.lam).astype(np.float64) ** 2
+        return (1 + self.eps) * lam2 * nL * nR, nL
 
     def _update(self, j, L, R):
         """One proximal gradient step on S_j; L, R are the neighbouring products (None = I).
