@@ -293,7 +293,18 @@ def _marks(mag, thr, kk, axis):
     above = mag > thr
     ties = mag == thr
     need = kk - np.count_nonzero(above, axis=axis, keepdims=True)
-    return (above | (ties & (np.cumsum(ties, axis=axis) <= need))).view(np.uint8)
+    # a row (column) with no more ties than places takes them all: the index-order cut (a
+    # cumulative sum) only where there are more, usually nowhere
+    over = np.nonzero((np.count_nonzero(ties, axis=axis, keepdims=True) > need).ravel())[0]
+    if over.size:
+        if axis == 1:
+            t = ties[over]
+            ties[over] = t & (np.cumsum(t, axis=1) <= need[over])
+        else:
+            t = ties[:, over]
+            ties[:, over] = t & (np.cumsum(t, axis=0) <= need[:, over])
+    above |= ties
+    return above.view(np.uint8)
 
 
 def topk_rows_cols_mask(M, k_row, k_col):
