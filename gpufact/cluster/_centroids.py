@@ -20,7 +20,8 @@ the K-means objective (given the assignments). The factorizations run on the dat
 namespace (K × D matrices only): ``SplincolCentroids`` in the data's precision (float32
 data: float32 hierarchical initialisation and PALM, 1.3x faster per update at
 Fashion-MNIST K = 256 with the same error to 6 digits, and one set of compiled kernels on
-a first run; the acceptance test of an update in float64), ``ButterflyCentroids`` in
+a first run; the acceptance test of an update in float64; float64 from the point where a
+long chain leaves float32's range and PALM diverges), ``ButterflyCentroids`` in
 float64; ``operator(dtype)`` gives the FactorProduct in the data's dtype.
 """
 from __future__ import annotations
@@ -135,7 +136,6 @@ class SplincolCentroids:
             return False
         self.S, self.lam, self.V = S, lam, V
         return True
-
 
     def _palm(self, W, w):
         """Warm-started PALM4MSA on the weighted target W = diag(w) U in ``self.dtype``."""

@@ -373,7 +373,7 @@ class _Palm:
             G = D if R is None else _mm(D, _herm(R), be)
         G = G if L is None else _mm(_herm(L), G, be)
         c, nL = self._lip(j, L, R)  # c = 0 only when G = 0: the tiny keeps 0 / 0 out
-        step = (xp.conj(lam) / (c + np.finfo(c.dtype).tiny)).astype(Sj.dtype)
+        step = (xp.conj(lam) / (c + np.finfo(Sj.real.dtype).tiny)).astype(Sj.dtype)  # c: float64
         G = _dense(G)
         if not self.adaptive or self.momentum:
             self.S[j] = self.P[j](Sj - G * step)
