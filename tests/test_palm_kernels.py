@@ -159,13 +159,15 @@ def test_single_precision_stays_single(dtype):
     assert {S.dtype for S in st.S} == {np.dtype(dtype)} and st.lam.dtype == dtype
 
 
-def test_single_precision_long_chain_matches_double():
-    """Twelve unit-norm splincol(3) factors of 256 x 256: their product is ~1e-13 of their
-    norms (λ ~ 1e17), the Gram matrices of the right products ~1e-25. Squares of such entries
-    underflow in float32; the spectral-norm estimates were 0 there, the step infinite and
-    PALM raised DivergenceError at once. The single-precision run now follows the double one."""
+@pytest.mark.parametrize("n_factors", [12, 16])
+def test_single_precision_long_chain_matches_double(n_factors):
+    """12 (16) unit-norm splincol(3) factors of 256 x 256: their product is ~1e-13 (1e-18) of
+    their norms (λ ~ 1e17 (1e22)), the Gram matrices of the right products ~1e-25. Squares of
+    such entries underflow in float32: the spectral-norm estimates were 0, the step infinite
+    and PALM raised DivergenceError at once; |λ|² overflowed in the safeguarded step's test
+    (every longer step refused). The single-precision run now follows the double one."""
     rng = np.random.default_rng(0)
-    shapes = [(256, 256)] * 11 + [(256, 400)]
+    shapes = [(256, 256)] * (n_factors - 1) + [(256, 400)]
     cons = [proj.splincol(sh, 3) for sh in shapes]
     init = [c(rng.standard_normal(c.shape)) for c in cons]
     P = init[0]

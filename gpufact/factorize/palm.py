@@ -406,7 +406,7 @@ class _Palm:
             if L is not None:
                 q = q * (1 + self.eps) * nL
         lip = c / (1 + self.eps)
-        ok = lin + 0.5 * xp.abs(lam) ** 2 * q <= -0.5 * self.eps * lip * _sqnorm(Dl, xp)
+        ok = lin + 0.5 * xp.abs(lam).astype(np.float64) ** 2 * q <= -0.5 * self.eps * lip * _sqnorm(Dl, xp)
         # doubling on every success would fail every other try
         if be.is_gpu:  # no host sync: both candidates and the policy on the device
             self.S[j] = xp.where(ok, S_try, self.P[j](Sj - G * step))
