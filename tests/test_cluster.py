@@ -409,3 +409,24 @@ def test_small_batch_mixed_namespaces(cp, blobs):
     for method in (b.predict, b.transform):
         with pytest.raises(TypeError):
             method(np.ascontiguousarray(X[:1]))
+
+
+def test_scale_invariance_and_out_of_range_magnitudes():
+    """Power-of-two rescaling of X is exact: the same labels and the objective times 4^e as
+    long as squared distances stay in the dtype's range (2^-45 and 2^40 in float32). Beyond
+    it (squares that underflow: every point in one cluster with objective 0, before; or
+    overflow) a ValueError names X and says how to fix it."""
+    R = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    kw = dict(max_iter=5, palm_max_iter=10, random_state=0)
+    ref = QuickMeans(4, **kw).fit(R)
+    for e in (-45, 40):
+        qm = QuickMeans(4, **kw).fit(R * np.float32(2.0 ** e))
+        np.testing.assert_array_equal(qm.labels_, ref.labels_)
+        assert qm.inertia_ == pytest.approx(ref.inertia_ * 4.0 ** e, rel=1e-6)
+    for X in (R * np.float32(1e-25), R * np.float32(1e19), R.astype(np.float64) * 1e-200):
+        X0 = X.copy()
+        with pytest.raises(ValueError, match=r"X: its magnitudes .* rescale X"):
+            QuickMeans(4, **kw).fit(X)
+        np.testing.assert_array_equal(X, X0)
+    zero = QuickMeans(2, sparsity=2, **kw).fit(np.zeros((10, 4)))  # all-zero data are fine
+    assert zero.inertia_ == 0.0

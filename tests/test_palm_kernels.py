@@ -208,3 +208,13 @@ def test_power_estimates_at_extreme_scales(dtype):
             u = np.full(shape[0], 1 / np.sqrt(shape[0]), dtype=dtype)
             s, u2 = P._power_gram((M @ M.conj().T * scale).astype(dtype), u, np, 40)
             assert float(s) == pytest.approx(ref * scale, rel=1e-3) and u2.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_zero_matrix(dtype, adaptive):
+    """A = 0: the gradient and the step constant are 0; the step is 0 (λ / tiny grew to inf with
+    the safeguarded step's scale, 0 · inf = NaN, DivergenceError at iteration 3 before)."""
+    cons = [proj.splincol((64, 64), 8)] * 2
+    F, hist = palm4msa(np.zeros((64, 64), dtype), cons, 20, adaptive_step=adaptive, return_history=True)
+    assert np.all(np.asarray(hist) == 0) and not np.any(F.toarray())

@@ -5,6 +5,7 @@ fast transforms", Machine Learning 110 (2021); arXiv 1908.08713.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import time
 
@@ -52,6 +53,23 @@ def _kmeans_plusplus_xp(X, K, rs, xp):
         closest, pot = d[best], float(pots[best])
         centers[c] = X[cand[best]]
     return centers
+
+
+def _check_scale(C0, xp):
+    """ValueError when the initial centroids' magnitudes (points of X, or ``init``) put squared
+    distances out of the dtype's range: below sqrt(tiny / eps) (float32 ~3e-16, float64
+    ~1e-146) their squares underflow and every point lands in one cluster with objective 0;
+    above sqrt(max / (16 D)) the squared norms overflow. All-zero data pass."""
+    d = C0.shape[1]
+    fi = np.finfo(C0.dtype)
+    s = max(float(C0.max()), -float(C0.min())) if C0.size else 0.0
+    lo = math.sqrt(float(fi.tiny) / float(fi.eps))
+    hi = math.sqrt(float(fi.max) / (16 * max(d, 1)))
+    if s > 0 and not lo <= s <= hi:
+        raise ValueError(
+            f"X: its magnitudes (about {s:.3g} at the initial centroids) put squared distances out of "
+            f"{np.dtype(C0.dtype).name}'s range (usable: {lo:.1g} to {hi:.1g} with {d} features); "
+            f"rescale X, e.g. X / abs(X).max(){' or use float64' if C0.dtype == np.float32 else ''}")
 
 
 class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -203,6 +221,7 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return np.asarray(C, dtype=X.dtype)
 
     def _make_centroids(self, C0, s, Q):
+        _check_scale(C0, get_backend(C0).xp)
         if self.structure == "butterfly":
             return ButterflyCentroids(C0)
         return SplincolCentroids(C0, s, Q, int(self.palm_max_iter))

@@ -372,8 +372,13 @@ class _Palm:
             D = lam * _dense(LSR) - self.A
             G = D if R is None else _mm(D, _herm(R), be)
         G = G if L is None else _mm(_herm(L), G, be)
-        c, nL = self._lip(j, L, R)  # c = 0 only when G = 0: the tiny keeps 0 / 0 out
-        step = (xp.conj(lam) / (c + np.finfo(Sj.real.dtype).tiny)).astype(Sj.dtype)  # c: float64
+        c, nL = self._lip(j, L, R)  # float64; c = 0 only when G = 0 (L, R or λ zero)
+        # step 0 then: λ / tiny times the step scale overflowed to inf, and 0 · inf = NaN
+        # (PALM on a zero matrix raised DivergenceError)
+        if be.is_gpu:
+            step = xp.where(c > 0, xp.conj(lam) / xp.where(c > 0, c, 1.0), 0).astype(Sj.dtype)
+        else:
+            step = (xp.conj(lam) / c if c > 0 else 0 * xp.conj(lam)).astype(Sj.dtype)
         G = _dense(G)
         if not self.adaptive or self.momentum:
             self.S[j] = self.P[j](Sj - G * step)
