@@ -100,7 +100,7 @@ def _farthest_block(Xb, op, cnorm2, cluster, m):
 
 def _initial_centroids(est, X, K, be):
     """init array as is; else k-means++ / random on a uniform sample of INIT_SAMPLE rows."""
-    from sklearn.utils import check_random_state
+    from .cluster._quickmeans import random_state_of
 
     if not isinstance(est.init, str):
         return est._initial_centroids(X, K, be)  # validates the array, never touches X's data
@@ -109,7 +109,7 @@ def _initial_centroids(est, X, K, be):
     n = X.shape[0]
     if n < K:
         raise ValueError(f"n_samples={n} should be >= n_clusters={K}")
-    rs = check_random_state(est.random_state)
+    rs = random_state_of(est.random_state)
     m = min(n, max(INIT_SAMPLE, 3 * K))
     idx = np.sort(rs.choice(n, m, replace=False)) if m < n else np.arange(n)
     S = X[idx].compute()

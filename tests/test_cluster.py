@@ -430,3 +430,9 @@ def test_scale_invariance_and_out_of_range_magnitudes():
         np.testing.assert_array_equal(X, X0)
     zero = QuickMeans(2, sparsity=2, **kw).fit(np.zeros((10, 4)))  # all-zero data are fine
     assert zero.inertia_ == 0.0
+
+
+def test_random_state_generator_named():
+    X = np.random.default_rng(0).standard_normal((50, 8))
+    with pytest.raises(ValueError, match="random_state must be None, an int or a numpy.random.RandomState"):
+        QuickMeans(4, random_state=np.random.default_rng(5)).fit(X)

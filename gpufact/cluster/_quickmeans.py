@@ -55,6 +55,15 @@ def _kmeans_plusplus_xp(X, K, rs, xp):
     return centers
 
 
+def random_state_of(value):
+    """scikit-learn's ``check_random_state`` with an error that names ``random_state`` (a
+    ``numpy.random.Generator`` is refused, as by scikit-learn's estimators)."""
+    try:
+        return check_random_state(value)
+    except ValueError as exc:
+        raise ValueError(f"random_state must be None, an int or a numpy.random.RandomState: {exc}") from None
+
+
 def _check_scale(C0, xp):
     """ValueError when the initial centroids' magnitudes (points of X, or ``init``) put squared
     distances out of the dtype's range: below sqrt(tiny / eps) (float32 ~3e-16, float64
@@ -197,7 +206,7 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _initial_centroids(self, X, K, be):
         xp = be.xp
-        rs = check_random_state(self.random_state)
+        rs = random_state_of(self.random_state)
         if not isinstance(self.init, str):
             C = self.init
             if not hasattr(C, "ndim"):
