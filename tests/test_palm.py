@@ -127,6 +127,8 @@ def test_same_result_on_numpy_and_cupy(cp):
 def test_bad_input():
     A = np.ones((8, 8))
     c = [proj.splincol((8, 8), 2), proj.splincol((8, 8), 2)]
+    with pytest.raises(ValueError, match="lambda_init must be nonzero"):
+        palm4msa(np.eye(4), [proj.splincol((4, 4), 2)] * 2, lambda_init=0.0)
     with pytest.raises(ValueError, match="A contains NaN"):
         palm4msa(np.full((8, 8), np.nan), c)
     with pytest.raises(ValueError, match="A is empty"):

@@ -132,7 +132,7 @@ class SplincolCentroids:
         S = [xp.array(M, copy=True) for M in st.S[1:]]
         lam = float(st.lam)
         V = self._dense(S, lam)
-        if not np.isfinite(lam) or _weighted_err2(W, w, V, xp) > old:
+        if not np.isfinite(lam) or lam == 0 or _weighted_err2(W, w, V, xp) > old:  # λ = 0: no warm start
             return False
         self.S, self.lam, self.V = S, lam, V
         return True

@@ -651,6 +651,8 @@ def palm4msa(A, constraints, max_iter: int = 200, *, init="default", lambda_init
             raise TypeError(f"lambda_init must be a number or None, got {type(lambda_init).__name__}")
         if not np.isfinite(lambda_init):
             raise ValueError(f"lambda_init must be finite, got {lambda_init!r}")
+        if lambda_init == 0:  # every gradient carries λ: the factors would never move
+            raise ValueError("lambda_init must be nonzero (λ = 0 gives zero gradients), got 0")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable")
     warm = not (init is None or (isinstance(init, str) and init == "default"))
