@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -54,8 +55,10 @@ def _compile_kernels(X, K, sparsity):
 
         n = min(X.shape[0], max(2 * K, get_num_threads() * FIXED_TILE_BYTES[0] // X.itemsize))
         Z = np.ascontiguousarray(X[:n])
-        qm = QuickMeans(K, sparsity=sparsity, init="random", max_iter=1, tol=0.0, palm_max_iter=2,
-                        random_state=0).fit(Z)
+        with warnings.catch_warnings():  # a 2-sweep fit on a sample: coinciding centroids are expected
+            warnings.simplefilter("ignore")
+            qm = QuickMeans(K, sparsity=sparsity, init="random", max_iter=1, tol=0.0, palm_max_iter=2,
+                            random_state=0).fit(Z)
         qm.predict(Z[:1])
         qm.predict(Z)
     except Exception:  # noqa: BLE001 - warm-up only

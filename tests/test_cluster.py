@@ -436,3 +436,13 @@ def test_random_state_generator_named():
     X = np.random.default_rng(0).standard_normal((50, 8))
     with pytest.raises(ValueError, match="random_state must be None, an int or a numpy.random.RandomState"):
         QuickMeans(4, random_state=np.random.default_rng(5)).fit(X)
+
+
+def test_fewer_distinct_points_than_clusters_warns():
+    """As scikit-learn's KMeans: two distinct points and four clusters give a ConvergenceWarning."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    X = np.repeat(np.array([[0.0, 1.0, 2.0], [5.0, 5.0, 5.0]]), 20, axis=0)
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(2\) found smaller than n_clusters \(4\)"):
+        qm = QuickMeans(4, sparsity=2, max_iter=3, palm_max_iter=5, random_state=0).fit(X)
+    assert len(np.unique(qm.labels_)) == 2

@@ -8,9 +8,11 @@ from __future__ import annotations
 import math
 import numbers
 import time
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -318,6 +320,11 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         finally:
             if bar is not None:
                 bar.close()
+        n_found = int((counts > 0).sum())
+        if n_found < K:  # as KMeans: duplicate points, or centroids the factors cannot tell apart
+            warnings.warn(f"Number of distinct clusters ({n_found}) found smaller than n_clusters ({K}): "
+                          "the data may hold fewer distinct points, or the factorized centroids "
+                          "coincide (larger sparsity)", ConvergenceWarning, stacklevel=3)
         self.centroid_operator_ = op
         self.cluster_centers_ = V
         self._cnorm2 = cnorm2
