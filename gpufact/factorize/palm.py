@@ -374,11 +374,12 @@ class _Palm:
         G = G if L is None else _mm(_herm(L), G, be)
         c, nL = self._lip(j, L, R)  # float64; c = 0 only when G = 0 (L, R or λ zero)
         # step 0 then: λ / tiny times the step scale overflowed to inf, and 0 · inf = NaN
-        # (PALM on a zero matrix raised DivergenceError)
+        # (PALM on a zero matrix raised DivergenceError); a NaN c still gives a NaN step,
+        # which the divergence check reports
         if be.is_gpu:
-            step = xp.where(c > 0, xp.conj(lam) / xp.where(c > 0, c, 1.0), 0).astype(Sj.dtype)
+            step = xp.where(c == 0, 0, xp.conj(lam) / xp.where(c == 0, 1.0, c)).astype(Sj.dtype)
         else:
-            step = (xp.conj(lam) / c if c > 0 else 0 * xp.conj(lam)).astype(Sj.dtype)
+            step = (0 * xp.conj(lam) if c == 0 else xp.conj(lam) / c).astype(Sj.dtype)
         G = _dense(G)
         if not self.adaptive or self.momentum:
             self.S[j] = self.P[j](Sj - G * step)
