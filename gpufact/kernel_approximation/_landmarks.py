@@ -3,7 +3,10 @@ and, where C has fast structure, an operator V with ``X @ V.T == X @ C.T`` (plus
 part for the structured landmarks of Si, Hsieh & Dhillon)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from .._backend import to_numpy
 from ..product import FactorProduct
@@ -57,7 +60,10 @@ def quickmeans(X, K, rng, be):
     s = QM_SPARSITY if K <= d else max(QM_SPARSITY, -(-d // 2))
     sparsity = max(1, min(s, K, d))
     qm = QuickMeans(n_clusters=K, sparsity=sparsity, n_factors=QM_N_FACTORS, max_iter=QM_MAX_ITER,
-                    palm_max_iter=QM_PALM_MAX_ITER, random_state=int(rng.integers(2 ** 31 - 1))).fit(X)
+                    palm_max_iter=QM_PALM_MAX_ITER, random_state=int(rng.integers(2 ** 31 - 1)))
+    with warnings.catch_warnings():  # landmarks are all K centroids, used by a cluster or not
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        qm.fit(X)
     V = qm.centroid_operator_
     if V.dtype != X.dtype:
         V = V.astype(X.dtype)
