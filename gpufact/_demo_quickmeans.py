@@ -55,8 +55,10 @@ def _compile_kernels(X, K, sparsity):
 
         n = min(X.shape[0], max(2 * K, get_num_threads() * FIXED_TILE_BYTES[0] // X.itemsize))
         Z = np.ascontiguousarray(X[:n])
+        from sklearn.exceptions import ConvergenceWarning
+
         with warnings.catch_warnings():  # a 2-sweep fit on a sample: coinciding centroids are expected
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", ConvergenceWarning)
             qm = QuickMeans(K, sparsity=sparsity, init="random", max_iter=1, tol=0.0, palm_max_iter=2,
                             random_state=0).fit(Z)
         qm.predict(Z[:1])

@@ -80,15 +80,8 @@ class SplincolCentroids:
         fact, res = rectangular_constraints((K, D), sparsity, n_factors, side="left")
         self.cons = list(fact) + [res[-1]]
         self.palm_max_iter = palm_max_iter
-        try:
-            F = self._hierarchical(C0, fact, res)
-        except DivergenceError:
-            if self.dtype != xp.float32:
-                raise
-            # a long chain of unit-norm factors whose product is far below their norms
-            # (λ ~ 1e15 and more) can leave single precision's range: float64 from here on
-            self.dtype = xp.float64
-            F = self._hierarchical(C0, fact, res)
+        self.S = []  # no factors yet (the float64 fallback casts what there is)
+        F = self._single_or_double(lambda: self._hierarchical(C0, fact, res))
         S = [f.toarray().astype(self.dtype) for f in F.factors]
         lam = float(xp.linalg.norm(S[0].astype(xp.float64)))
         if lam == 0:
@@ -97,6 +90,20 @@ class SplincolCentroids:
         self.S, self.lam = S, lam
         self.V = self._dense(S, lam)
         self.n_palm = 0
+
+    def _single_or_double(self, run):
+        """run() in ``self.dtype``; if single precision diverges (a long chain of unit-norm
+        factors whose product is far below their norms, λ ~ 1e15 and more, can leave its
+        range), the factors and every later run switch to float64 and run() is repeated."""
+        xp = self.xp
+        try:
+            return run()
+        except DivergenceError:
+            if self.dtype != xp.float32:
+                raise
+            self.dtype = xp.float64
+            self.S = [M.astype(xp.float64) for M in self.S]
+            return run()
 
     def _hierarchical(self, C0, fact, res):
         return hierarchical(C0.astype(self.dtype), fact_constraints=fact, res_constraints=res, side="left",
@@ -120,14 +127,7 @@ class SplincolCentroids:
         w = xp.sqrt(counts.astype(xp.float64))
         W = w[:, None] * U.astype(xp.float64)
         old = _weighted_err2(W, w, self.V, xp)  # the acceptance test in float64
-        try:
-            hist, st = self._palm(W, w)
-        except DivergenceError:
-            if self.dtype != xp.float32:
-                raise
-            self.dtype = xp.float64  # out of single precision's range (see __init__)
-            self.S = [M.astype(xp.float64) for M in self.S]
-            hist, st = self._palm(W, w)
+        hist, st = self._single_or_double(lambda: self._palm(W, w))
         self.n_palm += len(hist)
         S = [xp.array(M, copy=True) for M in st.S[1:]]
         lam = float(st.lam)

@@ -66,7 +66,7 @@ def random_state_of(value):
         raise ValueError(f"random_state must be None, an int or a numpy.random.RandomState: {exc}") from None
 
 
-def _check_scale(C0, xp):
+def _check_scale(C0):
     """ValueError when the initial centroids' magnitudes (points of X, or ``init``) put squared
     distances out of the dtype's range: below sqrt(tiny / eps) (float32 ~3e-16, float64
     ~1e-146) their squares underflow and every point lands in one cluster with objective 0;
@@ -232,7 +232,7 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return np.asarray(C, dtype=X.dtype)
 
     def _make_centroids(self, C0, s, Q):
-        _check_scale(C0, get_backend(C0).xp)
+        _check_scale(C0)
         if self.structure == "butterfly":
             return ButterflyCentroids(C0)
         return SplincolCentroids(C0, s, Q, int(self.palm_max_iter))

@@ -250,11 +250,14 @@ def _vdot(X, Y, xp):
 
 
 def _norm(w, xp):
-    """‖w‖₂ of a vector as a 0-d real array of w's precision, summed from float64 squares:
-    in single precision the squares of entries below ~1e-19 underflow (and above ~1e19
-    overflow), and the products of a long chain of unit-norm sparse factors reach such
-    scales (their Gram matrices ~1e-25 in a 10-factor QuickMeans chain), which made the
-    spectral-norm estimates 0 and PALM's step infinite. O(n)."""
+    """‖w‖₂ of a vector as a 0-d real array of w's precision. In single precision the squares
+    of entries below ~1e-19 underflow (above ~1e19 overflow), and the products of a long
+    chain of unit-norm sparse factors reach such scales (their Gram matrices ~1e-25 in a
+    10-factor QuickMeans chain), which made the spectral-norm estimates 0 and PALM's step
+    infinite: there the squares are summed in float64, which holds every float32 square
+    (6 us for 256 entries, where :func:`~gpufact._numeric.safe_norm`'s scaled passes take
+    25 us, some 60 times per sweep). Double precision (inputs scaled into range by
+    :func:`palm4msa`) keeps the one-call sum of squares. O(n)."""
     if w.dtype == np.float32 or w.dtype == np.complex64:
         w64 = w.astype(np.complex128 if w.dtype.kind == "c" else np.float64)
         return xp.sqrt(_sqnorm(w64, xp)).astype(w.real.dtype)
@@ -343,9 +346,12 @@ class _Palm:
                 nR, self.vR[j] = _power_gram(R.RG, self.vR[j], xp, iters)
             else:
                 nR, self.vR[j] = _power_norm2(_herm(R), self.vR[j], xp, iters)
-        # in float64: |λ|² of a long single-precision chain (λ ~ 1e15 and more) overflows
-        lam2 = xp.abs(self.lam).astype(np.float64) ** 2
-        return (1 + self.eps) * lam2 * nL * nR, nL
+        return (1 + self.eps) * self._lam2() * nL * nR, nL
+
+    def _lam2(self):
+        """|λ|² in float64: in single precision it overflows for λ > 1.8e19, which a long
+        chain of unit-norm sparse factors reaches (λ ~ 1e22 at 16 factors of 256 x 256)."""
+        return self.xp.abs(self.lam).astype(np.float64) ** 2
 
     def _update(self, j, L, R):
         """One proximal gradient step on S_j; L, R are the neighbouring products (None = I).
@@ -412,7 +418,7 @@ class _Palm:
             if L is not None:
                 q = q * (1 + self.eps) * nL
         lip = c / (1 + self.eps)
-        ok = lin + 0.5 * xp.abs(lam).astype(np.float64) ** 2 * q <= -0.5 * self.eps * lip * _sqnorm(Dl, xp)
+        ok = lin + 0.5 * self._lam2() * q <= -0.5 * self.eps * lip * _sqnorm(Dl, xp)
         # doubling on every success would fail every other try
         if be.is_gpu:  # no host sync: both candidates and the policy on the device
             self.S[j] = xp.where(ok, S_try, self.P[j](Sj - G * step))
