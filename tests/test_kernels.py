@@ -153,6 +153,58 @@ def test_numba_topk_rows_cols_matches_reference(dtype):
         np.testing.assert_array_equal(M, before)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_k_networks_match_the_exact_kernel(dtype):
+    """The compare-exchange networks on magnitude bits (real small-k projection) give the
+    exact kernel's output, NaN / inf count and norm on random, tied (integer-valued, rounded),
+    sparse, signed-zero, subnormal, huge and non-finite matrices, any k <= 8 (0 included), C
+    and F order; where ties exceed places they hand over to the exact kernel."""
+    from gpufact._kernels.cpu_solvers import _keep_small_k_real, _small_k_real, _topk_keep_small_k
+
+    rng = np.random.default_rng(11)
+    exact_seen = inexact_seen = 0
+    for trial in range(600):
+        m, n = (int(v) for v in rng.integers(1, 70, 2))
+        kind = trial % 6
+        if kind == 0:
+            M = rng.standard_normal((m, n))
+        elif kind == 1:
+            M = rng.integers(-3, 4, (m, n)).astype(float)
+        elif kind == 2:
+            M = rng.standard_normal((m, n)) * (rng.random((m, n)) < 0.2)
+            M[rng.random((m, n)) < 0.1] = -0.0
+        elif kind == 3:
+            M = np.round(rng.standard_normal((m, n)), 1)
+        elif kind == 4:
+            M = rng.standard_normal((m, n)) * np.finfo(dtype).tiny * rng.choice([1e-3, 1.0, 1e30], (m, n))
+        else:
+            with np.errstate(over="ignore"):  # float64: some entries overflow to inf, as wanted
+                M = rng.standard_normal((m, n)) * np.finfo(dtype).max / 4
+            M[rng.random((m, n)) < 0.03] = np.inf
+            M[rng.random((m, n)) < 0.03] = -np.nan
+        M = M.astype(dtype)
+        if trial % 4 == 3:
+            M = np.asfortranarray(M)
+        kr, kc = min(int(rng.integers(0, 9)), n - 1), min(int(rng.integers(0, 9)), m - 1)
+        kr, kc = max(kr, 0), max(kc, 0)
+        before = M.copy()
+        out, s2, mx, bad = _keep_small_k_real(M, kr, kc)
+        ref, s2r, mxr, badr = _topk_keep_small_k(M, kr, kc)
+        np.testing.assert_array_equal(M, before)
+        assert (bad > 0) == (badr > 0), trial
+        if not badr:
+            np.testing.assert_array_equal(out, ref)
+            assert mx == mxr and np.isclose(s2, s2r, rtol=1e-12, atol=0), trial
+            assert out.flags.c_contiguous and out.dtype == M.dtype
+        it = np.int32 if dtype == np.float32 else np.int64
+        A = np.empty(M.shape, dtype=M.dtype).view(it)
+        _, _, exact = _small_k_real(np.ascontiguousarray(M), A, kr, kc, np.empty(M.shape, M.dtype), it(-1),
+                                    it(np.iinfo(it).max), np.array(np.inf, dtype).view(it)[()])
+        exact_seen += exact
+        inexact_seen += not exact
+    assert exact_seen > 200 and inexact_seen > 50  # both paths exercised
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
 def test_numba_power_iteration_matches_spectral_norm(dtype):
     from gpufact._kernels.cpu_solvers import power_norm2_small
@@ -250,6 +302,33 @@ def test_numba_dense_to_csr_matches_scipy(dtype):
             np.testing.assert_array_equal(indptr, ref.indptr)
             np.testing.assert_array_equal(indices, ref.indices)
             np.testing.assert_array_equal(data, ref.data)
+            # a cap on the nonzeros: None above it, the same arrays at it
+            assert ref.nnz == 0 or dense_to_csr_arrays(A, max_nnz=ref.nnz - 1) is None
+            capped = dense_to_csr_arrays(A, max_nnz=ref.nnz)
+            np.testing.assert_array_equal(capped[0], ref.data)
+            np.testing.assert_array_equal(capped[2], ref.indptr)
+
+
+def test_palm_sparse_or_dense_operand_follows_the_density_rule():
+    """PALM's operand choice (_op) without np.count_nonzero: CSR exactly when
+    _sparse_enough says so, at the break-even count and one above, host and both sizes."""
+    from gpufact._backend import get_backend
+    from gpufact.factorize.palm import _CSR, _max_sparse_nnz, _op, _sparse_enough
+
+    rng = np.random.default_rng(3)
+    for shape in [(64, 64), (40, 50), (256, 784), (600, 600)]:
+        size = shape[0] * shape[1]
+        k = _max_sparse_nnz(size, False)
+        for nnz in sorted({0, max(k, 0), k + 1}):
+            M = np.zeros(size, dtype=np.float32)
+            M[rng.choice(size, nnz, replace=False)] = rng.standard_normal(nnz) + 3
+            M = M.reshape(shape)
+            out = _op(M, get_backend(M))
+            assert (type(out) is _CSR) == _sparse_enough(nnz, size, False), (shape, nnz)
+            if type(out) is _CSR:
+                np.testing.assert_array_equal(out.toarray(), M)
+            else:
+                assert out is M
 
 
 def test_gpu_butterfly_kernel_choice(monkeypatch):

@@ -102,6 +102,16 @@ def _sparse_enough(nnz, size, gpu=True) -> bool:
     return size >= _SPARSE_MIN_SIZE_SMALL and nnz < small * size
 
 
+def _max_sparse_nnz(size, gpu=True) -> int:
+    """The most nonzeros a matrix of ``size`` entries may have for :func:`_sparse_enough`
+    (-1: none)."""
+    if size >= _SPARSE_MIN_SIZE:
+        return math.ceil(_SPARSE_DENSITY * size) - 1
+    if size < _SPARSE_MIN_SIZE_SMALL:
+        return -1
+    return math.ceil((_SPARSE_DENSITY_SMALL if gpu else _SPARSE_DENSITY_SMALL_CPU) * size) - 1
+
+
 class _CSR:
     """A host CSR matrix (``format`` "csr") or the transpose of one ("csc": the arrays are
     the CSR arrays of its transpose, as scipy's CSC), for PALM's products on the CPU: plain
@@ -162,10 +172,13 @@ def _op(M, be):
     """The dense iterate M as the cheaper operand for products: CSR when sparse enough
     (a :class:`_CSR` on the host, cupyx CSR on the GPU)."""
     xp = be.xp
-    if M.size >= _SPARSE_MIN_SIZE_SMALL and _sparse_enough(int(xp.count_nonzero(M)), M.size, be.is_gpu):
-        if not be.is_gpu and M.dtype.kind in "fc":
-            data, indices, indptr = _kernels.cpu_solver_kernels().dense_to_csr_arrays(M)
-            return _CSR(data, indices, indptr, M.shape)
+    if M.size < _SPARSE_MIN_SIZE_SMALL:
+        return M
+    if not be.is_gpu and M.dtype.kind in "fc" and type(M) is np.ndarray:
+        # the CSR kernel's count decides (no np.count_nonzero pass: 80 us at 256 x 256 float32)
+        arrays = _kernels.cpu_solver_kernels().dense_to_csr_arrays(M, _max_sparse_nnz(M.size, False))
+        return M if arrays is None else _CSR(*arrays, M.shape)
+    if _sparse_enough(int(xp.count_nonzero(M)), M.size, be.is_gpu):
         return dense_to_csr(M, be)
     return M
 
