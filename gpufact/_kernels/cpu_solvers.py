@@ -256,7 +256,11 @@ def _scale_unit(out, s2, mx):
         return
     if 1e-280 < s2 < 1e280:  # one multiply by 1/‖out‖ (finite: ‖out‖ >= 1e-140)
         r = out.view(out.real.dtype) if out.dtype.kind == "c" else out
-        np.multiply(r, np.float64(1.0 / np.sqrt(s2)), out=r, casting="unsafe")
+        inv = 1.0 / np.sqrt(s2)
+        if r.dtype == np.float32 and 1e-36 < inv < 1e36:  # a normal float32 scale: a float32
+            np.multiply(r, np.float32(inv), out=r)  # loop (8x faster than a float64 one at 256 x 256)
+        else:
+            np.multiply(r, np.float64(inv), out=r, casting="unsafe")
         return
     # float64 entries beyond ~1e140 or below ~1e-140: ‖out‖ itself may not be representable
     # (or keep few bits, subnormal): (out / max) / ‖out / max‖
