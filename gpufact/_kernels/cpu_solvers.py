@@ -328,20 +328,21 @@ def _count_eq(brow, tr, thr_c, eq_c):
 
 
 @njit(cache=True)
-def _small_k_real(M, Ab, kr, kc, out, lowest, highest, inf_bits):
+def _small_k_real(M, Af, Ab, kr, kc, out, lowest, highest, inf_bits):
     """The keep of :func:`_small_k_keep` for a real C-contiguous matrix M (float32 or
     float64), the same output. ``Ab``: scratch of M's shape, an integer view (int32 /
     int64) of a float buffer of M's dtype, which receives the magnitudes' bits; ``lowest``
     = -1 and ``highest`` the largest value of that integer type, ``inf_bits`` the bits of
-    +inf (all three of Ab's type). Returns (max kept magnitude's bits, number of NaN / inf
-    entries). Ties at a threshold are first taken whole; a row or a column with more of
-    them than places (at a nonzero threshold: ties at zero do not change the output) is
-    then cut to its places in index order (:func:`_cut_ties`). Column thresholds: the
+    +inf (all three of Ab's type); ``Af``: that float buffer. Returns (max kept magnitude's
+    bits, number of NaN / inf entries, cut, thresholds and places of rows and columns):
+    ties at a threshold are taken whole, and ``cut`` says that a row or a column has more
+    of them than places (at a nonzero threshold: ties at zero do not change the output),
+    which the caller then cuts to its places in index order (:func:`_cut_ties`, NumPy: rare,
+    and a jitted cut cost a second of compilation on every first run). Column thresholds: the
     network above, one row of column buffers per matrix row; row thresholds: an insertion
     buffer behind one predictable compare per entry (a network over strips of the row
     measured 1.6x slower: its short loops). O(m n (kr + kc))."""
     m, n = M.shape
-    Af = Ab.view(M.dtype)
     cb = np.full((max(kc, 1), n), lowest, dtype=Ab.dtype)  # cb[q, j] ascending in q
     t = np.empty(n, dtype=Ab.dtype)
     best = np.empty(max(kr, 1), dtype=Ab.dtype)
@@ -378,8 +379,6 @@ def _small_k_real(M, Ab, kr, kc, out, lowest, highest, inf_bits):
             thr_c[j] = cb[0, j]
             need_c[j] = _ties_taken(colq)
     eq_c = np.zeros(n, dtype=np.int64)
-    cut_r = np.zeros(m, dtype=np.bool_)
-    cut_c = np.zeros(n, dtype=np.bool_)
     cut = False
     mx = lowest
     bad = 0
@@ -394,58 +393,11 @@ def _small_k_real(M, Ab, kr, kc, out, lowest, highest, inf_bits):
         bad += badi
         eq = _count_eq(brow, tr, thr_c, eq_c)
         if eq > need_r[i] and tr != 0:
-            cut_r[i] = True
             cut = True
     for j in range(n):
         if eq_c[j] > need_c[j] and thr_c[j] != 0:
-            cut_c[j] = True
             cut = True
-    if cut:
-        mx = _cut_ties(M, Ab, out, thr_r, need_r, cut_r, thr_c, need_c, cut_c, lowest)
-    return mx, bad
-
-
-@njit(cache=True)
-def _cut_ties(M, Ab, out, thr_r, need_r, cut_r, thr_c, need_c, cut_c, lowest):
-    """The exact tie rule of :func:`_small_k_keep` on the rows ``cut_r`` and columns
-    ``cut_c`` that have more entries equal to their (nonzero) threshold than places: those
-    ties are taken in index order (columns first, in row order, then rows); out is rewritten
-    there. Returns the largest kept magnitude's bits. Rare (tied data), so scalar."""
-    m, n = M.shape
-    ck = np.zeros((m, n), dtype=np.uint8)  # the column rule where a column is cut
-    for j in range(n):
-        if cut_c[j]:
-            tc = thr_c[j]
-            left = need_c[j]
-            for i in range(m):
-                a = Ab[i, j]
-                if a > tc:
-                    ck[i, j] = 1
-                elif a == tc and left > 0:
-                    ck[i, j] = 1
-                    left -= 1
-    for i in range(m):
-        tr = thr_r[i]
-        left = need_r[i]
-        for j in range(n):
-            if not (cut_r[i] or cut_c[j]):
-                continue
-            a = Ab[i, j]
-            if cut_r[i]:
-                rk = a > tr
-                if a == tr and left > 0:
-                    rk = True
-                    left -= 1
-            else:
-                rk = a >= tr
-            kc_ = ck[i, j] == 1 if cut_c[j] else a >= thr_c[j]
-            out[i, j] = M[i, j] if rk or kc_ else 0
-    mx = lowest
-    for i in range(m):
-        for j in range(n):
-            if out[i, j] != 0:
-                mx = max(mx, Ab[i, j])
-    return mx
+    return mx, bad, cut, thr_r, need_r, thr_c, need_c
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -464,17 +416,36 @@ _INT_OF = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 _INF_BITS = {t: np.array(np.inf, dtype=t).view(i)[()] for t, i in _INT_OF.items()}
 
 
+def _cut_ties(M, Ab, thr_r, need_r, thr_c, need_c):
+    """out of the exact tie rule given the magnitudes' bits Ab and the thresholds / places
+    of :func:`_small_k_real`: above the threshold, or among the first ``need`` ties in
+    index order, of the row or of the column (k = 0: a threshold above every entry).
+    Returns (out, max kept magnitude's bits). NumPy, O(m n)."""
+    keep = Ab > thr_r[:, None]
+    tie = Ab == thr_r[:, None]
+    keep |= tie & (np.cumsum(tie, axis=1) <= need_r[:, None])
+    keep |= Ab > thr_c[None, :]
+    tie = Ab == thr_c[None, :]
+    keep |= tie & (np.cumsum(tie, axis=0) <= need_c[None, :])
+    out = np.where(keep, M, 0).astype(M.dtype, copy=False)
+    return out, (Ab[keep].max() if keep.any() else -1)
+
+
 def _keep_small_k_real(M, kr, kc):
     """(out, ‖out‖², max |out|, number of NaN / inf entries) as :func:`_topk_keep_small_k`
     for a float32 / float64 M, through the networks of :func:`_small_k_real` (2.7x faster
     at 256 x 256, k = 3; AMD EPYC, AVX2), the same output."""
     it = _INT_OF[M.dtype]
     M = np.ascontiguousarray(M)
-    A = np.empty(M.shape, dtype=M.dtype).view(it)
+    A = np.empty(M.shape, dtype=M.dtype)
+    Ab = A.view(it)
     out = np.empty(M.shape, dtype=M.dtype)
-    mxb, bad = _small_k_real(M, A, kr, kc, out, it(-1), it(np.iinfo(it).max), _INF_BITS[M.dtype])
+    mxb, bad, cut, thr_r, need_r, thr_c, need_c = _small_k_real(M, A, Ab, kr, kc, out, it(-1), it(np.iinfo(it).max),
+                                                                _INF_BITS[M.dtype])
     if bad:
         return out, 0.0, 0.0, bad
+    if cut:
+        out, mxb = _cut_ties(M, Ab, thr_r, need_r, thr_c, need_c)
     mx = float(np.array(mxb, dtype=it).view(M.dtype)) if mxb >= 0 else 0.0
     return out, _sum_sq64(out), mx, bad
 
