@@ -338,8 +338,8 @@ def _small_k_real(M, Af, Ab, kr, kc, out, lowest, highest, inf_bits):
     ties at a threshold are taken whole, and ``cut`` says that a row or a column has more
     of them than places (at a nonzero threshold: ties at zero do not change the output),
     which the caller then cuts to its places in index order (:func:`_cut_ties`, NumPy: rare,
-    and a jitted cut cost a second of compilation on every first run). Column thresholds: the
-    network above, one row of column buffers per matrix row; row thresholds: an insertion
+    and a jitted cut cost a second of compilation on every first run). Column thresholds:
+    the network above, one row of column buffers per matrix row; row thresholds: an insertion
     buffer behind one predictable compare per entry (a network over strips of the row
     measured 1.6x slower: its short loops). O(m n (kr + kc))."""
     m, n = M.shape
@@ -387,7 +387,6 @@ def _small_k_real(M, Af, Ab, kr, kc, out, lowest, highest, inf_bits):
         brow = Ab[i]
         orow = out[i]
         tr = thr_r[i]
-        eq = 0
         mxi, badi = _keep_row(row, brow, orow, tr, thr_c, lowest, inf_bits)
         mx = max(mx, mxi)
         bad += badi
