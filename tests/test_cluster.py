@@ -365,10 +365,14 @@ def test_small_batch_predict_transform(blobs, dt, monkeypatch):
     a = QuickMeans(6, structure="butterfly", **FAST).fit(X)  # no fused CSR kernel: its own apply
     np.testing.assert_array_equal(a.predict(Xt[:3]), _dense_dist2(Xt[:3].astype(np.float64),
                                                                   a.cluster_centers_.astype(np.float64)).argmin(1))
-    # huge finite values are not refused
+    # huge finite values are not taken for NaN / inf: in range they are assigned, beyond it
+    # (scores that overflow) the range error, not scikit-learn's missing-value one, names X
+    big = np.ascontiguousarray(Xt[:2] * dt(2.0 ** 50))  # scores ~1e16: in float32's range
+    np.testing.assert_array_equal(qm.predict(big), ((C ** 2).sum(1) - 2 * big.astype(np.float64) @ C.T).argmin(1))
     big = np.zeros((2, 16), dtype=dt)
     big[:, :8] = np.finfo(dt).max / 4
-    assert qm.predict(big).shape == (2,)
+    with pytest.raises(ValueError, match=r"X: its magnitudes .* overflow"):
+        qm.predict(big)
 
 
 def test_small_batch_bad_input(blobs):
@@ -434,6 +438,37 @@ def test_scale_invariance_and_out_of_range_magnitudes():
     with pytest.warns(ConvergenceWarning, match="distinct clusters"):  # all-zero data are fine
         zero = QuickMeans(2, sparsity=2, **kw).fit(np.zeros((10, 4)))
     assert zero.inertia_ == 0.0
+
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predict_transform_score_refuse_overflowing_magnitudes(dtype):
+    """Finite test points whose squared distances to the centroids overflow the dtype (fit
+    on data in range) give a ValueError naming X from predict (small-batch path, general
+    path, chunked memmap path), transform and score, never a wrong label or NaN / inf; large
+    points still in range get the dense reference's labels; inputs are not modified."""
+    R = np.random.default_rng(1).standard_normal((300, 16)).astype(dtype)
+    qm = QuickMeans(4, max_iter=3, palm_max_iter=10, random_state=0, batch_size=64).fit(R)
+    big = np.finfo(dtype).max
+    C = qm.cluster_centers_.astype(np.float64)
+    ok = (R[:40] * dtype(np.sqrt(big) / 1e3)).astype(dtype)  # ‖v‖² − 2⟨v, x⟩ in range
+    ref = ((C ** 2).sum(1) - 2 * ok.astype(np.float64) @ C.T).argmin(1)
+    np.testing.assert_array_equal(qm.predict(ok), ref)
+    np.testing.assert_array_equal(qm.predict(ok[:3]), ref[:3])
+    for Z in (np.full((3, 16), big, dtype), np.full((200, 16), -big / 2, dtype)):
+        Z0 = Z.copy()
+        for method in (qm.predict, qm.transform, qm.score):
+            with pytest.raises(ValueError, match=r"X: its magnitudes .* overflow.*rescale X"):
+                method(Z)
+        np.testing.assert_array_equal(Z, Z0)
+    Z = R[:50] * dtype(big / 8)  # the scores still fit (labels right), the squared distances do not
+    ref = ((C ** 2).sum(1) - 2 * Z.astype(np.float64) @ C.T).argmin(1)
+    np.testing.assert_array_equal(qm.predict(Z), ref)
+    for method in (qm.transform, qm.score):
+        with pytest.raises(ValueError, match=r"X: its magnitudes .* overflow.*rescale X"):
+            method(Z)
+    with pytest.raises(ValueError, match=r"X: its magnitudes .* rescale X"):  # squared norms overflow
+        qm.transform(R[:5] * dtype(np.sqrt(big)))
 
 
 def test_random_state_generator_named():

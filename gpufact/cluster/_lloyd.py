@@ -181,20 +181,22 @@ def assign_chunks(X, op, cnorm2, chunks):
 
 def labels_chunks(X, op, cnorm2, chunks):
     """Labels (n,) int32 of the rows of X, chunk by chunk (X may be a ``numpy.memmap``):
-    :func:`assign_chunks` without the distances (no ‖x‖² pass over X), and whether X is
-    finite as the fused kernels found while reading it (True / False; None when not known).
-    O(nnz(op) · n)."""
-    if len(chunks) == 1 and not isinstance(X, np.memmap):
-        labels, _, finite = op._argmin(X, cnorm2, -2.0)
-        return labels, finite
+    :func:`assign_chunks` without the distances (no ‖x‖² pass over X), whether X is finite
+    as the fused kernels found while reading it (True / False; None when not known), and
+    whether every row's best score ‖v_k‖² − 2⟨v_k, x⟩ is finite (False for finite X: its
+    magnitudes overflow the dtype, and the labels are not to be trusted). O(nnz(op) · n)."""
     xp = op.backend.xp
+    if len(chunks) == 1 and not isinstance(X, np.memmap):
+        labels, values, finite = op._argmin(X, cnorm2, -2.0)
+        return labels, finite, bool(xp.isfinite(values).all())
     labels = xp.empty(X.shape[0], dtype=xp.int32)
-    finite = True
+    finite = in_range = True
     for i, j in chunks:
-        labels[i:j], _, f = op._argmin(read_chunk(X, i, j), cnorm2, -2.0)
+        labels[i:j], values, f = op._argmin(read_chunk(X, i, j), cnorm2, -2.0)
         finite = None if f is None or finite is None else finite and f
+        in_range = in_range and bool(xp.isfinite(values).all())
         release_chunk(X, i, j)
-    return labels, finite
+    return labels, finite, in_range
 
 
 def distances(X, op, cnorm2, chunks):

@@ -83,6 +83,15 @@ def _check_scale(C0):
             f"rescale X, e.g. X / abs(X).max(){' or use float64' if C0.dtype == np.float32 else ''}")
 
 
+def _out_of_range(dtype):
+    """The ValueError of predict / transform / score for finite X whose distances to the
+    centroids overflow ``dtype`` (the labels or distances would be wrong or NaN)."""
+    name = np.dtype(dtype).name
+    return ValueError(
+        f"X: its magnitudes put squared distances to the centroids out of {name}'s range (they overflow); "
+        f"rescale X, e.g. X / abs(X).max(){' or use float64' if name == 'float32' else ''}")
+
+
 class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     """K-means clustering whose K × D centroid matrix is a product of sparse factors
     (QuicK-means), so assigning a point costs O(nnz) ≈ O(A log B + B) instead of O(K · D)
@@ -370,7 +379,8 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         checks, which raise): about 50 us for one vector at K = 512, D = 2000. Larger NumPy
         batches are checked by scikit-learn except for NaN/inf, which the fused CSR-chain
         kernel finds while loading its tiles (no separate pass over X; other structures get
-        the full check)."""
+        the full check). ValueError naming X when finite X's scores ‖v_k‖² − 2⟨v_k, x⟩
+        overflow the dtype (the labels would not be trusted): rescale X."""
         if _is_dask(X):
             from ..dask import predict as dask_predict
 
@@ -378,15 +388,20 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if self._small_batch(X):  # one or a few vectors: the fused kernel's B = 1 loop, no copies
             op = self.centroid_operator_
             got = op._argmin_small(X, self._cnorm2, -2.0)
-            if got is not None and got[2]:
-                return got[0]
             if got is None and bool(np.isfinite(X).all()):  # an operator without the fused kernel
-                return op.argmin_affine(X, self._cnorm2, -2.0)[0]
+                got = op.argmin_affine(X, self._cnorm2, -2.0) + (True,)
+            if got is not None and got[2]:
+                if not bool(np.isfinite(got[1]).all()):
+                    raise _out_of_range(X.dtype)
+                return got[0]
             # NaN or inf: the general path raises scikit-learn's error
         Xv, be = self._test_data(X, finite=False)  # NumPy: NaN/inf are found by the kernel's load
-        labels, finite = _lloyd.labels_chunks(Xv, self.centroid_operator_, self._cnorm2, self._predict_chunks(Xv))
+        labels, finite, in_range = _lloyd.labels_chunks(Xv, self.centroid_operator_, self._cnorm2,
+                                                        self._predict_chunks(Xv))
         if not finite and not (finite is None and be.is_gpu):  # not known or not finite: the full check
             self._test_data(X)  # raises scikit-learn's error on NaN/inf
+        if not in_range:  # finite X, but ‖v_k‖² − 2⟨v_k, x⟩ overflowed: the labels are not to be trusted
+            raise _out_of_range(Xv.dtype)
         return labels
 
     def fit_predict(self, X, y=None):
@@ -396,21 +411,29 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Euclidean distances (n_samples, n_clusters) to the centroids (X V^T through the
         factors, in chunks); a ``dask.array`` gives a lazy dask array. Small batches skip
-        scikit-learn's validation as in :meth:`predict`."""
+        scikit-learn's validation as in :meth:`predict`. ValueError naming X when the squared
+        distances overflow the dtype (never inf or NaN for finite X)."""
         if _is_dask(X):
             from ..dask import transform as dask_transform
 
             return dask_transform(self, X)
         if not (self._small_batch(X) and bool(np.isfinite(X).all())):
             X, _ = self._test_data(X)
-        return _lloyd.distances(X, self.centroid_operator_, self._cnorm2, self._predict_chunks(X))
+        D = _lloyd.distances(X, self.centroid_operator_, self._cnorm2, self._predict_chunks(X))
+        if not bool(get_backend(D).xp.isfinite(D).all()):  # finite X: squared distances overflowed
+            raise _out_of_range(X.dtype)
+        return D
 
     def fit_transform(self, X, y=None):
         """``fit(X).transform(X)``."""
         return self.fit(X).transform(X)
 
     def score(self, X, y=None):
-        """Opposite of the objective on X: −Σ ‖x − v_{predict(x)}‖² (a float)."""
+        """Opposite of the objective on X: −Σ ‖x − v_{predict(x)}‖² (a float); ValueError
+        naming X when the squared distances overflow X's dtype."""
         X, _ = self._test_data(X)
         xp = get_backend(X).xp
-        return -float(xp.sum(self._labels_dist2(X)[1], dtype=xp.float64))
+        d2 = self._labels_dist2(X)[1]
+        if not bool(xp.isfinite(d2).all()):  # finite X: squared distances overflowed
+            raise _out_of_range(X.dtype)
+        return -float(xp.sum(d2, dtype=xp.float64))
