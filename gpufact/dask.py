@@ -196,10 +196,13 @@ def _finite_block(Xb):
 
 
 def _predict_block(Xb, op, cnorm2):
-    from .cluster import _lloyd
+    from .cluster._quickmeans import _out_of_range
 
     _finite_block(Xb)
-    return _lloyd.assign(Xb, op, cnorm2)[0]
+    labels, scores = op.argmin_affine(Xb, cnorm2, alpha=-2.0)
+    if not bool(get_backend(scores).xp.isfinite(scores).all()):  # as the in-memory predict
+        raise _out_of_range(Xb.dtype)
+    return labels
 
 
 def predict(est, X):
@@ -217,9 +220,13 @@ def predict(est, X):
 
 def _transform_block(Xb, op, cnorm2):
     from .cluster import _lloyd
+    from .cluster._quickmeans import _out_of_range
 
     _finite_block(Xb)
-    return _lloyd.distances(Xb, op, cnorm2, [(0, Xb.shape[0])])
+    D = _lloyd.distances(Xb, op, cnorm2, [(0, Xb.shape[0])])
+    if not bool(get_backend(D).xp.isfinite(D).all()):  # as the in-memory transform
+        raise _out_of_range(Xb.dtype)
+    return D
 
 
 def transform(est, X):

@@ -469,6 +469,12 @@ def test_predict_transform_score_refuse_overflowing_magnitudes(dtype):
             method(Z)
     with pytest.raises(ValueError, match=r"X: its magnitudes .* rescale X"):  # squared norms overflow
         qm.transform(R[:5] * dtype(np.sqrt(big)))
+    da = pytest.importorskip("dask.array")  # the Dask blocks check as the in-memory methods
+    np.testing.assert_array_equal(qm.predict(da.from_array(ok, chunks=(16, -1))).compute(), qm.predict(ok))
+    Zd = da.from_array(np.full((30, 16), big, dtype), chunks=(10, -1))
+    for method in (qm.predict, qm.transform):
+        with pytest.raises(ValueError, match=r"X: its magnitudes .* overflow.*rescale X"):
+            method(Zd).compute()
 
 
 def test_random_state_generator_named():
