@@ -67,6 +67,13 @@ def test_radix_passes_pairs_what_it_can():
         radix_passes(make_plan(CHAINS["bf5"])[0], 0)
 
 
+def _vec(dtype) -> int:
+    """The tile width unit of ``dtype``: samples per loop trip of a group pass (16 float32
+    with AVX2, 32 with AVX-512), so the tests' tiles are whole vectors on either ISA."""
+    dtype = np.dtype(dtype)
+    return cpu_radix.lanes(dtype.itemsize // (2 if dtype.kind == "c" else 1)) * max(cpu_radix._UNROLL.values())
+
+
 def _run(chain, dtype, B, x_rows, y_rows, max_radix, bt, nthreads, rng, direct=False):
     blocks = _blocks(chain, dtype, rng)
     plan, _, maxdim = make_plan(chain)
@@ -88,7 +95,7 @@ def _run(chain, dtype, B, x_rows, y_rows, max_radix, bt, nthreads, rng, direct=F
 @pytest.mark.parametrize("name", list(CHAINS))
 @pytest.mark.parametrize("max_radix", [1, 2, 3])
 def test_tiles_match_reference(name, max_radix, dtype):
-    """Tiles of 16 samples (B = 37: a partial tile), 2 threads, column batches and row-major
+    """Tiles of one vector unit (16 or 32 samples; B = 37: a partial tile), 2 threads, column batches and row-major
     samples on both sides; one side each for two dtypes (every flag combination is a Numba
     specialisation compiled on first use: the mixed layouts run the same passes)."""
     rng = np.random.default_rng(max_radix)
@@ -96,17 +103,17 @@ def test_tiles_match_reference(name, max_radix, dtype):
     if dtype in (np.float32, np.complex128) and max_radix < 3:
         layouts += [(False, True), (True, False)]
     for x_rows, y_rows in layouts:
-        _run(CHAINS[name], dtype, 37, x_rows, y_rows, max_radix, 16, 2, rng)
+        _run(CHAINS[name], dtype, 37, x_rows, y_rows, max_radix, _vec(dtype), 2, rng)
 
 
 @pytest.mark.parametrize("B", [1, 5, 16, 37, 130])
 def test_tiles_batch_sizes(B, dtype):
-    """One-sample to several-tile batches through tiles of 32 samples (row and column
-    layouts), radix 4 and 8."""
+    """One-sample to several-tile batches through tiles of two vector units (32 or 64
+    samples; row and column layouts), radix 4 and 8."""
     rng = np.random.default_rng(B)
     for R in (2, 3):
-        _run(CHAINS["bf_shuffled"], dtype, B, False, False, R, 32, 3, rng)
-        _run(CHAINS["bf5"], dtype, B, True, True, R, 32, 2, rng)
+        _run(CHAINS["bf_shuffled"], dtype, B, False, False, R, 2 * _vec(dtype), 3, rng)
+        _run(CHAINS["bf5"], dtype, B, True, True, R, 2 * _vec(dtype), 2, rng)
 
 
 def test_tile_width_must_be_whole_vectors():
@@ -166,7 +173,8 @@ def _product(N, dtype, rng):
 @pytest.mark.parametrize("B", [1, 9, 37, 200])
 def test_product_paths_match_dense(B, dtype, monkeypatch):
     """FactorProduct @ X and X @ F.T (radix passes, tiles or direct) against the dense
-    product, for the default radix and radix 8; the old radix-2 kernels agree."""
+    product, for radix 4 and radix 8 in either mode (the direct mode's radix depends on the
+    vector ISA); the old radix-2 kernels agree."""
     rng = np.random.default_rng(B)
     F = _product(64, dtype, rng)
     D = F.toarray()
@@ -175,9 +183,10 @@ def test_product_paths_match_dense(B, dtype, monkeypatch):
     calls = []
     real = cpu_radix.ks_chain_apply_radix
     monkeypatch.setattr(cpu_radix, "ks_chain_apply_radix", lambda *a: calls.append(a[-1]) or real(*a))
-    for max_radix in (2, 3):
+    for max_radix, direct_radix in ((2, 2), (2, 3), (3, 3), (3, 2)):
         monkeypatch.setattr(cpu_radix, "MAX_RADIX_LOG2", max_radix)
-        F = FactorProduct(F.factors)  # fresh chains, plans made with this radix
+        monkeypatch.setattr(cpu_radix, "DIRECT_RADIX_LOG2", direct_radix)
+        F = FactorProduct(F.factors)  # fresh chains, plans made with these radices
         for got in (F @ X, (np.ascontiguousarray(X.T) @ F.T).T):
             np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
     if B > _chain._SMALL_B:

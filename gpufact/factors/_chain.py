@@ -34,7 +34,14 @@ class KSChain:
         self._pass_host = {}
         self.shape = (self.factors[0].shape[0], self.factors[-1].shape[1])
         self._nnz = sum(a * b * c * d for a, b, c, d in self.patterns)
-        self._passes = None  # radix_passes of the plan, made on the first tiled CPU call
+        self._passes = {}  # radix_passes of the plan by pass radix, made on the first CPU call
+
+    def _radix_passes(self, radix_log2):
+        """The plan's CPU passes of radix at most 2^radix_log2 (``plan.radix_passes``), cached."""
+        passes = self._passes.get(radix_log2)
+        if passes is None:
+            passes = self._passes[radix_log2] = radix_passes(self.plan, radix_log2)
+        return passes
 
     def weights(self, dtype):
         dt = np.dtype(dtype)
@@ -138,17 +145,17 @@ class KSChain:
         if _RADIX_PASSES and (self.plan[:, 0] == KIND_RADIX2).any():
             from .._kernels import cpu_radix
 
-            if self._passes is None:
-                self._passes = radix_passes(self.plan, cpu_radix.MAX_RADIX_LOG2)
             w = self.weights_planar(dt) if dt.kind == "c" else (self.weights(dt), None)
             bt = 0
+            passes = self._radix_passes(cpu_radix.DIRECT_RADIX_LOG2)
             if (_DIRECT and dt.kind == "f" and not (x_rows or y_rows) and X.dtype == dt and X.shape == Y.shape
-                    and X.flags.writeable and not np.may_share_memory(X, Y) and (self._passes[:, 0] > 0).all()):
+                    and X.flags.writeable and not np.may_share_memory(X, Y) and (passes[:, 0] > 0).all()):
                 bt = cpu_radix.direct_width(self.maxdim, dt.itemsize, B, threads)
             direct = bt > 0
             if not direct:
                 bt = cpu_radix.tile_width(self.maxdim, dt, B, threads, x_rows or y_rows)
-            cpu_radix.ks_chain_apply_radix(*w, self.plan, self._passes, self.maxdim, X, x_rows, Y, y_rows, bt,
+                passes = self._radix_passes(cpu_radix.MAX_RADIX_LOG2)
+            cpu_radix.ks_chain_apply_radix(*w, self.plan, passes, self.maxdim, X, x_rows, Y, y_rows, bt,
                                            threads, direct)
             return out
         bt = k.tile_width(self.maxdim, dt.itemsize, B, threads, x_rows or y_rows)
