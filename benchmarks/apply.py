@@ -73,11 +73,12 @@ def main():
     lines += ["", "## DFT, complex", "",
               "The DFT as log2(N) butterfly factors and the bit-reversal permutation, complex128 for every "
               "library (pyfaust has no complex64: the same factors as scipy CSR complex128), plus gpufact in "
-              "complex64. Same timing rounds (2 rounds of best-of-2 here: the dense products take seconds). "
+              "complex64, against dense NumPy in the same precision (complex64 / complex64 in the last column). "
+              "Same timing rounds (2 rounds of best-of-2 here: the dense products take seconds). "
               "Yardstick: scipy.fft.fft over the batch.", "",
               "| N | B | gpufact F@X (ms) | gpufact X@F.T rows (ms) | gpufact complex64 (ms) | dense numpy (ms) | "
-              "pyfaust (ms) | scipy.fft.fft (ms) | vs dense | vs pyfaust |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "dense complex64 (ms) | pyfaust (ms) | scipy.fft.fft (ms) | vs dense | vs pyfaust | complex64 vs dense |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for N in (1024, 4096):
         F = transforms.dft(N, dtype=np.complex128)
         F64 = F.astype(np.complex64)
@@ -93,16 +94,19 @@ def main():
             X64 = X.astype(np.complex64)
             Y = F @ X
             assert np.allclose(Y, scipy.fft.fft(X, axis=0), atol=1e-9 * np.abs(Y).max())
+            D64 = D.astype(np.complex64)
             fns = {"f": lambda: F @ X, "r": lambda: Xr @ F.T, "c64": lambda: F64 @ X64, "d": lambda: D @ X,
-                   "fft": lambda: scipy.fft.fft(X, axis=0)}
+                   "d64": lambda: D64 @ X64, "fft": lambda: scipy.fft.fft(X, axis=0)}
             if Fp is not None:
                 assert np.allclose(Fp @ X, Y, atol=1e-9 * np.abs(Y).max())
                 fns["p"] = lambda: Fp @ X
             t = interleaved_best(fns, rounds=2, repeat=2)
             lines.append(f"| {N} | {B} | {t['f'] * 1e3:.3f} | {t['r'] * 1e3:.3f} | {t['c64'] * 1e3:.3f} | "
-                         f"{t['d'] * 1e3:.3f} | {t.get('p', np.nan) * 1e3:.3f} | {t['fft'] * 1e3:.3f} | "
-                         f"{t['d'] / t['f']:.1f}x | {t.get('p', np.nan) / t['f']:.1f}x |")
+                         f"{t['d'] * 1e3:.3f} | {t['d64'] * 1e3:.3f} | {t.get('p', np.nan) * 1e3:.3f} | "
+                         f"{t['fft'] * 1e3:.3f} | {t['d'] / t['f']:.1f}x | {t.get('p', np.nan) / t['f']:.1f}x | "
+                         f"{t['d64'] / t['c64']:.1f}x |")
             print(lines[-1], flush=True)
+    lines += direct_radix()
     lines += before_after()
     write(f"apply_cpu_{cpu_family()}.md", "Apply: FactorProduct @ X vs dense, pyfaust, FFT (CPU)", lines)
 
@@ -160,6 +164,46 @@ def _radix2(fn):
     return run
 
 
+def _with_direct_radix(fn, radix_log2):
+    """fn run with the direct mode's passes of radix 2^radix_log2."""
+    from gpufact._kernels import cpu_radix
+
+    def run():
+        default = cpu_radix.DIRECT_RADIX_LOG2
+        cpu_radix.DIRECT_RADIX_LOG2 = radix_log2
+        try:
+            return fn()
+        finally:
+            cpu_radix.DIRECT_RADIX_LOG2 = default
+    return run
+
+
+def direct_radix():
+    """Real column batches (the direct mode): radix-4 against radix-8 passes, side by side."""
+    from gpufact._kernels import cpu_radix
+
+    out = ["", "## Direct mode: radix-4 against radix-8 passes", "",
+           "Real column batches `F @ X` (Hadamard) run their passes on blocks of Y's columns sized from the L3 "
+           f"(no tiles). This machine's default pass radix there: 2^{cpu_radix.DIRECT_RADIX_LOG2} "
+           f"(`gpufact._kernels.cpu_radix.DIRECT_RADIX_LOG2`, from the vector ISA: 8 with AVX-512's 32 vector "
+           "registers, else 4). Same rounds (3, best of 3 each); ratio = radix 4 / radix 8 (> 1: radix 8 faster).",
+           "", "| dtype | N | B | radix 4 (ms) | radix 8 (ms) | ratio |", "|---|---|---|---|---|---|"]
+    rng = np.random.default_rng(2)
+    for dt in (np.float32, np.float64):
+        for N in (1024, 4096):
+            F = transforms.hadamard(N, dtype=dt)
+            for B in (64, 1024):
+                X = rng.standard_normal((N, B)).astype(dt)
+                fns = {"r4": _with_direct_radix(lambda: F @ X, 2), "r8": _with_direct_radix(lambda: F @ X, 3)}
+                ref = fns["r4"]()
+                np.testing.assert_allclose(fns["r8"](), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+                t = interleaved_best(fns)
+                out.append(f"| {np.dtype(dt).name} | {N} | {B} | {t['r4'] * 1e3:.3f} | {t['r8'] * 1e3:.3f} | "
+                           f"{t['r4'] / t['r8']:.2f}x |")
+                print(out[-1], flush=True)
+    return out
+
+
 def before_after():
     """Radix-2 tile kernels (before) vs radix-2^R passes (now), side by side in one process."""
     load = os.getloadavg()
@@ -205,5 +249,7 @@ if __name__ == "__main__":
 
     if sys.argv[1:] == ["--before-after"]:  # that section alone, printed
         print("\n".join(before_after()))
+    elif sys.argv[1:] == ["--direct-radix"]:
+        print("\n".join(direct_radix()))
     else:
         main()
