@@ -126,6 +126,44 @@ def test_rank_one_path_is_the_best_rank_one_approximation(xp, dtype, shape):
     assert err[2] <= 20 * tol(dtype) * np.sqrt(nrm2[2])
 
 
+def test_rank_one_blocks_are_certified_without_the_gram_path(xp, dtype, monkeypatch):
+    """Rank-one blocks (exact factorizations) are certified by ‖A‖² − ‖A v‖² and never reach
+    the Gram squarings; a block that is not rank one does, alone; a batch whose sampled
+    blocks are none rank one goes there whole. Eckart–Young errors throughout."""
+    from gpufact.factorize import _lowrank
+
+    from conftest import rand, tol
+
+    rng = np.random.default_rng(7)
+    A = rand((80, 20, 1), dtype, rng, xp) @ rand((80, 1, 18), dtype, rng, xp)  # > 4 x 16: sampled first
+    A[5] = 0
+    seen = []
+    gram = _lowrank._rank_one_gram
+    monkeypatch.setattr(_lowrank, "_rank_one_gram", lambda B, xp: seen.append(B.shape[0]) or gram(B, xp))
+    X, Y = _lowrank.batched_low_rank(A, 1, xp)
+    assert seen == []
+    err = np.sqrt(np.sum(np.abs(host(A) - host(X @ Y)) ** 2, axis=(1, 2)))
+    assert np.all(err <= 20 * tol(dtype) * np.sqrt(np.sum(np.abs(host(A)) ** 2, axis=(1, 2))))
+    assert np.all(host(X[5]) == 0)
+    A[3] = rand((20, 18), dtype, rng, xp)  # full rank: this block alone takes the Gram path
+    X, Y = _lowrank.batched_low_rank(A, 1, xp)
+    assert seen == [1]
+    Ah = host(A).astype(np.complex128)
+    s = np.linalg.svd(Ah[3], compute_uv=False)
+    best = np.sqrt(max(np.sum(np.abs(Ah[3]) ** 2) - s[0] ** 2, 0))
+    err3 = np.linalg.norm(Ah[3] - host(X @ Y)[3])
+    assert err3 <= best + 20 * tol(dtype) * np.linalg.norm(Ah[3])
+    B = rand((80, 20, 18), dtype, rng, xp)  # no sampled block is rank one: all to the Gram path
+    B[3] = A[0]
+    X, Y = _lowrank.batched_low_rank(B, 1, xp)
+    assert seen == [1, 80]
+    Bh = host(B).astype(np.complex128)
+    s = np.linalg.svd(Bh, compute_uv=False)
+    best = np.sqrt(np.maximum(np.sum(np.abs(Bh) ** 2, axis=(1, 2)) - s[:, 0] ** 2, 0))
+    err = np.sqrt(np.sum(np.abs(Bh - host(X @ Y)) ** 2, axis=(1, 2)))
+    assert np.all(err <= best + 20 * tol(dtype) * np.sqrt(np.sum(np.abs(Bh) ** 2, axis=(1, 2))))
+
+
 def test_noisy_dft_error_matches_noise_level():
     N = 512
     rng = np.random.default_rng(0)
