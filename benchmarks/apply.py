@@ -106,6 +106,7 @@ def main():
                          f"{t['fft'] * 1e3:.3f} | {t['d'] / t['f']:.1f}x | {t.get('p', np.nan) / t['f']:.1f}x | "
                          f"{t['d64'] / t['c64']:.1f}x |")
             print(lines[-1], flush=True)
+    lines += perm_fusion()
     lines += direct_radix()
     lines += before_after()
     write(f"apply_cpu_{cpu_family()}.md", "Apply: FactorProduct @ X vs dense, pyfaust, FFT (CPU)", lines)
@@ -176,6 +177,47 @@ def _with_direct_radix(fn, radix_log2):
         finally:
             cpu_radix.DIRECT_RADIX_LOG2 = default
     return run
+
+
+def perm_fusion():
+    """The DFT's bit reversal as its own pass (before) or read through by the chain's tile
+    loads (now), side by side."""
+    from gpufact import product
+
+    def unfused(fn):
+        def run():
+            product._FUSE_PERM = False
+            try:
+                return fn()
+            finally:
+                product._FUSE_PERM = True
+        return run
+
+    out = ["", "## DFT: the bit-reversal permutation read through by the tile loads", "",
+           "`before`: the permutation factor applied as its own pass (a gathered copy of X), then the "
+           "chain; `now`: the chain's planar complex tiles read the input rows through the permutation "
+           "(`gpufact.product._FUSE_PERM`). Same rounds (3, best of 3 each); ratio = before / now.", "",
+           "| dtype | N | B | F@X before (ms) | F@X now (ms) | ratio | X@F.T before (ms) | X@F.T now (ms) | ratio |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    rng = np.random.default_rng(3)
+    for dt in (np.complex64, np.complex128):
+        for N, B in ((1024, 1024), (4096, 64), (4096, 1024)):
+            F = transforms.dft(N, dtype=dt)
+            X = (rng.standard_normal((N, B)) + 1j * rng.standard_normal((N, B))).astype(dt)
+            Xr = np.ascontiguousarray(X.T)
+            fns = {"f0": unfused(lambda: F @ X), "f1": lambda: F @ X,
+                   "r0": unfused(lambda: Xr @ F.T), "r1": lambda: Xr @ F.T}
+            ref = fns["f0"]()
+            tol = 1e-4 * np.abs(ref).max()
+            for k in ("f1", "r0", "r1"):
+                got = fns[k]()
+                np.testing.assert_allclose(got.T if k[0] == "r" else got, ref, rtol=1e-4, atol=tol)
+            t = interleaved_best(fns)
+            out.append(f"| {np.dtype(dt).name} | {N} | {B} | {t['f0'] * 1e3:.3f} | {t['f1'] * 1e3:.3f} | "
+                       f"{t['f0'] / t['f1']:.2f}x | {t['r0'] * 1e3:.3f} | {t['r1'] * 1e3:.3f} | "
+                       f"{t['r0'] / t['r1']:.2f}x |")
+            print(out[-1], flush=True)
+    return out
 
 
 def direct_radix():
@@ -251,5 +293,7 @@ if __name__ == "__main__":
         print("\n".join(before_after()))
     elif sys.argv[1:] == ["--direct-radix"]:
         print("\n".join(direct_radix()))
+    elif sys.argv[1:] == ["--perm-fusion"]:
+        print("\n".join(perm_fusion()))
     else:
         main()

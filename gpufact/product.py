@@ -48,6 +48,12 @@ def _check_operand(X, name: str = "X") -> None:
         raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(X).__module__}.{type(X).__name__}")
 
 
+#: a permutation factor applied right before a KS chain is handed to the chain (CPU), which
+#: reads it through in its tile loads where it can (:meth:`KSChain.apply_cols`); False: the
+#: permutation is its own pass (benchmarks' "before")
+_FUSE_PERM = True
+
+
 class FactorProduct:
     """The linear operator ``F = S_1 S_2 … S_J`` (``factors`` in product order).
 
@@ -229,11 +235,22 @@ class FactorProduct:
         xp = self.backend.xp
         B = Xc.shape[1]
         cur = Xc
-        for seg in reversed(self._get_segments()):
+        segs = self._get_segments()
+        i = len(segs) - 1
+        while i >= 0:
+            seg, perm = segs[i], None
+            if _FUSE_PERM and isinstance(seg, PermFactor) and i > 0 and isinstance(segs[i - 1], KSChain) \
+                    and not self.backend.is_gpu:
+                perm, seg = seg.perm, segs[i - 1]  # the permutation read through by the chain's loads
+                i -= 1
             m = seg.shape[0]
             out = xp.empty((B, m), dtype=dtype).T if out_rows else xp.empty((m, B), dtype=dtype)
-            seg.apply_cols(cur, out)
+            if perm is None:
+                seg.apply_cols(cur, out)
+            else:
+                seg.apply_cols(cur, out, in_perm=perm)
             cur = out
+            i -= 1
         return cur
 
     def _vector_path(self):

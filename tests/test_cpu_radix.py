@@ -74,19 +74,21 @@ def _vec(dtype) -> int:
     return cpu_radix.lanes(dtype.itemsize // (2 if dtype.kind == "c" else 1)) * max(cpu_radix._UNROLL.values())
 
 
-def _run(chain, dtype, B, x_rows, y_rows, max_radix, bt, nthreads, rng, direct=False):
+def _run(chain, dtype, B, x_rows, y_rows, max_radix, bt, nthreads, rng, direct=False, perm=False):
     blocks = _blocks(chain, dtype, rng)
     plan, _, maxdim = make_plan(chain)
     a, b, c, d = chain[0]
     X = rand((a * c * d, B), dtype, rng)
-    ref = reference.ks_chain_apply([blk.astype(np.complex128) for blk in blocks], X.astype(np.complex128))
+    in_perm = rng.permutation(X.shape[0]).astype(np.int64) if perm else None
+    Xp = X if in_perm is None else X[in_perm]  # (P X)_i = X[in_perm[i]]
+    ref = reference.ks_chain_apply([blk.astype(np.complex128) for blk in blocks], Xp.astype(np.complex128))
     Xin = np.ascontiguousarray(X.T) if x_rows else X
     before = Xin.copy()
     M = ref.shape[0]
     Y = np.full((B, M) if y_rows else (M, B), np.nan, dtype=dtype)
     wr, wi = _weights(blocks, dtype)
     cpu_radix.ks_chain_apply_radix(wr, wi, plan, radix_passes(plan, max_radix), maxdim, Xin, x_rows, Y, y_rows, bt,
-                                   nthreads, direct)
+                                   nthreads, direct, in_perm)
     got = Y.T if y_rows else Y
     np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
     np.testing.assert_array_equal(Xin, before)
@@ -104,6 +106,33 @@ def test_tiles_match_reference(name, max_radix, dtype):
         layouts += [(False, True), (True, False)]
     for x_rows, y_rows in layouts:
         _run(CHAINS[name], dtype, 37, x_rows, y_rows, max_radix, _vec(dtype), 2, rng)
+
+
+@pytest.mark.parametrize("name", ["bf_shuffled", "mixed"])
+def test_input_permutation_is_read_through(name, dtype):
+    """A permutation of the input rows fused into the tile loads (column batches: in the load;
+    row-major samples: a tile-to-tile copy; generic steps sharing the second buffer) equals
+    the chain applied to the permuted rows; partial tiles, 2 threads, radix 4 and 8."""
+    rng = np.random.default_rng(11)
+    for x_rows, y_rows in ((False, False), (True, True), (True, False)):
+        for R in (2, 3):
+            _run(CHAINS[name], dtype, 37, x_rows, y_rows, R, _vec(dtype), 2, rng, perm=True)
+
+
+def test_input_permutation_is_checked():
+    rng = np.random.default_rng(0)
+    blocks = _blocks(CHAINS["bf5"], np.float32, rng)
+    plan, _, maxdim = make_plan(CHAINS["bf5"])
+    X = rand((32, 40), np.float32, rng)
+    Y = np.empty_like(X)
+    wr, wi = _weights(blocks, np.float32)
+    args = (wr, wi, plan, radix_passes(plan, 2), maxdim, X, False, Y, False, _vec(np.float32), 1)
+    with pytest.raises(ValueError, match="in_perm"):
+        cpu_radix.ks_chain_apply_radix(*args, False, np.arange(31, dtype=np.int64))
+    with pytest.raises(ValueError, match="in_perm"):
+        cpu_radix.ks_chain_apply_radix(*args, False, np.arange(32, dtype=np.int32))
+    with pytest.raises(ValueError, match="direct"):
+        cpu_radix.ks_chain_apply_radix(*args, True, np.arange(32, dtype=np.int64))
 
 
 @pytest.mark.parametrize("B", [1, 5, 16, 37, 130])
@@ -182,7 +211,8 @@ def test_product_paths_match_dense(B, dtype, monkeypatch):
     ref = D.astype(np.complex128) @ X.astype(np.complex128)
     calls = []
     real = cpu_radix.ks_chain_apply_radix
-    monkeypatch.setattr(cpu_radix, "ks_chain_apply_radix", lambda *a: calls.append(a[-1]) or real(*a))
+    monkeypatch.setattr(cpu_radix, "ks_chain_apply_radix",
+                        lambda *a, **kw: calls.append(a[-1]) or real(*a, **kw))
     for max_radix, direct_radix in ((2, 2), (2, 3), (3, 3), (3, 2)):
         monkeypatch.setattr(cpu_radix, "MAX_RADIX_LOG2", max_radix)
         monkeypatch.setattr(cpu_radix, "DIRECT_RADIX_LOG2", direct_radix)
@@ -193,6 +223,38 @@ def test_product_paths_match_dense(B, dtype, monkeypatch):
         assert calls and (B < 64 or dtype.kind == "c" or True in calls)  # direct mode where it applies
     monkeypatch.setattr(_chain, "_RADIX_PASSES", False)
     np.testing.assert_allclose(FactorProduct(F.factors) @ X, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("B", [1, 8, 9, 37, 200])
+def test_permutation_before_a_chain_is_fused(B, dtype, monkeypatch):
+    """FactorProduct(chain, P): P's gather read through by the chain's tile loads (complex,
+    B > 8; else gathered by the chain first), both layouts, against the dense product; the
+    DFT against scipy.fft; P's own apply is never called."""
+    import scipy.fft
+
+    rng = np.random.default_rng(B)
+    ks = _product(64, dtype, rng).factors[2:-2]
+    F = FactorProduct(ks + [PermFactor(rng.permutation(64))])
+    X = rand((64, B), dtype, rng)
+    ref = F.toarray().astype(np.complex128) @ X.astype(np.complex128)
+    calls = []
+    real = PermFactor.apply_cols
+    monkeypatch.setattr(PermFactor, "apply_cols", lambda self, *a: calls.append(1) or real(self, *a))
+    for got in (F @ X, (np.ascontiguousarray(X.T) @ F.T).T):
+        np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
+    assert calls == []  # B <= 8: gathered by the chain itself, not by P's apply
+    if dtype.kind == "c":
+        D = gpufact_dft(64, dtype)
+        Xc = rand((64, B), dtype, rng)
+        fft = scipy.fft.fft(Xc.astype(np.complex128), axis=0)
+        for got in (D @ Xc, (np.ascontiguousarray(Xc.T) @ D.T).T):
+            np.testing.assert_allclose(got, fft, rtol=tol(dtype), atol=tol(dtype) * np.abs(fft).max())
+
+
+def gpufact_dft(N, dtype):
+    from gpufact import transforms
+
+    return transforms.dft(N, dtype=dtype)
 
 
 def test_read_only_batch_takes_tiles():

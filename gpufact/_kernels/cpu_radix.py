@@ -287,8 +287,8 @@ def _generic_step_typed(wr, wi, off, a, b, c, d, src, dst, bt):
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _chain_passes(wr, wi, real, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, radix8, tiles, direct, bt,
-                  first, step):
+def _chain_passes(wr, wi, real, plan, passes, maxdim, X, x_rows, Y, y_rows, generic, radix8, tiles, direct, in_perm,
+                  bt, first, step):
     """Blocks first, first + step, ... of ``bt`` samples of :func:`ks_chain_apply_radix`, on
     the calling thread. Real rows when ``wi`` is None and ``real`` True (weights ``wr``,
     dtype of Y), planar complex rows when ``real`` is None (row i: bt real parts at 2i·bt,
@@ -299,7 +299,10 @@ def _chain_passes(wr, wi, real, plan, passes, maxdim, X, x_rows, Y, y_rows, gene
     one tile buffer, passes in place); ``radix8``: it has radix-8 passes; ``tiles`` or
     ``direct``, one of the two: tiles copied in and out, or no tile: the passes run on Y's
     columns b0 .. b0 + bt themselves (real column batches, square butterfly chains), the
-    first pass reading X, the others in place on Y.
+    first pass reading X, the others in place on Y. ``in_perm`` (tiles only; None or int64
+    (N,)): the input rows permuted first, tile row i read from input row in_perm[i] (column
+    batches: in the load itself; row-major samples: a tile-to-tile row copy after it), so a
+    permutation factor before the chain (the DFT's bit reversal) costs no pass over memory.
 
     Passes (``plan.radix_passes``: R, j, log2 of the R strides): R = 0, generic KS step tile
     to tile (ping-pong); R = 1, 2, 3, butterfly steps j .. j + R - 1 by groups of 2^R rows
@@ -314,7 +317,7 @@ def _chain_passes(wr, wi, real, plan, passes, maxdim, X, x_rows, Y, y_rows, gene
     rs = nrow * bt  # elements per tile row
     buf0 = np.empty(0 if tiles is None else maxdim * rs, dtype=wr.dtype)
     buf1 = buf0
-    if generic is not None:
+    if generic is not None or (in_perm is not None and x_rows is not None):
         buf1 = np.empty(maxdim * rs, dtype=wr.dtype)
     if direct is not None:
         rs = B
@@ -327,20 +330,33 @@ def _chain_passes(wr, wi, real, plan, passes, maxdim, X, x_rows, Y, y_rows, gene
         src, dst = buf0, buf1
         c0, n = 0, bt
         if tiles is not None:
+            lb = buf0  # row-major samples with in_perm: loaded into buf1, then rows permuted
+            if in_perm is not None and x_rows is not None:
+                lb = buf1
             if real is not None:
                 if x_rows is None:
                     for i in range(N):
-                        xr = X[i, b0:b0 + nt]
+                        r = i
+                        if in_perm is not None:
+                            r = in_perm[i]
+                        xr = X[r, b0:b0 + nt]
                         br = buf0[i * bt:i * bt + nt]
                         for t in range(nt):
                             br[t] = xr[t]
                 else:
-                    _load_rows(X, b0, nt, buf0, bt)
+                    _load_rows(X, b0, nt, lb, bt)
             if wi is not None:
                 if x_rows is None:
-                    _cols_to_tile_planar(X, b0, buf0, N, nt, bt)
+                    if in_perm is None:
+                        _cols_to_tile_planar(X, b0, buf0, N, nt, bt)
+                    else:
+                        _cols_to_tile_planar_perm(X, in_perm, b0, buf0, N, nt, bt)
                 else:
-                    _load_rows_planar_any(X, b0, nt, buf0, bt)
+                    _load_rows_planar_any(X, b0, nt, lb, bt)
+            if in_perm is not None and x_rows is not None:
+                for i in range(N):
+                    s0 = in_perm[i] * rs
+                    buf0[i * rs:(i + 1) * rs] = buf1[s0:s0 + rs]
             if nt < bt:  # a reused buffer holds stale values, possibly slow denormals
                 for i in range(nrow * N):
                     for t in range(i * bt + nt, (i + 1) * bt):
@@ -424,7 +440,20 @@ def _chain_passes(wr, wi, real, plan, passes, maxdim, X, x_rows, Y, y_rows, gene
                     _store_rows_planar(src, bt, Y, b0, nt)
 
 
-def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt, nthreads, direct=False):
+@njit(cache=True, nogil=True)
+def _cols_to_tile_planar_perm(A, perm, b0, buf, n, nt, bt):
+    """:func:`gpufact._kernels.cpu._cols_to_tile_planar` reading tile row i from A's row perm[i]."""
+    for i in range(n):
+        ar = A[perm[i], b0:b0 + nt]
+        re = buf[2 * i * bt:2 * i * bt + nt]
+        im = buf[(2 * i + 1) * bt:(2 * i + 1) * bt + nt]
+        for t in range(nt):
+            re[t] = ar[t].real
+            im[t] = ar[t].imag
+
+
+def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt, nthreads, direct=False,
+                         in_perm=None):
     """Y <- (chain of KS factors) X in radix-2^R passes, tiles of ``bt`` samples in parallel.
 
     wr : 1-D weights (every factor's blocks (a, d, b, c), concatenated), real parts when
@@ -436,15 +465,24 @@ def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt,
     buffers once and takes every nthreads-th tile). Extra memory: one tile buffer per thread
     (maxdim·bt elements of Y), two when the plan has generic steps. direct : no tiles, the
     passes run on blocks of ``bt`` columns of Y (:func:`direct_width`; real X and Y, both
-    column batches, a square chain of butterfly steps only); no extra memory.
+    column batches, a square chain of butterfly steps only); no extra memory. in_perm : None,
+    or an int64 permutation of the N input rows applied before the chain ((P x)_i =
+    x[in_perm[i]], :class:`gpufact.factors.PermFactor`), fused into the tile loads (tiles
+    only; row-major samples: one more tile buffer).
     """
     B = X.shape[0] if x_rows else X.shape[1]
     v = lanes(wr.dtype.itemsize) * max(_UNROLL.values())
     if bt % v and not direct:
         raise ValueError(f"bt must be a multiple of {v}, got {bt}")
     if direct and (wi is not None or x_rows or y_rows or _has_generic(plan) or X.shape != Y.shape
-                   or X.dtype != Y.dtype or not X.flags.writeable):
-        raise ValueError("direct: real column batches X, Y of one shape and dtype, butterfly steps only")
+                   or X.dtype != Y.dtype or not X.flags.writeable or in_perm is not None):
+        raise ValueError("direct: real column batches X, Y of one shape and dtype, butterfly steps only, "
+                         "no input permutation")
+    if in_perm is not None:
+        N = X.shape[1] if x_rows else X.shape[0]
+        if not (type(in_perm) is np.ndarray and in_perm.dtype == np.int64 and in_perm.shape == (N,)):
+            raise ValueError(f"in_perm must be an int64 NumPy array of shape ({N},)")
     args = (wr, wi, _flag(wi is None), plan, passes, maxdim, X, _flag(x_rows), Y, _flag(y_rows),
-            _flag(_has_generic(plan)), _flag((passes[:, 0] == 3).any()), _flag(not direct), _flag(direct), bt)
+            _flag(_has_generic(plan)), _flag((passes[:, 0] == 3).any()), _flag(not direct), _flag(direct), in_perm,
+            bt)
     _on_threads(_chain_passes, args, -(-B // bt), nthreads)
