@@ -154,29 +154,28 @@ def one_vector(rng, pyfaust):
     return out
 
 
-def _radix2(fn):
-    """fn run on the radix-2 tile kernels of gpufact._kernels.cpu (the path before radix passes)."""
+def _with(obj, name, value, fn):
+    """fn run with the module setting ``obj.name`` = value (restored after)."""
     def run():
-        _chain._RADIX_PASSES = False
+        old = getattr(obj, name)
+        setattr(obj, name, value)
         try:
             return fn()
         finally:
-            _chain._RADIX_PASSES = True
+            setattr(obj, name, old)
     return run
+
+
+def _radix2(fn):
+    """fn run on the radix-2 tile kernels of gpufact._kernels.cpu (the path before radix passes)."""
+    return _with(_chain, "_RADIX_PASSES", False, fn)
 
 
 def _with_direct_radix(fn, radix_log2):
     """fn run with the direct mode's passes of radix 2^radix_log2."""
     from gpufact._kernels import cpu_radix
 
-    def run():
-        default = cpu_radix.DIRECT_RADIX_LOG2
-        cpu_radix.DIRECT_RADIX_LOG2 = radix_log2
-        try:
-            return fn()
-        finally:
-            cpu_radix.DIRECT_RADIX_LOG2 = default
-    return run
+    return _with(cpu_radix, "DIRECT_RADIX_LOG2", radix_log2, fn)
 
 
 def perm_fusion():
@@ -185,13 +184,7 @@ def perm_fusion():
     from gpufact import product
 
     def unfused(fn):
-        def run():
-            product._FUSE_PERM = False
-            try:
-                return fn()
-            finally:
-                product._FUSE_PERM = True
-        return run
+        return _with(product, "_FUSE_PERM", False, fn)
 
     out = ["", "## DFT: the bit-reversal permutation read through by the tile loads", "",
            "`before`: the permutation factor applied as its own pass (a gathered copy of X), then the "

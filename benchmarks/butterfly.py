@@ -21,6 +21,17 @@ def _err(F, A):
     return np.linalg.norm(D - A) / np.linalg.norm(A)
 
 
+def _matrix(name, N, rng):
+    """(A, butterfly keyword arguments) for "DFT", "Hadamard" or "noisy DFT" (DFT + 1e-2
+    complex Gaussian noise) of size N."""
+    if name == "Hadamard":
+        return transforms.hadamard_dense(N), {}
+    A = transforms.dft_dense(N)
+    if name == "noisy DFT":
+        A = A + 1e-2 * (rng.standard_normal((N, N)) + 1j * rng.standard_normal((N, N))) / np.sqrt(2)
+    return A, {"perm": "bit-reversal"}
+
+
 def _timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -44,13 +55,7 @@ def main(sizes=(256, 512, 1024, 2048, 4096)):
     rng = np.random.default_rng(0)
     for N in sizes:
         for name in ("DFT", "Hadamard", "noisy DFT"):
-            if name == "Hadamard":
-                A = transforms.hadamard_dense(N)
-            else:
-                A = transforms.dft_dense(N)
-                if name == "noisy DFT":
-                    A = A + 1e-2 * (rng.standard_normal((N, N)) + 1j * rng.standard_normal((N, N))) / np.sqrt(2)
-            kw = {} if name == "Hadamard" else {"perm": "bit-reversal"}
+            A, kw = _matrix(name, N, rng)
             F, t = _timed(lambda: butterfly(A, **kw))
             e = _err(F, A)
             t_first = t
@@ -92,13 +97,7 @@ def before_after(N=4096):
            "| matrix | before (s) | now (s) | ratio | error before | error now |", "|---|---|---|---|---|---|"]
     rng = np.random.default_rng(1)
     for name in ("DFT", "Hadamard", "noisy DFT"):
-        if name == "Hadamard":
-            A = transforms.hadamard_dense(N)
-        else:
-            A = transforms.dft_dense(N)
-            if name == "noisy DFT":
-                A = A + 1e-2 * (rng.standard_normal((N, N)) + 1j * rng.standard_normal((N, N))) / np.sqrt(2)
-        kw = {} if name == "Hadamard" else {"perm": "bit-reversal"}
+        A, kw = _matrix(name, N, rng)
         now = _lowrank._rank_one
 
         def before():
