@@ -126,7 +126,7 @@ class KSChain:
         if in_perm is not None and not (dt.kind == "c" and Xc.shape[1] > _SMALL_B and _RADIX_PASSES
                                         and (self.plan[:, 0] == KIND_RADIX2).any()):
             # fused only into the planar complex tiles (DFT N = 4096, B = 1024 complex64 on an
-            # Intel Xeon: 1.47x / 1.29x faster, column / row batches); real column batches
+            # Intel Xeon: 1.41x / 1.31x faster, column / row batches); real column batches
             # keep the direct mode after a gather (a permuted read of X's rows into tiles
             # was 1.6x slower than both)
             Xc, in_perm = Xc[in_perm], None
