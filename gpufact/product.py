@@ -60,7 +60,8 @@ class FactorProduct:
     ``F @ X`` applies S_J first. X is a vector (N,) or a batch (N, B); ``X @ F`` and
     ``X @ F.T`` take row-major samples (B, M) / (B, N) without transposing them in memory.
     Results live in the namespace (NumPy/CuPy) of the inputs and have dtype
-    ``result_type(F.dtype, X.dtype)``; integer data compute in float64. X may have any
+    ``result_type(F.dtype, X.dtype)``; integer data compute in float64. ``F.dtype`` is the
+    result type of the factors' dtypes, permutations left out (they hold no values). X may have any
     strides and flags (read-only, memory-mapped, Fortran-ordered, negative or zero strides)
     and is never modified; sparse matrices and other array types raise TypeError (compose
     with ``CSRFactor(S)`` instead). Products pickle and deep-copy. Runs of consecutive
@@ -100,7 +101,10 @@ class FactorProduct:
         self._segments = None
         self._T = None
         self._rest = None  # argmin_affine: the factors applied before a leading CSR chain, transposed
-        self._dtype = np.result_type(*[f.dtype for f in factors])  # factors are immutable
+        # factors are immutable; a permutation holds no values: it takes the others' dtype (a
+        # float32 chain stays float32 with PermFactor's default float64 in it)
+        valued = [f.dtype for f in factors if not isinstance(f, PermFactor)]
+        self._dtype = np.result_type(*(valued or [f.dtype for f in factors]))
         self._result_dtypes = {}
         self._vector = None  # F @ x: the lean one-vector path (_vector_path), made on first use
 

@@ -230,3 +230,21 @@ def test_one_vector_lean_path_sees_refreshed_weights():
     y = F @ x
     np.testing.assert_allclose(y, 2.0 * y_before, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(y, F.toarray() @ x, rtol=1e-12, atol=1e-12)
+
+
+def test_a_permutation_takes_the_other_factors_dtype():
+    """A permutation holds no values: PermFactor's default float64 does not promote a float32
+    or complex64 chain (found by a fresh user: a float32 Hadamard with a permutation in it
+    computed and returned float64); products of permutations alone keep their dtype."""
+    rng = np.random.default_rng(0)
+    for dt in (np.float32, np.complex64):
+        H = gpufact.transforms.hadamard(64, dtype=np.float32).astype(dt)
+        F = gpufact.FactorProduct([gpufact.PermFactor(rng.permutation(64)), *H.factors,
+                                   gpufact.PermFactor(rng.permutation(64))])
+        assert F.dtype == dt and F.T.dtype == dt and F.toarray().dtype == dt
+        X = rng.standard_normal((64, 20)).astype(np.float32)
+        for got in (F @ X, (np.ascontiguousarray(X.T) @ F.T).T):
+            assert got.dtype == dt
+            np.testing.assert_allclose(got, F.toarray().astype(np.complex128) @ X, rtol=1e-5, atol=1e-4)
+    P = gpufact.FactorProduct([gpufact.PermFactor(np.arange(4), dtype=np.float32)] * 2)
+    assert P.dtype == np.float32
