@@ -108,7 +108,7 @@ def test_tiles_match_reference(name, max_radix, dtype):
         _run(CHAINS[name], dtype, 37, x_rows, y_rows, max_radix, _vec(dtype), 2, rng)
 
 
-@pytest.mark.parametrize("name", ["bf_shuffled", "mixed"])
+@pytest.mark.parametrize("name", ["bf_shuffled", "odd_stride", "mixed", "three_sizes"])
 def test_input_permutation_is_read_through(name, dtype):
     """A permutation of the input rows fused into the tile loads (column batches: in the load;
     row-major samples: a tile-to-tile copy; generic steps sharing the second buffer) equals
