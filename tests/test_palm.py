@@ -170,3 +170,29 @@ def test_divergence_is_reported_not_returned():
         palm4msa(A, cons, max_iter=200, step_eps=-0.95)
     with pytest.raises(ValueError, match="step_eps"):
         palm4msa(A, cons, step_eps=-1)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.complex128])
+def test_gram_residual_in_either_memory_order(dt):
+    """λ LS (R Rᴴ) − A Rᴴ, formed in A Rᴴ's memory order on the CPU, equals the plain
+    expression for C- and F-ordered A Rᴴ, dense and CSR LS; the inputs are not modified."""
+    from gpufact._backend import get_backend
+    from gpufact.factorize.palm import _CSR, _Gram, _gram_residual
+
+    rng = np.random.default_rng(3)
+    LS, RG = rand((12, 9), dt, rng), rand((9, 9), dt, rng)
+    lam = np.asarray(1.5 - 0.5j if np.dtype(dt).kind == "c" else 1.5, dtype=dt)
+    be = get_backend(LS)
+    for AR in (rand((12, 9), dt, rng), np.asfortranarray(rand((12, 9), dt, rng))):
+        ref = lam * (LS @ RG) - AR
+        before = (LS.copy(), RG.copy(), AR.copy())
+        got = _gram_residual(LS, _Gram(RG, AR), lam, be)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+        for a, b in zip((LS, RG, AR), before):
+            np.testing.assert_array_equal(a, b)
+        S = np.where(np.abs(LS) > 1.0, LS, 0).astype(dt)
+        indptr = np.concatenate([[0], np.cumsum((S != 0).sum(1))]).astype(np.int32)
+        rows, cols = np.nonzero(S)
+        csr = _CSR(S[rows, cols], cols.astype(np.int32), indptr, S.shape)
+        np.testing.assert_allclose(_gram_residual(csr, _Gram(RG, AR), lam, be), lam * (S @ RG) - AR,
+                                   rtol=1e-5, atol=1e-5)
