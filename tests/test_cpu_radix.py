@@ -174,7 +174,10 @@ def test_direct_mode_refuses_what_it_cannot_do():
 
 def test_widths_follow_the_caches(monkeypatch):
     """Tile rows L1d / 64 bytes, direct blocks a share of half the L3: from the cache sizes
-    the machine reports (here replaced), whole vectors."""
+    the machine reports (here replaced), whole vectors; row-major tiles beyond half the L2
+    keep 64 samples with AVX2, and are at most a quarter of the L2 with AVX-512 (both ISAs
+    checked on any machine: the vector width is replaced too)."""
+    monkeypatch.setattr(cpu_radix, "VECTOR_BYTES", 32)
     v = cpu_radix.lanes(4) * max(cpu_radix._UNROLL.values())
     monkeypatch.setattr(cpu_radix, "cache_sizes", lambda: {"L1d": 32 << 10, "L2": 512 << 10, "L3": 32 << 20})
     assert cpu_radix.tile_width(4096, np.float32, 1024, 2, False) == 128
@@ -187,6 +190,13 @@ def test_widths_follow_the_caches(monkeypatch):
     assert cpu_radix.tile_width(4096, np.float32, 1024, 2, False) == 192
     assert cpu_radix.direct_width(4096, 4, 1024, 2) == 128
     assert cpu_radix.direct_width(1 << 16, 4, 1024, 2) == 0
+    assert cpu_radix.tile_width(4096, np.float32, 1024, 2, True) == 64
+    monkeypatch.setattr(cpu_radix, "VECTOR_BYTES", 64)  # AVX-512: 32 float32 per vector unit
+    assert cpu_radix.tile_width(4096, np.float32, 1024, 2, True) == 32  # 2 MiB / 4 / (4096 * 4 B)
+    assert cpu_radix.tile_width(4096, np.float64, 1024, 2, True) == 16
+    assert cpu_radix.tile_width(4096, np.complex64, 1024, 2, True) == 32  # 16, up to a vector unit
+    assert cpu_radix.tile_width(256, np.float32, 1024, 2, True) == 192  # small N: the L1d rule
+    assert cpu_radix.tile_width(4096, np.float32, 1024, 2, False) == 192  # column tiles unchanged
 
 
 def _product(N, dtype, rng):
