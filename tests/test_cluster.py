@@ -1,4 +1,6 @@
 """QuickMeans: Lloyd's properties, batched/memmap = in memory, dense references, bad input."""
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
@@ -446,7 +448,8 @@ def test_predict_transform_score_refuse_overflowing_magnitudes(dtype):
     """Finite test points whose squared distances to the centroids overflow the dtype (fit
     on data in range) give a ValueError naming X from predict (small-batch path, general
     path, chunked memmap path), transform and score, never a wrong label or NaN / inf; large
-    points still in range get the dense reference's labels; inputs are not modified."""
+    points still in range get the dense reference's labels; inputs are not modified; no NumPy
+    RuntimeWarning precedes the error (found by a fresh user on transform / score)."""
     R = np.random.default_rng(1).standard_normal((300, 16)).astype(dtype)
     qm = QuickMeans(4, max_iter=3, palm_max_iter=10, random_state=0, batch_size=64).fit(R)
     big = np.finfo(dtype).max
@@ -458,8 +461,10 @@ def test_predict_transform_score_refuse_overflowing_magnitudes(dtype):
     for Z in (np.full((3, 16), big, dtype), np.full((200, 16), -big / 2, dtype)):
         Z0 = Z.copy()
         for method in (qm.predict, qm.transform, qm.score):
-            with pytest.raises(ValueError, match=r"X: its magnitudes .* overflow.*rescale X"):
-                method(Z)
+            with warnings.catch_warnings():  # the error alone, no RuntimeWarning before it
+                warnings.simplefilter("error", RuntimeWarning)
+                with pytest.raises(ValueError, match=r"X: its magnitudes .* overflow.*rescale X"):
+                    method(Z)
         np.testing.assert_array_equal(Z, Z0)
     Z = R[:50] * dtype(big / 8)  # the scores still fit (labels right), the squared distances do not
     ref = ((C ** 2).sum(1) - 2 * Z.astype(np.float64) @ C.T).argmin(1)

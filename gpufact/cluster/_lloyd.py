@@ -86,7 +86,8 @@ def assign(X, op, cnorm2):
     """
     xp = op.backend.xp
     labels, vals = op.argmin_affine(X, cnorm2, alpha=-2.0)
-    vals += row_sqnorms(X, xp).astype(vals.dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # out of range: the callers raise ValueError
+        vals += row_sqnorms(X, xp).astype(vals.dtype, copy=False)
     return labels, xp.maximum(vals, 0, out=vals)
 
 
@@ -210,9 +211,10 @@ def distances(X, op, cnorm2, chunks):
     for i, j in chunks:
         Xc = read_chunk(X, i, j)
         S = Xc @ op.T
-        S *= dt.type(-2)
-        S += c2
-        S += row_sqnorms(Xc, xp).astype(dt, copy=False)[:, None]
+        with np.errstate(over="ignore", invalid="ignore"):  # out of range: the callers raise ValueError
+            S *= dt.type(-2)
+            S += c2
+            S += row_sqnorms(Xc, xp).astype(dt, copy=False)[:, None]
         xp.maximum(S, 0, out=S)
         out[i:j] = xp.sqrt(S, out=S)
         release_chunk(X, i, j)
