@@ -5,7 +5,7 @@ from FactorProduct against dense products (permutations and diagonals fused)."""
 import numpy as np
 import pytest
 
-from gpufact import DiagFactor, FactorProduct, KSFactor, PermFactor
+from gpufact import DiagFactor, FactorProduct, KSFactor, PermFactor, transforms
 from gpufact._kernels import cpu_radix, reference
 from gpufact._kernels.plan import KIND_RADIX2, make_plan, radix_passes
 from gpufact.factors import _chain
@@ -71,7 +71,8 @@ def _vec(dtype) -> int:
     """The tile width unit of ``dtype``: samples per loop trip of a group pass (16 float32
     with AVX2, 32 with AVX-512), so the tests' tiles are whole vectors on either ISA."""
     dtype = np.dtype(dtype)
-    return cpu_radix.lanes(dtype.itemsize // (2 if dtype.kind == "c" else 1)) * max(cpu_radix._UNROLL.values())
+    real_size = dtype.itemsize // (2 if dtype.kind == "c" else 1)
+    return cpu_radix.lanes(real_size) * max(cpu_radix._UNROLL.values())
 
 
 def _run(chain, dtype, B, x_rows, y_rows, max_radix, bt, nthreads, rng, direct=False, perm=False):
@@ -97,9 +98,10 @@ def _run(chain, dtype, B, x_rows, y_rows, max_radix, bt, nthreads, rng, direct=F
 @pytest.mark.parametrize("name", list(CHAINS))
 @pytest.mark.parametrize("max_radix", [1, 2, 3])
 def test_tiles_match_reference(name, max_radix, dtype):
-    """Tiles of one vector unit (16 or 32 samples; B = 37: a partial tile), 2 threads, column batches and row-major
-    samples on both sides; one side each for two dtypes (every flag combination is a Numba
-    specialisation compiled on first use: the mixed layouts run the same passes)."""
+    """Tiles of one vector unit (16 or 32 samples; B = 37: a partial tile), 2 threads,
+    column batches and row-major samples on both sides; one side each for two dtypes (every
+    flag combination is a Numba specialisation compiled on first use: the mixed layouts run
+    the same passes)."""
     rng = np.random.default_rng(max_radix)
     layouts = [(False, False), (True, True)]
     if dtype in (np.float32, np.complex128) and max_radix < 3:
@@ -252,9 +254,9 @@ def test_permutation_before_a_chain_is_fused(B, dtype, monkeypatch):
     monkeypatch.setattr(PermFactor, "apply_cols", lambda self, *a: calls.append(1) or real(self, *a))
     for got in (F @ X, (np.ascontiguousarray(X.T) @ F.T).T):
         np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
-    assert calls == []  # B <= 8: gathered by the chain itself, not by P's apply
+    assert calls == []  # never P's own pass: the chain reads through P or gathers (real, B <= 8)
     if dtype.kind == "c":
-        D = gpufact_dft(64, dtype)
+        D = transforms.dft(64, dtype=dtype)
         Xc = rand((64, B), dtype, rng)
         fft = scipy.fft.fft(Xc.astype(np.complex128), axis=0)
         for got in (D @ Xc, (np.ascontiguousarray(Xc.T) @ D.T).T):
@@ -263,12 +265,6 @@ def test_permutation_before_a_chain_is_fused(B, dtype, monkeypatch):
         fft = scipy.fft.fft(Xre.astype(np.float64), axis=0)
         for got in (D @ Xre, (np.ascontiguousarray(Xre.T) @ D.T).T):
             np.testing.assert_allclose(got, fft, rtol=tol(dtype), atol=tol(dtype) * np.abs(fft).max())
-
-
-def gpufact_dft(N, dtype):
-    from gpufact import transforms
-
-    return transforms.dft(N, dtype=dtype)
 
 
 def test_read_only_batch_takes_tiles():
