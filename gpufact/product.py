@@ -48,9 +48,9 @@ def _check_operand(X, name: str = "X") -> None:
         raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(X).__module__}.{type(X).__name__}")
 
 
-#: a permutation factor applied right before a KS chain is handed to the chain (CPU), which
-#: reads it through in its tile loads where it can (:meth:`KSChain.apply_cols`); False: the
-#: permutation is its own pass (benchmarks' "before")
+#: a permutation factor applied right before a KS chain is handed to the chain, which reads
+#: it through in its tile loads, where the chain does (:meth:`KSChain.reads_input_perm`: CPU,
+#: complex products); False: the permutation is always its own pass (benchmarks' "before")
 _FUSE_PERM = True
 
 
@@ -244,7 +244,7 @@ class FactorProduct:
         while i >= 0:
             seg, perm = segs[i], None
             if _FUSE_PERM and isinstance(seg, PermFactor) and i > 0 and isinstance(segs[i - 1], KSChain) \
-                    and not self.backend.is_gpu:
+                    and segs[i - 1].reads_input_perm(dtype, B):
                 perm, seg = seg.perm, segs[i - 1]  # the permutation read through by the chain's loads
                 i -= 1
             m = seg.shape[0]

@@ -240,8 +240,8 @@ def test_product_paths_match_dense(B, dtype, monkeypatch):
 @pytest.mark.parametrize("B", [1, 8, 9, 37, 200])
 def test_permutation_before_a_chain_is_fused(B, dtype, monkeypatch):
     """FactorProduct(chain, P): P's gather read through by the chain's tile loads (complex,
-    B > 8; else gathered by the chain first), both layouts, against the dense product; the
-    DFT against scipy.fft; P's own apply is never called."""
+    B > 8; else P's own gather), both layouts, against the dense product; the DFT against
+    scipy.fft; a chain refuses a permutation where it does not read one through."""
     import scipy.fft
 
     rng = np.random.default_rng(B)
@@ -254,7 +254,13 @@ def test_permutation_before_a_chain_is_fused(B, dtype, monkeypatch):
     monkeypatch.setattr(PermFactor, "apply_cols", lambda self, *a: calls.append(1) or real(self, *a))
     for got in (F @ X, (np.ascontiguousarray(X.T) @ F.T).T):
         np.testing.assert_allclose(got, ref, rtol=tol(dtype), atol=tol(dtype) * np.abs(ref).max())
-    assert calls == []  # never P's own pass: the chain reads through P or gathers (real, B <= 8)
+    fused = dtype.kind == "c" and B > _chain._SMALL_B  # else P's own gather, as before the fusion
+    assert (calls == []) == fused
+    chain = F._get_segments()[0]
+    assert chain.reads_input_perm(F.dtype, B) == fused
+    if not fused:
+        with pytest.raises(ValueError, match="in_perm"):
+            chain.apply_cols(X, np.empty((64, B), F.dtype), in_perm=np.arange(64, dtype=np.int64))
     if dtype.kind == "c":
         D = transforms.dft(64, dtype=dtype)
         Xc = rand((64, B), dtype, rng)

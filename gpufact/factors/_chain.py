@@ -108,28 +108,31 @@ class KSChain:
             self._gpu_passes[radix_log2] = passes
         return passes
 
+    def reads_input_perm(self, dtype, B) -> bool:
+        """Whether :meth:`apply_cols` of a result ``dtype`` and B samples takes ``in_perm``:
+        CPU, complex products through the radix passes' planar tiles, B > _SMALL_B (DFT
+        N = 4096, B = 1024 complex64 on an Intel Xeon: 1.41x / 1.31x faster, column / row
+        batches). Real column batches keep the permutation's own gather and the direct mode
+        (a permuted read of X's rows into tiles was 1.6x slower than both)."""
+        return (not self.backend.is_gpu and np.dtype(dtype).kind == "c" and B > _SMALL_B and _RADIX_PASSES
+                and bool((self.plan[:, 0] == KIND_RADIX2).any()))
+
     def apply_cols(self, Xc, out, in_perm=None):
         """out (M, B) <- chain @ Xc (N, B); both logical column views, out preallocated.
         ``in_perm``: a permutation of Xc's rows applied first, (P X)_i = X[in_perm[i]] (a
-        :class:`PermFactor` before the chain, as the DFT's bit reversal): read through by the
-        CPU tile loads of the radix passes of complex products (no pass over memory, no copy
-        of X), else gathered before the chain."""
+        :class:`PermFactor` before the chain, as the DFT's bit reversal), read through by the
+        tile loads (no pass over memory, no copy of X); only where :meth:`reads_input_perm`."""
         if out.size == 0:
             return out
+        if in_perm is not None and not self.reads_input_perm(out.dtype, Xc.shape[1]):
+            raise ValueError("in_perm: this chain, dtype and batch size do not read a permutation through")
         if self.backend.is_gpu:
-            return self._apply_gpu(Xc if in_perm is None else Xc[in_perm], out)
+            return self._apply_gpu(Xc, out)
         return self._apply_cpu(Xc, out, in_perm)
 
     def _apply_cpu(self, Xc, out, in_perm=None):
         k = cpu_kernels()
         dt = out.dtype
-        if in_perm is not None and not (dt.kind == "c" and Xc.shape[1] > _SMALL_B and _RADIX_PASSES
-                                        and (self.plan[:, 0] == KIND_RADIX2).any()):
-            # fused only into the planar complex tiles (DFT N = 4096, B = 1024 complex64 on an
-            # Intel Xeon: 1.41x / 1.31x faster, column / row batches); real column batches
-            # keep the direct mode after a gather (a permuted read of X's rows into tiles
-            # was 1.6x slower than both)
-            Xc, in_perm = Xc[in_perm], None
         # convert, except a real batch into a complex product: the planar tiles load it as is
         if Xc.dtype != dt and not (dt.kind == "c" and Xc.dtype == np.finfo(dt).dtype):
             Xc = Xc.astype(dt)
