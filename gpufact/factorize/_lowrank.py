@@ -90,15 +90,15 @@ _PROBE_BLOCKS = 16  # blocks sampled before certifying every block of a large ba
 
 
 def _certified(A, xp):
-    """(ok (K,), v (K, n, 1)): whether each block is numerically rank one, with v the unit
+    """(ok (K,), Av (K, m, 1)): whether each block is numerically rank one, with v the unit
     conjugate of its largest row: ‖A‖²_F − ‖A v‖² ≤ 4 n eps ‖A‖²_F. O(K m n)."""
     n = A.shape[2]
     eps = float(xp.finfo(A.real.dtype).eps)
     rows = _row_sqnorms(A, xp)                                            # (K, m)
     nrm2 = rows.sum(axis=1)
     big = xp.argmax(rows, axis=1)
-    v = _unit(_herm(xp.take_along_axis(A, big[:, None, None], axis=1), xp), xp)  # (K, n, 1)
-    return nrm2 - xp.sum(xp.abs(A @ v) ** 2, axis=(1, 2)) <= 4 * n * eps * nrm2, v
+    Av = A @ _unit(_herm(xp.take_along_axis(A, big[:, None, None], axis=1), xp), xp)  # (K, m, 1)
+    return nrm2 - xp.sum(xp.abs(Av) ** 2, axis=(1, 2)) <= 4 * n * eps * nrm2, Av
 
 
 def _rank_one(A, xp):
@@ -119,10 +119,10 @@ def _rank_one(A, xp):
         return _herm(Yt, xp), _herm(Xt, xp)
     if K > 4 * _PROBE_BLOCKS and not bool(xp.any(_certified(A[::K // _PROBE_BLOCKS], xp)[0])):
         return _rank_one_gram(A, xp)  # a split's blocks are alike: none of a sample is rank one
-    ok, v = _certified(A, xp)
+    ok, Av = _certified(A, xp)
     if not bool(xp.any(ok)):
         return _rank_one_gram(A, xp)
-    v = _unit(_herm(A, xp) @ (A @ v), xp)                                 # one power step
+    v = _unit(_herm(A, xp) @ Av, xp)                                      # one power step
     if bool(xp.all(ok)):
         return _factors_from(A, v, xp)
     bad = xp.nonzero(~ok)[0]
