@@ -473,11 +473,15 @@ def _store_rows_planar(buf, bt, Y, b0, nt):
 
 
 @njit(cache=True)
-def _cols_to_tile_planar(A, b0, buf, n, nt, bt):
+def _cols_to_tile_planar(A, b0, buf, n, nt, bt, perm=None):
     """Column batches: planar tile rows <- the first n rows of A[:, b0:b0+nt] (complex, or
-    real: imaginary parts 0)."""
+    real: imaginary parts 0); with ``perm`` (int64), tile row i <- A's row perm[i] (a
+    permutation read through by the load; the branch is pruned where perm is None)."""
     for i in range(n):
-        ar = A[i, b0:b0 + nt]
+        r = i
+        if perm is not None:
+            r = perm[i]
+        ar = A[r, b0:b0 + nt]
         re = buf[2 * i * bt:2 * i * bt + nt]
         im = buf[(2 * i + 1) * bt:(2 * i + 1) * bt + nt]
         for t in range(nt):

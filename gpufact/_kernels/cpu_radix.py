@@ -352,10 +352,7 @@ def _chain_passes(wr, wi, real, plan, passes, maxdim, X, x_rows, Y, y_rows, gene
                     _load_rows(X, b0, nt, lb, bt)
             if wi is not None:
                 if x_rows is None:
-                    if in_perm is None:
-                        _cols_to_tile_planar(X, b0, buf0, N, nt, bt)
-                    else:
-                        _cols_to_tile_planar_perm(X, in_perm, b0, buf0, N, nt, bt)
+                    _cols_to_tile_planar(X, b0, buf0, N, nt, bt, in_perm)
                 else:
                     _load_rows_planar_any(X, b0, nt, lb, bt)
             if in_perm is not None and x_rows is not None:
@@ -443,18 +440,6 @@ def _chain_passes(wr, wi, real, plan, passes, maxdim, X, x_rows, Y, y_rows, gene
                     _tile_to_cols_planar(src, bt, Y, b0, Y.shape[0], nt)
                 else:
                     _store_rows_planar(src, bt, Y, b0, nt)
-
-
-@njit(cache=True, nogil=True)
-def _cols_to_tile_planar_perm(A, perm, b0, buf, n, nt, bt):
-    """:func:`gpufact._kernels.cpu._cols_to_tile_planar` reading tile row i from A's row perm[i]."""
-    for i in range(n):
-        ar = A[perm[i], b0:b0 + nt]
-        re = buf[2 * i * bt:2 * i * bt + nt]
-        im = buf[(2 * i + 1) * bt:(2 * i + 1) * bt + nt]
-        for t in range(nt):
-            re[t] = ar[t].real
-            im[t] = ar[t].imag
 
 
 def ks_chain_apply_radix(wr, wi, plan, passes, maxdim, X, x_rows, Y, y_rows, bt, nthreads, direct=False,
