@@ -10,10 +10,9 @@ import time
 import numpy as np
 
 from _common import interleaved_best, write
-from gpufact._cpuinfo import cpu_family
-from gpufact.factorize import _lowrank
 from gpufact import transforms
-from gpufact.factorize import butterfly, hierarchical
+from gpufact._cpuinfo import cpu_family
+from gpufact.factorize import _lowrank, butterfly, hierarchical
 
 
 def _err(F, A):
