@@ -129,7 +129,8 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     palm_max_iter : PALM4MSA sweeps per centroid update (also caps the hierarchical
         factorization: min(palm_max_iter, 30) sweeps per split, min(palm_max_iter, 15) per
         global pass, which the warm-started updates then refine); a warm-started PALM stops earlier when its error stagnates
-        (relative change < 1e-6).
+        (relative change < 1e-6). Fit time grows about linearly with it; fewer sweeps give
+        a larger objective (README: measured trade-off).
     batch_size : None (in memory, rows processed in chunks of about 64 MiB) or an int >= 1:
         rows per chunk, so fit memory stays O(batch_size · (D + K) + K · D) besides X itself —
         use it with ``numpy.memmap`` data. The result is the same (exact Lloyd).
