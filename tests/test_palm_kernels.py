@@ -125,6 +125,26 @@ def test_gram_quad_is_the_squared_norm_of_the_product(dtype):
     assert cpu_solvers.gram_quad(np.zeros_like(D), H) == 0.0
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_gram_times_herm_matches_dense(dtype, order):
+    """H Sᴴ for a Gram matrix H = R Rᴴ and a sparse S (a host CSR above 4096 entries): the
+    real C-ordered case reads H as S H (symmetry), the others take the general product;
+    both equal the dense H Sᴴ, and H and S are left as they were."""
+    rng = np.random.default_rng(6)
+    R = _rand(rng, (80, 200), dtype)
+    H = np.asarray(R @ R.conj().T, order=order)
+    Sd = _rand(rng, (70, 80), dtype) * (rng.random((70, 80)) < 0.05)
+    S = palm._op(Sd, get_backend(Sd))
+    assert type(S) is palm._CSR
+    H0 = H.copy()
+    got = palm._gram_times_herm(H, S, palm._herm(S), get_backend(H))
+    ref = H.astype(np.complex128) @ Sd.conj().T.astype(np.complex128)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    np.testing.assert_array_equal(H, H0)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128])
 def test_gram_sweeps_match_sweeps_through_R(dtype, monkeypatch):
     """A wide A (N = 4 n): the right-to-left sweep reads R through R Rᴴ and A Rᴴ; the run is
