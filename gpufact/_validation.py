@@ -118,6 +118,20 @@ def check_matrix(A, name: str = "A", be=None, *, allow_empty: bool = False, fini
     return A
 
 
+def _dtype_kind(X):
+    """The NumPy kind of X's dtype; None without one or for another library's dtype (a
+    PyTorch tensor's ``torch.float32``: :func:`check_samples` converts such X through
+    ``numpy.asarray``, as scikit-learn does, and then checks the converted dtype)."""
+    dt = getattr(X, "dtype", None)
+    if dt is None:
+        return None
+    try:
+        return np.dtype(dt).kind
+    except TypeError:
+        kind = getattr(dt, "is_complex", False)  # torch dtypes: a bool attribute
+        return "c" if (kind() if callable(kind) else kind) is True else None
+
+
 def check_samples(est, X, *, reset: bool, name: str = "X", finite: bool = True):
     """Validate a sample matrix ``X`` (n_samples, n_features) for the estimator ``est``.
 
@@ -140,7 +154,7 @@ def check_samples(est, X, *, reset: bool, name: str = "X", finite: bool = True):
         if X.dtype.kind == "c":
             raise TypeError(f"{name}: complex data is not supported, got dtype {X.dtype}")
         return X, be
-    if getattr(X, "dtype", None) is not None and np.dtype(X.dtype).kind == "c":
+    if _dtype_kind(X) == "c":
         raise TypeError(f"{name}: complex data is not supported, got dtype {X.dtype}")
     X = validate_data(est, X, dtype=[np.float64, np.float32], reset=reset, ensure_all_finite=bool(finite))
     return X, be

@@ -328,6 +328,22 @@ def test_read_only_fortran_input(blobs, structure):
     np.testing.assert_array_equal(a.predict(Xf[::-1]), a.labels_[::-1])
 
 
+def test_torch_tensor_input(blobs):
+    """A CPU PyTorch tensor goes in as scikit-learn takes it (through numpy.asarray): the
+    same fit as its NumPy array; a complex tensor is a TypeError naming X."""
+    torch = pytest.importorskip("torch")
+    X, _ = blobs
+    a = QuickMeans(6, sparsity=2, **FAST).fit(X)
+    T = torch.from_numpy(X.copy())
+    b = QuickMeans(6, sparsity=2, **FAST).fit(T)
+    np.testing.assert_array_equal(b.labels_, a.labels_)
+    np.testing.assert_array_equal(b.predict(T[:5]), a.labels_[:5])
+    np.testing.assert_allclose(b.transform(T[:50]), a.transform(X[:50]))
+    np.testing.assert_array_equal(T.numpy(), X)
+    with pytest.raises(TypeError, match="X: complex data"):
+        QuickMeans(6, sparsity=2, **FAST).fit(torch.zeros((20, 4), dtype=torch.complex64))
+
+
 def test_verbose_progress_bar(blobs, capsys):
     QuickMeans(6, sparsity=2, verbose=True, **FAST).fit(blobs[0])
     assert "QuickMeans" in capsys.readouterr().err
