@@ -407,6 +407,25 @@ def test_bad_data(make):
         make(n_components=4).fit(X + 1j)
 
 
+@pytest.mark.parametrize("dtype,scale,ok", [(np.float64, 1e160, False), (np.float64, 1e150, True),
+                                             (np.float32, 1e18, False), (np.float32, 1e16, True)])
+def test_learned_features_refuse_overflowing_distances(dtype, scale, ok):
+    """Squared distances beyond the dtype's range made the fitted kernel NaN and the diagonals
+    NaN (a silent fit): now a ValueError naming X; in range, the fit is finite."""
+    X = (np.random.default_rng(0).standard_normal((60, 50)) * scale).astype(dtype)
+    X0 = X.copy()
+    from gpufact.kernel_approximation import LearnedStructuredFeatures
+
+    est = LearnedStructuredFeatures(gamma=0.01, n_components=16, n_iter=3, batch_size=16, random_state=0)
+    if ok:
+        est.fit(X)
+        assert np.isfinite(est.loss_curve_).all() and np.isfinite(est.diagonals_).all()
+    else:
+        with pytest.raises(ValueError, match="X: entries up to .* rescale X"):
+            est.fit(X)
+    np.testing.assert_array_equal(X, X0)
+
+
 def test_bad_choices():
     X = np.zeros((5, 3))
     with pytest.raises(ValueError, match="features"):
