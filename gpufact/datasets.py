@@ -48,8 +48,11 @@ _INSTALL_HINT = ("Fashion-MNIST was not found. Install it with `apt-get install 
 
 
 def _check_dtype(dtype):
-    dt = np.dtype(dtype) if dtype is not None else None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+    try:  # None is refused (np.dtype(None) is float64, and None == np.dtype('float64'))
+        dt = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
 

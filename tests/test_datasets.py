@@ -71,6 +71,16 @@ def test_fashion_mnist_bad_args(kw, exc):
         datasets.load_fashion_mnist(**kw)
 
 
+@pytest.mark.parametrize("loader", [datasets.load_fashion_mnist, datasets.load_digits, datasets.load_breast_cancer,
+                                    datasets.make_blobs])
+@pytest.mark.parametrize("dtype", [None, "float16", "no-such-type", np.complex128])
+def test_bad_dtype_is_a_type_error_naming_dtype(loader, dtype):
+    """dtype=None used to pass the check (None == np.dtype('float64')): AttributeError from
+    the Fashion-MNIST loader, float64 from the others."""
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        loader(dtype=dtype)
+
+
 def test_sklearn_sets():
     X, y = datasets.load_digits(return_X_y=True)
     assert X.shape == (1797, 64) and X.dtype == np.float32 and y.dtype == np.int64
