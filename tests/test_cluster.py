@@ -284,6 +284,8 @@ def test_bad_input(blobs):
         QuickMeans(2.5).fit(X)
     with pytest.raises(ValueError, match="sparsity=7 is larger"):
         QuickMeans(6, sparsity=7).fit(X)
+    with pytest.raises(ValueError, match=r"sparsity=3 is larger .* = 2: pass sparsity <= 2 \(the default is 3\)"):
+        QuickMeans(2).fit(X)  # the default sparsity on two clusters: the message says what to pass
     with pytest.raises(ValueError, match="2D array"):
         QuickMeans(3, sparsity=2).fit(X[:, 0])
     for kw, name in [(dict(structure="dense"), "structure"), (dict(init="kmeans"), "init"),

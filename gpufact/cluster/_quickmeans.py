@@ -207,7 +207,8 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"n_samples={n_samples} should be >= n_clusters={K}")
         if self.structure == "splincol" and s > min(K, n_features):
             raise ValueError(f"sparsity={s} is larger than the factor dimension min(n_clusters, "
-                             f"n_features) = {min(K, n_features)}")
+                             f"n_features) = {min(K, n_features)}: pass sparsity <= {min(K, n_features)} "
+                             "(the default is 3)")
         return K, s, Q
 
     def _chunks(self, n, d, K, itemsize):
