@@ -44,10 +44,18 @@ def check_bool(value, name: str) -> bool:
 
 
 def check_seed(seed, name: str = "seed") -> np.random.Generator:
-    """A NumPy Generator from ``seed``: None, an int >= 0, a SeedSequence or a Generator."""
+    """A NumPy Generator from ``seed``: None, an int >= 0, a SeedSequence, a Generator (used
+    as is) or a legacy ``numpy.random.RandomState`` (scikit-learn's convention: a Generator
+    seeded by one draw from it, so that it advances as scikit-learn's estimators advance it).
+    TypeError naming ``name`` for any other type, ValueError for a negative int."""
     if isinstance(seed, np.random.Generator):
         return seed
+    if isinstance(seed, np.random.RandomState):
+        return np.random.default_rng(int(seed.randint(np.iinfo(np.int64).max, dtype=np.int64)))
     if seed is not None and not isinstance(seed, np.random.SeedSequence):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"{name} must be None, an int >= 0, a numpy.random.RandomState, Generator or "
+                            f"SeedSequence, got {type(seed).__name__}")
         check_int(seed, name, min_value=0)
     return np.random.default_rng(seed)
 

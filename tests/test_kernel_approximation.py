@@ -426,6 +426,24 @@ def test_learned_features_refuse_overflowing_distances(dtype, scale, ok):
     np.testing.assert_array_equal(X, X0)
 
 
+@pytest.mark.parametrize("make", ESTS)
+def test_random_state_types(make):
+    """scikit-learn's random_state types: a RandomState is taken (fresh ones with one seed give
+    one fit), as are ints, SeedSequences and Generators; other types are a TypeError naming
+    random_state."""
+    X = np.random.default_rng(0).standard_normal((30, 6))
+    a = make(n_components=8, random_state=np.random.RandomState(3)).fit(X).transform(X)
+    b = make(n_components=8, random_state=np.random.RandomState(3)).fit(X).transform(X)
+    np.testing.assert_array_equal(a, b)
+    for rs in (7, np.random.SeedSequence(7), np.random.default_rng(7), None):
+        assert np.isfinite(make(n_components=8, random_state=rs).fit(X).transform(X)).all()
+    for bad in (1.5, "0", True):
+        with pytest.raises(TypeError, match="random_state must be None, an int >= 0, a numpy.random.RandomState"):
+            make(n_components=8, random_state=bad).fit(X)
+    with pytest.raises(ValueError, match="random_state"):
+        make(n_components=8, random_state=-1).fit(X)
+
+
 def test_bad_choices():
     X = np.zeros((5, 3))
     with pytest.raises(ValueError, match="features"):

@@ -50,7 +50,7 @@ def fastfood_operator(n_features: int, n_components: int, gamma: float = 1.0, *,
     in), the block permutation, L butterflies (G and B folded in, the first one replicating
     the input over the k blocks); the row cut and the padding are CSR factors (absent when
     n_components = k·N and n_features = N).
-    Apply O(k N log N) per vector. ``seed``: None, int ≥ 0, SeedSequence or Generator (host);
+    Apply O(k N log N) per vector. ``seed``: None, int ≥ 0, RandomState, SeedSequence or Generator (host);
     ``xp``: numpy or cupy. Raises ValueError/TypeError on bad arguments.
     """
     d = check_int(n_features, "n_features", min_value=1)
@@ -85,7 +85,7 @@ class Fastfood(StructuredFeaturesBase):
     n_components : int ≥ 1, default 100: the output width ("sincos": an odd value is
         rounded up by one, ``n_components_``); the last block of N rows is cut to fit.
     features : "cos" (default) or "sincos".
-    random_state : None, int ≥ 0, SeedSequence or numpy Generator.
+    random_state : None, int ≥ 0, RandomState, SeedSequence or numpy Generator.
 
     Attributes
     ----------

@@ -49,7 +49,7 @@ class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         warn and use n_samples, as scikit-learn).
     landmarks : "quickmeans" (default), "kmeans", "uniform" or "fast-nys".
     coef0, degree : of the polynomial/sigmoid kernels (None: 1 and 3).
-    random_state : None, int ≥ 0, SeedSequence or numpy Generator.
+    random_state : None, int ≥ 0, RandomState, SeedSequence or numpy Generator.
 
     Attributes
     ----------

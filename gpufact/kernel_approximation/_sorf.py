@@ -42,7 +42,7 @@ class StructuredOrthogonalFeatures(StructuredFeaturesBase):
     features : "cos" (default; √(2/D) cos(Wx + b), b ~ U[0, 2π), as scikit-learn's
         ``RBFSampler``) or "sincos" (√(2/D) [cos Wx, sin Wx] with D/2 rows of W: lower
         variance).
-    random_state : None, int ≥ 0, SeedSequence or numpy Generator (drawn on the host).
+    random_state : None, int ≥ 0, RandomState, SeedSequence or numpy Generator (drawn on the host).
 
     Attributes
     ----------
