@@ -84,7 +84,10 @@ _OPTS = {  # which options each demo reads (the others are refused)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gpufact", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m gpufact",
+                                description="gpufact demos: python -m gpufact demo [quickmeans|transforms|layers] "
+                                            "(quickmeans, the main demo, by default); "
+                                            "python -m gpufact demo --help lists their options.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run a demo: " + "; ".join(f"{k}: {v}" for k, v in DEMOS.items()),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -108,45 +111,70 @@ def main(argv=None) -> int:
     d.add_argument("--repeat", type=int, default=None, help="timing repetitions")
     args = p.parse_args(argv)
     if args.cmd == "demo":
-        from ._validation import check_int, check_power_of_two
-
-        given = {k for k, v in vars(args).items() if v is not None and k not in ("cmd", "which")}
-        extra = given - _OPTS[args.which]
-        if extra:
-            names = ", ".join("--" + e.replace("_", "-") for e in sorted(extra))
-            d.error(f"{names}: not an option of the {args.which!r} demo")
-        if args.which == "layers":
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                raise SystemExit("the layers demo needs PyTorch: pip install torch==2.13.0 && "
-                                 "pip install -e '.[torch]'") from None
-            from ._demo_layers import demo_layers
-
-            kw = {"dataset": args.dataset or "auto"}
-            if args.epochs is not None:
-                kw["epochs"] = check_int(args.epochs, "--epochs", min_value=1)
-            if args.n_samples is not None:
-                kw["n_train"] = check_int(args.n_samples, "--n-samples", min_value=1)
-            demo_layers(**kw)
-        elif args.which == "transforms":
-            n = 4096 if args.n is None else args.n
-            check_power_of_two(n, "--n", min_value=4)
-            batch = check_int(256 if args.batch is None else args.batch, "--batch", min_value=1)
-            demo(n, batch, 3 if args.repeat is None else check_int(args.repeat, "--repeat", min_value=1))
-        else:
-            from ._demo_quickmeans import demo_quickmeans
-
-            kw = {}
-            for opt, key, lo in (("clusters", "n_clusters", 1), ("sparsity", "sparsity", 1),
-                                 ("max_iter", "max_iter", 1), ("palm_max_iter", "palm_max_iter", 1),
-                                 ("n_samples", "n_samples", 1), ("repeat", "repeat", 1)):
-                v = getattr(args, opt)
-                if v is not None:
-                    kw[key] = check_int(v, "--" + opt.replace("_", "-"), min_value=lo)
-            demo_quickmeans(dataset=args.dataset or "auto", plot=args.plot, **kw)
+        try:
+            _demo(d, args)
+        except _UsageError as exc:
+            d.error(str(exc))
     return 0
 
+
+class _UsageError(Exception):
+    """A bad option value: reported by argparse (usage, exit status 2), not as a traceback."""
+
+
+def _checked(check, *args, **kw):
+    """check(*args, **kw) with its ValueError / TypeError turned into a :class:`_UsageError`."""
+    from . import _validation
+
+    try:
+        return getattr(_validation, check)(*args, **kw)
+    except (ValueError, TypeError) as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _demo(d, args):
+    """Validate the options of ``args.which`` and run that demo."""
+    given = {k for k, v in vars(args).items() if v is not None and k not in ("cmd", "which")}
+    extra = given - _OPTS[args.which]
+    if extra:
+        names = ", ".join("--" + e.replace("_", "-") for e in sorted(extra))
+        raise _UsageError(f"{names}: not an option of the {args.which!r} demo")
+    if args.which == "layers":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise SystemExit("the layers demo needs PyTorch: pip install torch==2.13.0 && "
+                             "pip install -e '.[torch]'") from None
+        from ._demo_layers import demo_layers
+
+        kw = {"dataset": args.dataset or "auto"}
+        if args.epochs is not None:
+            kw["epochs"] = _checked("check_int", args.epochs, "--epochs", min_value=1)
+        if args.n_samples is not None:
+            kw["n_train"] = _checked("check_int", args.n_samples, "--n-samples", min_value=1)
+        demo_layers(**kw)
+    elif args.which == "transforms":
+        n = _checked("check_power_of_two", 4096 if args.n is None else args.n, "--n", min_value=4)
+        batch = _checked("check_int", 256 if args.batch is None else args.batch, "--batch", min_value=1)
+        demo(n, batch, 3 if args.repeat is None else _checked("check_int", args.repeat, "--repeat", min_value=1))
+    else:
+        from ._demo_quickmeans import DemoArgumentError, demo_quickmeans
+
+        kw = {}
+        for opt, key in (("clusters", "n_clusters"), ("sparsity", "sparsity"), ("max_iter", "max_iter"),
+                         ("palm_max_iter", "palm_max_iter"), ("n_samples", "n_samples"), ("repeat", "repeat")):
+            v = getattr(args, opt)
+            if v is not None:
+                kw[key] = _checked("check_int", v, "--" + opt.replace("_", "-"), min_value=1)
+        if args.plot is not None:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise _UsageError("--plot needs matplotlib: pip install -e '.[plot]'") from None
+        try:
+            demo_quickmeans(dataset=args.dataset or "auto", plot=args.plot, **kw)
+        except DemoArgumentError as exc:
+            raise _UsageError(str(exc)) from None
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -80,6 +80,10 @@ def _dense_curve(X, C0, n_iter):
     return out
 
 
+class DemoArgumentError(ValueError):
+    """A demo option that does not fit the data (the command line reports it as a usage error)."""
+
+
 def demo_quickmeans(*, dataset="auto", n_samples=None, n_clusters=None, sparsity=3, max_iter=10,
                     palm_max_iter=30, repeat=5, plot=None, seed=0, out=sys.stdout) -> dict:
     """Run the comparison and print it; returns the measured numbers as a dict.
@@ -106,6 +110,12 @@ def _run(dataset, n_samples, n_clusters, sparsity, max_iter, palm_max_iter, repe
         bar.set_postfix_str("load data")
         name, X, y, Xt, yt = _load(dataset, n_samples, rng)
         K = n_clusters if n_clusters is not None else (64 if name == "fashion-mnist" else 32)
+        if X.shape[0] < K:
+            raise DemoArgumentError(f"{X.shape[0]} training samples (--n-samples) for {K} clusters (--clusters): "
+                                    "pass at least as many samples as clusters")
+        if sparsity > min(K, X.shape[1]):
+            raise DemoArgumentError(f"--sparsity {sparsity} is larger than min(clusters, features) = "
+                                    f"{min(K, X.shape[1])}")
         warm = threading.Thread(target=_compile_kernels, args=(X, K, sparsity), daemon=True)
         warm.start()  # a first run compiles while k-means++ runs (timings below start after)
         C0, _ = kmeans_plusplus(X, K, random_state=seed)

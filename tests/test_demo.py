@@ -13,9 +13,33 @@ def test_demo_checks_operators_against_dense():
     assert "speed-up" in out.getvalue()
 
 
-def test_cli_rejects_bad_size():
-    with pytest.raises(ValueError, match="--n"):
-        main(["demo", "transforms", "--n", "1000"])
+def _usage_error(argv, capsys):
+    """main(argv) exits with argparse's usage error (status 2); returns its stderr."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_cli_rejects_bad_size(capsys):
+    assert "--n must be a power of two >= 4, got 1000" in _usage_error(["demo", "transforms", "--n", "1000"], capsys)
+    assert "--batch must be >= 1" in _usage_error(["demo", "transforms", "--batch", "0"], capsys)
+
+
+def test_cli_bad_values_are_usage_errors(capsys, monkeypatch):
+    """Bad option values, options that do not fit the data and --plot without matplotlib are
+    usage errors, reported before any fit (no traceback)."""
+    assert "--clusters must be >= 1, got 0" in _usage_error(["demo", "--clusters", "0"], capsys)
+    assert "--repeat must be >= 1" in _usage_error(["demo", "--repeat", "-2"], capsys)
+    err = _usage_error(["demo", "--dataset", "digits", "--n-samples", "5"], capsys)
+    assert "5 training samples (--n-samples) for 32 clusters (--clusters)" in err
+    err = _usage_error(["demo", "--dataset", "digits", "--clusters", "4", "--sparsity", "9"], capsys)
+    assert "--sparsity 9 is larger than min(clusters, features) = 4" in err
+    import gpufact._demo_quickmeans as dq
+
+    monkeypatch.setattr(dq, "demo_quickmeans", lambda **kw: pytest.fail("the demo ran"))
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import matplotlib: ImportError
+    assert "--plot needs matplotlib" in _usage_error(["demo", "--dataset", "digits", "--plot", "x.png"], capsys)
 
 
 def test_quickmeans_demo_digits(tmp_path):
@@ -41,8 +65,6 @@ def test_cli_options_belong_to_their_demo(capsys):
         main(["demo", "--n", "256"])
     assert exc.value.code == 2
     assert "--n: not an option of the 'quickmeans' demo" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--clusters"):
-        main(["demo", "--clusters", "0"])
     with pytest.raises(SystemExit):
         main(["demo", "transforms", "--plot", "x.png"])
     assert "--plot: not an option of the 'transforms'" in capsys.readouterr().err
