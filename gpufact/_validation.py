@@ -60,6 +60,26 @@ def check_seed(seed, name: str = "seed") -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def physical_memory_bytes():
+    """This machine's physical memory in bytes, or None where the OS does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """MemoryError naming ``what`` (the arguments that set the size) when an allocation of
+    about ``nbytes`` exceeds this machine's physical memory: refused at once, instead of
+    minutes of swapping or the OS killing the process after the pieces are allocated."""
+    total = physical_memory_bytes()
+    if total is not None and nbytes > total:
+        raise MemoryError(f"{what}: needs about {nbytes / 2 ** 30:.3g} GiB, more than this machine's "
+                          f"{total / 2 ** 30:.3g} GiB of memory")
+
+
 def check_int(value, name: str, *, min_value: int | None = None, max_value: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")

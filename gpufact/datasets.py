@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_bool, check_int, check_seed
+from ._validation import check_bool, check_int, check_memory, check_seed
 
 __all__ = ["load_fashion_mnist", "load_digits", "load_breast_cancer", "make_blobs",
            "fashion_mnist_available", "FASHION_MNIST_SYSTEM_DIR"]
@@ -212,6 +212,8 @@ def make_blobs(n_samples: int = 30_000, n_features: int = 2_000, centers: int = 
         raise TypeError(f"center_box must be a pair of numbers, got {center_box!r}") from None
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"center_box must be (low, high) with low < high, got {center_box!r}")
+    check_memory(float(n_samples + centers) * n_features * dt.itemsize + 8.0 * n_samples,
+                 f"n_samples={n_samples}, n_features={n_features}, centers={centers}")
     rng = check_seed(random_state, "random_state")
     C = rng.uniform(lo, hi, size=(centers, n_features)).astype(dt)
     y = np.arange(n_samples, dtype=np.int64) % centers

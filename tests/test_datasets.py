@@ -109,3 +109,8 @@ def test_fashion_mnist_data_home_is_exclusive(tmp_path):
     # a folder named by the caller is not silently replaced by the system copy
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         datasets.load_fashion_mnist(data_home=tmp_path / "typo")
+
+
+def test_blobs_beyond_memory_refused_at_once():
+    with pytest.raises(MemoryError, match="n_samples=10000000000, n_features=1000000"):
+        datasets.make_blobs(n_samples=10 ** 10, n_features=10 ** 6)

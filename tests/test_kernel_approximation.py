@@ -444,6 +444,14 @@ def test_random_state_types(make):
         make(n_components=8, random_state=-1).fit(X)
 
 
+@pytest.mark.parametrize("make", ESTS[:3])
+def test_sizes_beyond_memory_refused_at_once(make):
+    """n_components far beyond any machine's memory: a MemoryError naming n_components before
+    anything is drawn (the allocations used to grow until the OS killed the process)."""
+    with pytest.raises(MemoryError, match=r"n_components=1000000000000: needs about"):
+        make(n_components=10 ** 12).fit(np.zeros((4, 8)))
+
+
 def test_bad_choices():
     X = np.zeros((5, 3))
     with pytest.raises(ValueError, match="features"):

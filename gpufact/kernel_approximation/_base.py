@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_int, check_samples, check_seed
+from .._validation import check_int, check_memory, check_samples, check_seed
 from ..product import FactorProduct
 from ._structured import block_norm_bounds, block_program, check_features, check_gamma, padded_size, tile_samples
 
@@ -52,6 +52,8 @@ class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         N = padded_size(d)
         m = n if features == "cos" else -(-n // 2)
         k = -(-m // N)
+        # the drawn runs, their factors and the KS chain: ~2 log2(N) + 8 numbers per row (k N rows)
+        check_memory(float(k) * N * (2 * math.log2(N) + 8) * 8, f"n_components={n}")
         sigma = 1.0 / math.sqrt(2.0 * gamma)
         runs1, perm, runs2, make_factors = self._draw(rng, N, k, sigma, X)
         self.padded_features_ = N
