@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_int, check_samples, check_seed
+from .._validation import check_int, check_memory, check_samples, check_seed
 from ._base import StructuredFeaturesBase
 from ._structured import check_features, check_gamma, hadamard_run, ks_factors
 
@@ -102,6 +102,7 @@ class OrthogonalRandomFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         dt = np.dtype(X.dtype)
         d = X.shape[1]
         m = n if features == "cos" else -(-n // 2)
+        check_memory(3.0 * (-(-m // d)) * d * d * 8, f"n_components={n}")  # the blocks, stacked, transposed
         W = _orthogonal_gaussian(d, m, 1.0 / math.sqrt(2.0 * gamma), rng)
         self.random_weights_ = be.xp.asarray(np.ascontiguousarray(W.T).astype(dt))
         self.random_offset_ = (be.xp.asarray(rng.uniform(0, 2 * np.pi, m).astype(dt))
