@@ -453,6 +453,15 @@ def test_scale_invariance_and_out_of_range_magnitudes():
         with pytest.raises(ValueError, match=r"X: its magnitudes .* rescale X"):
             QuickMeans(4, **kw).fit(X)
         np.testing.assert_array_equal(X, X0)
+    # overflow is found on X itself, before k-means++ (no NumPy overflow warnings first), and
+    # on the row that overflows even where the initial centroids are in range
+    big = R.astype(np.float64)
+    big[7] *= 1e200
+    for X, init in ((R * np.float32(1e30), "k-means++"), (big, big[100:104].copy())):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ValueError, match=r"X: its magnitudes \(up to .*\) put squared distances out of"):
+                QuickMeans(4, init=init, **kw).fit(X)
     from sklearn.exceptions import ConvergenceWarning
 
     with pytest.warns(ConvergenceWarning, match="distinct clusters"):  # all-zero data are fine

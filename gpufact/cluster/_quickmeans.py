@@ -83,6 +83,22 @@ def _check_scale(C0):
             f"rescale X, e.g. X / abs(X).max(){' or use float64' if C0.dtype == np.float32 else ''}")
 
 
+def _check_overflow(X):
+    """The overflow half of :func:`_check_scale` on the data themselves (or a chunk of them),
+    before the initialisation: k-means++ on such X ran into NumPy overflow warnings first, and
+    its centroids need not include the largest rows. O(n D), no temporary."""
+    if X.size == 0:
+        return
+    d = X.shape[1]
+    s = max(float(X.max()), -float(X.min()))
+    hi = math.sqrt(float(np.finfo(X.dtype).max) / (16 * max(d, 1)))
+    if s > hi:
+        raise ValueError(
+            f"X: its magnitudes (up to {s:.3g}) put squared distances out of {np.dtype(X.dtype).name}'s range "
+            f"(usable: up to {hi:.1g} with {d} features); rescale X, e.g. X / abs(X).max()"
+            f"{' or use float64' if X.dtype == np.float32 else ''}")
+
+
 def _out_of_range(dtype):
     """The ValueError of predict / transform / score for finite X whose distances to the
     centroids overflow ``dtype`` (the labels or distances would be wrong or NaN)."""
@@ -284,12 +300,16 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             check_samples(self, X[:1], reset=True)  # type, shape, dtype; sets n_features_in_
             n, d = X.shape
             for i, j in self._chunks(n, d, 1, X.dtype.itemsize):
-                ok = bool(np.isfinite(_lloyd.read_chunk(X, i, j)).all())
+                Xc = _lloyd.read_chunk(X, i, j)
+                ok = bool(np.isfinite(Xc).all())
+                if ok:
+                    _check_overflow(Xc)
                 _lloyd.release_chunk(X, i, j)
                 if not ok:
                     raise ValueError("Input X contains NaN or infinity.")
             return X, get_backend(X)
         X, be = check_samples(self, X, reset=True)
+        _check_overflow(X)
         _lloyd.release_chunk(X, 0, X.shape[0])  # a view of a memmap read through by the checks
         return X, be
 
