@@ -452,6 +452,17 @@ def test_sizes_beyond_memory_refused_at_once(make):
         make(n_components=10 ** 12).fit(np.zeros((4, 8)))
 
 
+@pytest.mark.parametrize("landmarks", ["uniform", "kmeans", "quickmeans", "fast-nys"])
+def test_nystroem_refuses_overflowing_magnitudes(landmarks):
+    """Inner products beyond float64 gave LinAlgError or 'invalid entries' depending on the
+    landmarks: now one ValueError naming X for all of them, and X in range still fits."""
+    X = np.random.default_rng(0).standard_normal((120, 10))
+    with pytest.raises(ValueError, match="X: entries up to .* rescale X"):
+        FastNystroem(n_components=12, landmarks=landmarks, random_state=0).fit(X * 1e160)
+    Z = FastNystroem(n_components=12, landmarks=landmarks, random_state=0).fit(X * 1e150).transform(X * 1e150)
+    assert np.isfinite(Z).all()
+
+
 def test_bad_choices():
     X = np.zeros((5, 3))
     with pytest.raises(ValueError, match="features"):

@@ -99,6 +99,12 @@ class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         if not np.isfinite(g):  # the kernel would be computed with an infinite gamma: NaN features
             raise ValueError(f"gamma={gamma!r} does not fit in {X.dtype} (the data's dtype); "
                              "pass float64 data or rescale X")
+        if X.size:  # every kernel here reads ⟨x, y⟩ or ‖x − y‖²: they must fit X's dtype
+            big = max(float(X.max()), -float(X.min()))
+            if 4.0 * X.shape[1] * big * big > float(np.finfo(X.dtype).max):
+                raise ValueError(f"X: entries up to {big:.3g} put inner products and squared distances beyond "
+                                 f"{np.dtype(X.dtype).name}'s range (the kernel matrix would be wrong); rescale X"
+                                 + (" or pass float64 data" if X.dtype != np.float64 else ""))
         xp = be.xp
         K = n
         if n > X.shape[0]:
