@@ -176,5 +176,6 @@ def _demo(d, args):
         except DemoArgumentError as exc:
             raise _UsageError(str(exc)) from None
 
+
 if __name__ == "__main__":
     sys.exit(main())
