@@ -160,6 +160,22 @@ def _dtype_kind(X):
         return "c" if (kind() if callable(kind) else kind) is True else None
 
 
+def _from_torch(X, name):
+    """A CPU PyTorch tensor as the NumPy array that shares its memory (``detach().numpy()``:
+    float32 stays float32, a tensor that requires grad is read as it is; the memory is never
+    written); other inputs unchanged. TypeError naming ``name`` for a tensor on another device
+    (moving data is the caller's choice) or of a dtype NumPy lacks (bfloat16)."""
+    if not type(X).__module__.startswith("torch") or not hasattr(X, "detach"):
+        return X
+    if X.device.type != "cpu":
+        raise TypeError(f"{name}: a PyTorch tensor on {X.device}; pass a CPU tensor (tensor.cpu()) or a CuPy array")
+    try:
+        return X.detach().numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise TypeError(f"{name}: a PyTorch tensor of dtype {X.dtype}, which NumPy cannot hold ({exc}); "
+                        "convert it first, e.g. tensor.float()") from None
+
+
 def check_samples(est, X, *, reset: bool, name: str = "X", finite: bool = True):
     """Validate a sample matrix ``X`` (n_samples, n_features) for the estimator ``est``.
 
@@ -175,6 +191,7 @@ def check_samples(est, X, *, reset: bool, name: str = "X", finite: bool = True):
 
     from ._backend import get_backend
 
+    X = _from_torch(X, name)
     be = get_backend(X)
     if be.is_gpu:
         X = validate_data(est, X, skip_check_array=True, reset=reset)

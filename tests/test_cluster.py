@@ -344,6 +344,15 @@ def test_torch_tensor_input(blobs):
     np.testing.assert_array_equal(T.numpy(), X)
     with pytest.raises(TypeError, match="X: complex data"):
         QuickMeans(6, sparsity=2, **FAST).fit(torch.zeros((20, 4), dtype=torch.complex64))
+    # float32 stays float32 (as its array), a tensor that requires grad is read as it is
+    X32 = X.astype(np.float32)
+    c = QuickMeans(6, sparsity=2, **FAST).fit(X32)
+    d = QuickMeans(6, sparsity=2, **FAST).fit(torch.from_numpy(X32.copy()).requires_grad_(True))
+    assert d.cluster_centers_.dtype == np.float32
+    np.testing.assert_array_equal(d.labels_, c.labels_)
+    assert d.score(torch.from_numpy(X32)) == c.score(X32)
+    with pytest.raises(TypeError, match="X: a PyTorch tensor of dtype torch.bfloat16"):
+        QuickMeans(6, sparsity=2, **FAST).fit(torch.zeros((20, 4), dtype=torch.bfloat16))
 
 
 def test_verbose_progress_bar(blobs, capsys):
@@ -460,8 +469,14 @@ def test_scale_invariance_and_out_of_range_magnitudes():
     for X, init in ((R * np.float32(1e30), "k-means++"), (big, big[100:104].copy())):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            with pytest.raises(ValueError, match=r"X: its magnitudes \(up to .*\) put squared distances out of"):
+            with pytest.raises(ValueError, match=r"X: its magnitudes \(up to .*\) put the sum of squared distances"):
                 QuickMeans(4, init=init, **kw).fit(X)
+    # the bound counts the rows: each distance fits float64 here, their sum over 2000 rows does not
+    X = np.random.default_rng(1).standard_normal((2000, 10)) * 1e152
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"with 2000 samples of 10 features\); rescale X"):
+            QuickMeans(4, **kw).fit(X)
     from sklearn.exceptions import ConvergenceWarning
 
     with pytest.warns(ConvergenceWarning, match="distinct clusters"):  # all-zero data are fine

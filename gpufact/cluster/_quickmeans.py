@@ -83,20 +83,22 @@ def _check_scale(C0):
             f"rescale X, e.g. X / abs(X).max(){' or use float64' if C0.dtype == np.float32 else ''}")
 
 
-def _check_overflow(X):
-    """The overflow half of :func:`_check_scale` on the data themselves (or a chunk of them),
-    before the initialisation: k-means++ on such X ran into NumPy overflow warnings first, and
-    its centroids need not include the largest rows. O(n D), no temporary."""
+def _check_overflow(X, n_samples):
+    """The overflow half of :func:`_check_scale` on the data themselves (or a chunk of them,
+    ``n_samples`` rows in all), before the initialisation: the objective, a sum of n squared
+    distances of up to 4 D s² each (s = max |x|), must fit the dtype (k-means++ sums the same
+    distances: on such X it ran into NumPy overflow warnings first, and its centroids need not
+    include the largest rows). O(n D), no temporary."""
     if X.size == 0:
         return
     d = X.shape[1]
     s = max(float(X.max()), -float(X.min()))
-    hi = math.sqrt(float(np.finfo(X.dtype).max) / (16 * max(d, 1)))
+    hi = math.sqrt(float(np.finfo(X.dtype).max) / (16 * max(d, 1) * max(n_samples, 1)))
     if s > hi:
         raise ValueError(
-            f"X: its magnitudes (up to {s:.3g}) put squared distances out of {np.dtype(X.dtype).name}'s range "
-            f"(usable: up to {hi:.1g} with {d} features); rescale X, e.g. X / abs(X).max()"
-            f"{' or use float64' if X.dtype == np.float32 else ''}")
+            f"X: its magnitudes (up to {s:.3g}) put the sum of squared distances out of "
+            f"{np.dtype(X.dtype).name}'s range (usable: up to {hi:.1g} with {n_samples} samples of {d} features); "
+            f"rescale X, e.g. X / abs(X).max(){' or use float64' if X.dtype == np.float32 else ''}")
 
 
 def _out_of_range(dtype):
@@ -303,13 +305,13 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 Xc = _lloyd.read_chunk(X, i, j)
                 ok = bool(np.isfinite(Xc).all())
                 if ok:
-                    _check_overflow(Xc)
+                    _check_overflow(Xc, n)
                 _lloyd.release_chunk(X, i, j)
                 if not ok:
                     raise ValueError("Input X contains NaN or infinity.")
             return X, get_backend(X)
         X, be = check_samples(self, X, reset=True)
-        _check_overflow(X)
+        _check_overflow(X, X.shape[0])
         _lloyd.release_chunk(X, 0, X.shape[0])  # a view of a memmap read through by the checks
         return X, be
 
@@ -334,7 +336,8 @@ class QuickMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 labels, dist2, sums, counts, inertia = pass_fn(op, cnorm2)
                 obj = float(inertia)
                 if not np.isfinite(obj):
-                    raise ValueError("X: the objective is not finite (NaN or inf in X, or overflow)")
+                    raise ValueError("X: the objective is not finite (NaN or inf in X, or squared distances that "
+                                     "overflow its dtype: rescale X, e.g. X / abs(X).max())")
                 history.append(obj)
                 times.append(time.perf_counter() - t0)
                 if bar is not None:
