@@ -132,6 +132,30 @@ def _checked(check, *args, **kw):
         raise _UsageError(str(exc)) from None
 
 
+def _plot_path(path):
+    """The file --plot will write, checked before the demo runs: matplotlib installed, a
+    folder that exists, a format matplotlib writes (no suffix: .png, as matplotlib does)."""
+    import os
+
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise _UsageError("--plot needs matplotlib: pip install -e '.[plot]'") from None
+    if not path or os.path.isdir(path):
+        raise _UsageError(f"--plot {path!r}: give a file name, e.g. quickmeans.png")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise _UsageError(f"--plot {path!r}: the folder {folder} does not exist")
+    suffix = os.path.splitext(path)[1][1:].lower()
+    if not suffix:
+        return path + ".png"
+    formats = Figure().canvas.get_supported_filetypes()
+    if suffix not in formats:
+        raise _UsageError(f"--plot {path!r}: matplotlib cannot write .{suffix} files; use one of "
+                          + ", ".join(sorted(formats)))
+    return path
+
+
 def _demo(d, args):
     """Validate the options of ``args.which`` and run that demo."""
     given = {k for k, v in vars(args).items() if v is not None and k not in ("cmd", "which")}
@@ -166,13 +190,9 @@ def _demo(d, args):
             v = getattr(args, opt)
             if v is not None:
                 kw[key] = _checked("check_int", v, "--" + opt.replace("_", "-"), min_value=1)
-        if args.plot is not None:
-            try:
-                import matplotlib  # noqa: F401
-            except ImportError:
-                raise _UsageError("--plot needs matplotlib: pip install -e '.[plot]'") from None
+        plot = None if args.plot is None else _plot_path(args.plot)
         try:
-            demo_quickmeans(dataset=args.dataset or "auto", plot=args.plot, **kw)
+            demo_quickmeans(dataset=args.dataset or "auto", plot=plot, **kw)
         except DemoArgumentError as exc:
             raise _UsageError(str(exc)) from None
 

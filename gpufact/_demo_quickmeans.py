@@ -111,9 +111,9 @@ def _run(dataset, n_samples, n_clusters, sparsity, max_iter, palm_max_iter, repe
         name, X, y, Xt, yt = _load(dataset, n_samples, rng)
         K = n_clusters if n_clusters is not None else (64 if name == "fashion-mnist" else 32)
         bar.set_postfix_str("k-means++ start (and a first run's compilation)")
-        if X.shape[0] < K:
+        if X.shape[0] <= K:  # (as many: a zero K-means objective, nothing to compare against)
             raise DemoArgumentError(f"{X.shape[0]} training samples (--n-samples) for {K} clusters (--clusters): "
-                                    "pass at least as many samples as clusters")
+                                    "pass more samples than clusters")
         if sparsity > min(K, X.shape[1]):
             raise DemoArgumentError(f"--sparsity {sparsity} is larger than min(clusters, features) = "
                                     f"{min(K, X.shape[1])}")
@@ -153,7 +153,7 @@ def _run(dataset, n_samples, n_clusters, sparsity, max_iter, palm_max_iter, repe
     F = qm.centroid_operator_
     res = dict(dataset=name, n_samples=X.shape[0], n_features=X.shape[1], n_test=Xt.shape[0],
                n_clusters=K, sparsity=sparsity, max_iter=max_iter, palm_max_iter=palm_max_iter,
-               obj_qm=qm.inertia_, obj_km=float(km.inertia_), obj_ratio=qm.inertia_ / float(km.inertia_),
+               obj_qm=qm.inertia_, obj_km=float(km.inertia_), obj_ratio=qm.inertia_ / float(km.inertia_) if km.inertia_ > 0 else float("nan"),
                nnz=F.nnz, compression=K * X.shape[1] / F.nnz, n_factors=len(F),
                fit_qm=t_fit_qm, fit_km=t_fit_km, batch_qm=t_qm_b, batch_km=t_km_b,
                single_qm=t_qm_1, single_km=t_km_1, agree=agree, n_iter_qm=qm.n_iter_,

@@ -1,3 +1,4 @@
+import importlib.util
 import io
 
 from gpufact.__main__ import demo, main
@@ -26,19 +27,30 @@ def test_cli_rejects_bad_size(capsys):
     assert "--batch must be >= 1" in _usage_error(["demo", "transforms", "--batch", "0"], capsys)
 
 
-def test_cli_bad_values_are_usage_errors(capsys, monkeypatch):
+def test_cli_bad_values_are_usage_errors(capsys, monkeypatch, tmp_path):
     """Bad option values, options that do not fit the data and --plot without matplotlib are
     usage errors, reported before any fit (no traceback)."""
     assert "--clusters must be >= 1, got 0" in _usage_error(["demo", "--clusters", "0"], capsys)
     assert "--repeat must be >= 1" in _usage_error(["demo", "--repeat", "-2"], capsys)
     err = _usage_error(["demo", "--dataset", "digits", "--n-samples", "5"], capsys)
     assert "5 training samples (--n-samples) for 32 clusters (--clusters)" in err
+    err = _usage_error(["demo", "--dataset", "digits", "--n-samples", "32"], capsys)  # as many as clusters
+    assert "pass more samples than clusters" in err
     err = _usage_error(["demo", "--dataset", "digits", "--clusters", "4", "--sparsity", "9"], capsys)
     assert "--sparsity 9 is larger than min(clusters, features) = 4" in err
+    if importlib.util.find_spec("matplotlib") is not None:  # --plot checked before the demo runs
+        for path, msg in (("/nonexistent-dir/x.png", "does not exist"), ("x.unknownext", "cannot write .unknownext"),
+                          (str(tmp_path), "give a file name"), ("", "give a file name")):
+            assert msg in _usage_error(["demo", "--dataset", "digits", "--plot", path], capsys)
+        from gpufact.__main__ import _plot_path
+
+        assert _plot_path(str(tmp_path / "fig")) == str(tmp_path / "fig.png")  # matplotlib's default suffix
+        assert _plot_path(str(tmp_path / "fig.svg")) == str(tmp_path / "fig.svg")
     import gpufact._demo_quickmeans as dq
 
     monkeypatch.setattr(dq, "demo_quickmeans", lambda **kw: pytest.fail("the demo ran"))
-    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import matplotlib: ImportError
+    for mod in ("matplotlib", "matplotlib.figure"):  # importing them: ImportError
+        monkeypatch.setitem(__import__("sys").modules, mod, None)
     assert "--plot needs matplotlib" in _usage_error(["demo", "--dataset", "digits", "--plot", "x.png"], capsys)
 
 
