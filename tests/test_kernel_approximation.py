@@ -463,6 +463,24 @@ def test_nystroem_refuses_overflowing_magnitudes(landmarks):
     assert np.isfinite(Z).all()
 
 
+def test_nystroem_range_per_kernel_and_at_transform():
+    """The polynomial kernel's (gamma <x, y> + coef0)^degree is checked too, and transform
+    checks its X (after a fit on data in range: NaN or inf features before); a kernel whose
+    products all underflow (float32 linear at 1e-25) gives zero features, not NaN."""
+    X = np.random.default_rng(0).standard_normal((120, 10))
+    with pytest.raises(ValueError, match="X: entries up to .* poly kernel's values"):
+        FastNystroem(n_components=12, kernel="poly", landmarks="uniform", random_state=0).fit(X * 1e60)
+    Z = FastNystroem(n_components=12, kernel="poly", landmarks="uniform", random_state=0).fit(X * 1e20).transform(X)
+    assert np.isfinite(Z).all()
+    for kernel in ("rbf", "poly", "linear"):
+        est = FastNystroem(n_components=12, kernel=kernel, landmarks="uniform", random_state=0).fit(X)
+        with pytest.raises(ValueError, match="X: entries up to .* rescale X"):
+            est.transform(X * 1e160)
+    tiny = (X * 1e-25).astype(np.float32)
+    Z = FastNystroem(n_components=12, kernel="linear", landmarks="uniform", random_state=0).fit(tiny).transform(tiny)
+    assert Z.dtype == np.float32 and np.isfinite(Z).all()
+
+
 def test_bad_choices():
     X = np.zeros((5, 3))
     with pytest.raises(ValueError, match="features"):

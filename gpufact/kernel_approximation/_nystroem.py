@@ -1,6 +1,7 @@
 """Nyström features with fast landmarks (K-means, QuickMeans, uniform, structured)."""
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -99,12 +100,7 @@ class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         if not np.isfinite(g):  # the kernel would be computed with an infinite gamma: NaN features
             raise ValueError(f"gamma={gamma!r} does not fit in {X.dtype} (the data's dtype); "
                              "pass float64 data or rescale X")
-        if X.size:  # every kernel here reads ⟨x, y⟩ or ‖x − y‖²: they must fit X's dtype
-            big = max(float(X.max()), -float(X.min()))
-            if 4.0 * X.shape[1] * big * big > float(np.finfo(X.dtype).max):
-                raise ValueError(f"X: entries up to {big:.3g} put inner products and squared distances beyond "
-                                 f"{np.dtype(X.dtype).name}'s range (the kernel matrix would be wrong); rescale X"
-                                 + (" or pass float64 data" if X.dtype != np.float64 else ""))
+        self._check_range(X, gamma, coef0, degree)
         xp = be.xp
         K = n
         if n > X.shape[0]:
@@ -120,12 +116,35 @@ class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         W = self._kernel(C @ C.T, (C * C).sum(axis=1), (C * C).sum(axis=1)).astype(np.float64)
         W = (W + W.T) / 2
         lam, U = xp.linalg.eigh(W)
-        floor = max(float(lam[-1]) * K * float(np.finfo(X.dtype).eps), float(np.finfo(np.float64).tiny))
+        # the floor also keeps 1 / sqrt(λ) within X's dtype (an all-zero W, e.g. a float32 linear
+        # kernel whose products underflow, gave inf there and NaN features; now zero features)
+        floor = max(float(lam[-1]) * K * float(np.finfo(X.dtype).eps), float(np.finfo(np.float64).tiny),
+                    (1e3 / float(np.finfo(X.dtype).max)) ** 2)
         lam = xp.maximum(lam, floor)
         self.normalization_ = ((U / xp.sqrt(lam)) @ U.T).astype(X.dtype)
         self.n_components_ = K
         self._n_features_out = K
         return self
+
+    def _check_range(self, X, gamma, coef0, degree):
+        """ValueError naming X when its entries put the kernel's inputs (inner products and
+        squared distances, at most 4 D s² for s = max |x|) or, for the polynomial kernel,
+        (gamma ⟨x, y⟩ + coef0)^degree beyond X's dtype: the kernel matrix would hold inf and
+        the features NaN. In float64 logarithms (no overflow here). O(n D), no temporary."""
+        if X.size == 0:
+            return
+        big = max(float(X.max()), -float(X.min()))
+        if big == 0:
+            return
+        log_max = math.log(float(np.finfo(X.dtype).max))
+        log_base = math.log(4.0 * X.shape[1]) + 2 * math.log(big)
+        log_val = log_base
+        if self.kernel in ("poly", "polynomial"):
+            log_val = degree * math.log(math.exp(min(math.log(gamma) + log_base, 700.0)) + abs(coef0))
+        if log_val > log_max - math.log(1e3):  # a margin for the sums of the products
+            raise ValueError(f"X: entries up to {big:.3g} put the {self.kernel} kernel's values beyond "
+                             f"{np.dtype(X.dtype).name}'s range (the features would be NaN); rescale X"
+                             + (" or pass float64 data" if X.dtype != np.float64 else ""))
 
     def _kernel(self, G, xx, cc):
         gamma, coef0, degree = self._kparams
@@ -165,6 +184,7 @@ class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         from .._backend import get_backend
 
         get_backend(X, self.components_)  # TypeError on NumPy/CuPy mixes
+        self._check_range(X, *self._kparams)
         dt = X.dtype
         C = self.components_.astype(dt, copy=False)
         Kx = self._kernel(self._inner(X), (X * X).sum(axis=1), (C * C).sum(axis=1)).astype(dt, copy=False)
