@@ -481,6 +481,17 @@ def test_nystroem_range_per_kernel_and_at_transform():
     assert Z.dtype == np.float32 and np.isfinite(Z).all()
 
 
+@pytest.mark.parametrize("make", ESTS[:3])
+def test_projection_overflow_refused_at_transform(make):
+    """float32 X whose random projections overflow: NaN features before, now a ValueError
+    naming X; just below, the features are finite."""
+    X = np.random.default_rng(0).standard_normal((50, 10)).astype(np.float32)
+    est = make(n_components=32, random_state=0).fit(X)
+    assert np.isfinite(est.transform(X * np.float32(1e30))).all()
+    with pytest.raises(ValueError, match="X: entries up to .* random projections beyond float32's range"):
+        est.transform(X * np.float32(1e37))
+
+
 def test_bad_choices():
     X = np.zeros((5, 3))
     with pytest.raises(ValueError, match="features"):

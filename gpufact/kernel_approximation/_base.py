@@ -12,6 +12,19 @@ from ..product import FactorProduct
 from ._structured import block_norm_bounds, block_program, check_features, check_gamma, padded_size, tile_samples
 
 
+def check_projection_range(X, norm_bound):
+    """ValueError naming X when W x may overflow X's dtype for an operator W of spectral norm
+    at most ``norm_bound``: |(W x)_i| <= norm_bound · sqrt(D) · max |x| (cos(inf) would make
+    the features NaN). O(n D), no temporary."""
+    if X.size == 0:
+        return
+    big = max(float(X.max()), -float(X.min()))
+    if big * math.sqrt(X.shape[1]) * norm_bound > float(np.finfo(X.dtype).max) / 16:
+        raise ValueError(f"X: entries up to {big:.3g} put its random projections beyond "
+                         f"{np.dtype(X.dtype).name}'s range (the features would be NaN); rescale X"
+                         + (" or pass float64 data" if X.dtype != np.float64 else ""))
+
+
 class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Random Fourier features of the RBF kernel ``k(x, y) = exp(-gamma ‖x − y‖²)`` through k
     structured N x N blocks (inputs zero-padded to N = 2^L ≥ n_features).
@@ -114,6 +127,7 @@ class StructuredFeaturesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         dt = np.dtype(X.dtype)
         scale = dt.type(self._scale())
         B = X.shape[0]
+        check_projection_range(X, float(np.max(self._program(dt)[-1])))
         if not be.is_gpu:
             import numba
 

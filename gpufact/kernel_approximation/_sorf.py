@@ -119,6 +119,9 @@ class OrthogonalRandomFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         W = self.random_weights_
         if be.name != ("cupy" if type(W).__module__.startswith("cupy") else "numpy"):
             raise TypeError("X: NumPy/CuPy mismatch with the fitted weights (use gpufact.to_device)")
+        from ._base import check_projection_range
+
+        check_projection_range(X, float(be.xp.sqrt((W.astype(be.xp.float64) ** 2).sum(axis=0).max())))
         P = X @ W.astype(X.dtype, copy=False)
         off = None if self.random_offset_ is None else self.random_offset_.astype(X.dtype, copy=False)
         return cos_features(P, off, math.sqrt(2.0 / self.n_components_), be)
