@@ -100,7 +100,7 @@ def _farthest_block(Xb, op, cnorm2, cluster, m):
 
 def _initial_centroids(est, X, K, be):
     """init array as is; else k-means++ / random on a uniform sample of INIT_SAMPLE rows."""
-    from .cluster._quickmeans import random_state_of
+    from .cluster._quickmeans import _check_overflow, random_state_of
 
     if not isinstance(est.init, str):
         return est._initial_centroids(X, K, be)  # validates the array, never touches X's data
@@ -113,6 +113,10 @@ def _initial_centroids(est, X, K, be):
     m = min(n, max(INIT_SAMPLE, 3 * K))
     idx = np.sort(rs.choice(n, m, replace=False)) if m < n else np.arange(n)
     S = X[idx].compute()
+    # the sample's magnitudes against the whole objective (n rows), before k-means++ (which
+    # ran into NumPy overflow warnings first); a huge row outside the sample makes the first
+    # pass's objective non-finite, an error that says to rescale X too
+    _check_overflow(S, n)
     saved = est.random_state
     try:
         est.random_state = rs

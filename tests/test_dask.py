@@ -106,3 +106,18 @@ def test_predict_transform_refuse_nan_blocks():
         m.predict(da.from_array(Xn)).compute()
     with pytest.raises(ValueError, match="NaN"):
         m.transform(da.from_array(Xn)).compute()
+
+
+def test_fit_refuses_overflowing_magnitudes():
+    """As the in-memory fit: magnitudes whose squared distances, summed over the rows,
+    overflow are a ValueError naming X, without NumPy warnings first."""
+    import warnings
+
+    X = np.random.default_rng(0).standard_normal((2000, 10))
+    X[7] *= 1e160
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for init in ("k-means++", "random"):
+            with pytest.raises(ValueError, match=r"X: its magnitudes .* rescale X"):
+                QuickMeans(4, sparsity=2, max_iter=2, palm_max_iter=3, init=init, random_state=0).fit(
+                    da.from_array(X, chunks=(500, -1)))
