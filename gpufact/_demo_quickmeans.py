@@ -153,7 +153,8 @@ def _run(dataset, n_samples, n_clusters, sparsity, max_iter, palm_max_iter, repe
     F = qm.centroid_operator_
     res = dict(dataset=name, n_samples=X.shape[0], n_features=X.shape[1], n_test=Xt.shape[0],
                n_clusters=K, sparsity=sparsity, max_iter=max_iter, palm_max_iter=palm_max_iter,
-               obj_qm=qm.inertia_, obj_km=float(km.inertia_), obj_ratio=qm.inertia_ / float(km.inertia_) if km.inertia_ > 0 else float("nan"),
+               obj_qm=qm.inertia_, obj_km=float(km.inertia_),
+               obj_ratio=qm.inertia_ / float(km.inertia_) if km.inertia_ > 0 else float("nan"),
                nnz=F.nnz, compression=K * X.shape[1] / F.nnz, n_factors=len(F),
                fit_qm=t_fit_qm, fit_km=t_fit_km, batch_qm=t_qm_b, batch_km=t_km_b,
                single_qm=t_qm_1, single_km=t_km_1, agree=agree, n_iter_qm=qm.n_iter_,

@@ -472,6 +472,9 @@ def test_nystroem_range_per_kernel_and_at_transform():
         FastNystroem(n_components=12, kernel="poly", landmarks="uniform", random_state=0).fit(X * 1e60)
     Z = FastNystroem(n_components=12, kernel="poly", landmarks="uniform", random_state=0).fit(X * 1e20).transform(X)
     assert np.isfinite(Z).all()
+    # degree 1: the inner products themselves bound it (no cap on the logarithm hides them)
+    with pytest.raises(ValueError, match="X: entries up to .* poly kernel's values"):
+        FastNystroem(n_components=12, kernel="poly", degree=1, landmarks="uniform", random_state=0).fit(X * 1e153)
     for kernel in ("rbf", "poly", "linear"):
         est = FastNystroem(n_components=12, kernel=kernel, landmarks="uniform", random_state=0).fit(X)
         with pytest.raises(ValueError, match="X: entries up to .* rescale X"):

@@ -139,12 +139,18 @@ class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         log_max = math.log(float(np.finfo(X.dtype).max))
         log_base = math.log(4.0 * X.shape[1]) + 2 * math.log(big)
         log_val = log_base
-        if self.kernel in ("poly", "polynomial"):
-            log_val = degree * math.log(math.exp(min(math.log(gamma) + log_base, 700.0)) + abs(coef0))
+        if self.kernel in ("poly", "polynomial"):  # log (gamma e^base + |coef0|)^degree, no exp overflow
+            a = math.log(gamma) + log_base
+            b = math.log(abs(coef0)) if coef0 else -math.inf
+            hi_, lo_ = max(a, b), min(a, b)
+            log_val = max(log_base, degree * (hi_ + math.log1p(math.exp(lo_ - hi_))))
         if log_val > log_max - math.log(1e3):  # a margin for the sums of the products
-            raise ValueError(f"X: entries up to {big:.3g} put the {self.kernel} kernel's values beyond "
-                             f"{np.dtype(X.dtype).name}'s range (the features would be NaN); rescale X"
-                             + (" or pass float64 data" if X.dtype != np.float64 else ""))
+            poly = self.kernel in ("poly", "polynomial")
+            raise ValueError(f"X: entries up to {big:.3g} put the {self.kernel} kernel's values"
+                             + (f" (gamma <x, y> + coef0)^degree, coef0={coef0:g}, degree={degree}," if poly else "")
+                             + f" beyond {np.dtype(X.dtype).name}'s range (the features would be NaN); rescale X"
+                             + (" or pass float64 data" if X.dtype != np.float64 else "")
+                             + (" (or lower coef0 / degree)" if poly else ""))
 
     def _kernel(self, G, xx, cc):
         gamma, coef0, degree = self._kparams
