@@ -124,10 +124,8 @@ class _UsageError(Exception):
 
 def _checked(check, *args, **kw):
     """check(*args, **kw) with its ValueError / TypeError turned into a :class:`_UsageError`."""
-    from . import _validation
-
     try:
-        return getattr(_validation, check)(*args, **kw)
+        return check(*args, **kw)
     except (ValueError, TypeError) as exc:
         raise _UsageError(str(exc)) from None
 
@@ -158,6 +156,8 @@ def _plot_path(path):
 
 def _demo(d, args):
     """Validate the options of ``args.which`` and run that demo."""
+    from ._validation import check_int, check_power_of_two
+
     given = {k for k, v in vars(args).items() if v is not None and k not in ("cmd", "which")}
     extra = given - _OPTS[args.which]
     if extra:
@@ -173,14 +173,14 @@ def _demo(d, args):
 
         kw = {"dataset": args.dataset or "auto"}
         if args.epochs is not None:
-            kw["epochs"] = _checked("check_int", args.epochs, "--epochs", min_value=1)
+            kw["epochs"] = _checked(check_int, args.epochs, "--epochs", min_value=1)
         if args.n_samples is not None:
-            kw["n_train"] = _checked("check_int", args.n_samples, "--n-samples", min_value=1)
+            kw["n_train"] = _checked(check_int, args.n_samples, "--n-samples", min_value=1)
         demo_layers(**kw)
     elif args.which == "transforms":
-        n = _checked("check_power_of_two", 4096 if args.n is None else args.n, "--n", min_value=4)
-        batch = _checked("check_int", 256 if args.batch is None else args.batch, "--batch", min_value=1)
-        demo(n, batch, 3 if args.repeat is None else _checked("check_int", args.repeat, "--repeat", min_value=1))
+        n = _checked(check_power_of_two, 4096 if args.n is None else args.n, "--n", min_value=4)
+        batch = _checked(check_int, 256 if args.batch is None else args.batch, "--batch", min_value=1)
+        demo(n, batch, 3 if args.repeat is None else _checked(check_int, args.repeat, "--repeat", min_value=1))
     else:
         from ._demo_quickmeans import DemoArgumentError, demo_quickmeans
 
@@ -189,7 +189,7 @@ def _demo(d, args):
                          ("palm_max_iter", "palm_max_iter"), ("n_samples", "n_samples"), ("repeat", "repeat")):
             v = getattr(args, opt)
             if v is not None:
-                kw[key] = _checked("check_int", v, "--" + opt.replace("_", "-"), min_value=1)
+                kw[key] = _checked(check_int, v, "--" + opt.replace("_", "-"), min_value=1)
         plot = None if args.plot is None else _plot_path(args.plot)
         try:
             demo_quickmeans(dataset=args.dataset or "auto", plot=plot, **kw)

@@ -60,6 +60,16 @@ def check_seed(seed, name: str = "seed") -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def max_abs(X) -> float:
+    """max |x| over the entries of X (NumPy or CuPy) as a Python float, 0.0 when X is empty:
+    two reductions and no temporary of X's size (``abs(X).max()`` allocates one). NaN in X
+    gives NaN. Used by the range checks that refuse magnitudes whose squares or projections
+    would leave X's dtype."""
+    if X.size == 0:
+        return 0.0
+    return max(float(X.max()), -float(X.min()))
+
+
 def physical_memory_bytes():
     """This machine's physical memory in bytes, or None where the OS does not say."""
     import os
@@ -147,17 +157,16 @@ def check_matrix(A, name: str = "A", be=None, *, allow_empty: bool = False, fini
 
 
 def _dtype_kind(X):
-    """The NumPy kind of X's dtype; None without one or for another library's dtype (a
-    PyTorch tensor's ``torch.float32``: :func:`check_samples` converts such X through
-    ``numpy.asarray``, as scikit-learn does, and then checks the converted dtype)."""
+    """The NumPy kind of X's dtype; None without one or for a dtype NumPy does not read (a
+    pandas extension dtype: scikit-learn's ``validate_data`` converts such X and checks the
+    converted dtype). PyTorch tensors are NumPy arrays by then (:func:`_from_torch`)."""
     dt = getattr(X, "dtype", None)
     if dt is None:
         return None
     try:
         return np.dtype(dt).kind
     except TypeError:
-        kind = getattr(dt, "is_complex", False)  # torch dtypes: a bool attribute
-        return "c" if (kind() if callable(kind) else kind) is True else None
+        return None
 
 
 def _from_torch(X, name):

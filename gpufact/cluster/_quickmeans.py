@@ -17,7 +17,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import get_backend
-from .._validation import check_int, check_samples, chunk_rows
+from .._validation import check_int, check_samples, chunk_rows, max_abs
 from ..product import ARGMIN_SMALL_ROWS
 from . import _lloyd
 from ._centroids import ButterflyCentroids, SplincolCentroids, n_factors_auto
@@ -73,7 +73,7 @@ def _check_scale(C0):
     above sqrt(max / (16 D)) the squared norms overflow. All-zero data pass."""
     d = C0.shape[1]
     fi = np.finfo(C0.dtype)
-    s = max(float(C0.max()), -float(C0.min())) if C0.size else 0.0
+    s = max_abs(C0)
     lo = math.sqrt(float(fi.tiny) / float(fi.eps))
     hi = math.sqrt(float(fi.max) / (16 * max(d, 1)))
     if s > 0 and not lo <= s <= hi:
@@ -89,10 +89,8 @@ def _check_overflow(X, n_samples):
     distances of up to 4 D s² each (s = max |x|), must fit the dtype (k-means++ sums the same
     distances: on such X it ran into NumPy overflow warnings first, and its centroids need not
     include the largest rows). O(n D), no temporary."""
-    if X.size == 0:
-        return
     d = X.shape[1]
-    s = max(float(X.max()), -float(X.min()))
+    s = max_abs(X)  # 0 for an empty X: passes
     hi = math.sqrt(float(np.finfo(X.dtype).max) / (16 * max(d, 1) * max(n_samples, 1)))
     if s > hi:
         raise ValueError(

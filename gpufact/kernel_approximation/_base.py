@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_int, check_memory, check_samples, check_seed
+from .._validation import check_int, check_memory, check_samples, check_seed, max_abs
 from ..product import FactorProduct
 from ._structured import block_norm_bounds, block_program, check_features, check_gamma, padded_size, tile_samples
 
@@ -16,9 +16,7 @@ def check_projection_range(X, norm_bound):
     """ValueError naming X when W x may overflow X's dtype for an operator W of spectral norm
     at most ``norm_bound``: |(W x)_i| <= norm_bound · sqrt(D) · max |x| (cos(inf) would make
     the features NaN). O(n D), no temporary."""
-    if X.size == 0:
-        return
-    big = max(float(X.max()), -float(X.min()))
+    big = max_abs(X)
     if big * math.sqrt(X.shape[1]) * norm_bound > float(np.finfo(X.dtype).max) / 16:
         raise ValueError(f"X: entries up to {big:.3g} put its random projections beyond "
                          f"{np.dtype(X.dtype).name}'s range (the features would be NaN); rescale X"

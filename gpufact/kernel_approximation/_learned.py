@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from .._backend import get_backend, to_numpy
-from .._validation import check_int
+from .._validation import check_int, max_abs
 from ..product import FactorProduct
 from ._base import StructuredFeaturesBase
 from ._structured import hadamard_run, ks_factors
@@ -118,12 +118,11 @@ class LearnedStructuredFeatures(StructuredFeaturesBase):
         m = check_int(self.n_components, "n_components", min_value=1)
         m = m if self.features == "cos" else -(-m // 2)
         gamma = 0.5 / sigma ** 2
-        if X.size:  # the batches' squared distances |x|² − 2⟨x, y⟩ + |y|² in X's dtype
-            big = max(float(X.max()), -float(X.min()))  # no temporary of X's size
-            if 4.0 * X.shape[1] * big * big > float(np.finfo(dt).max):  # float64: no overflow here
-                raise ValueError(f"X: entries up to {big:.3g} put squared distances beyond {np.dtype(dt).name}'s "
-                                 "range (the exact kernel the diagonals are fitted to would be NaN); rescale X"
-                                 + (" or pass float64 data" if dt != np.float64 else ""))
+        big = max_abs(X)  # the batches' squared distances |x|² − 2⟨x, y⟩ + |y|² in X's dtype
+        if 4.0 * X.shape[1] * big * big > float(np.finfo(dt).max):  # float64: no overflow here
+            raise ValueError(f"X: entries up to {big:.3g} put squared distances beyond {np.dtype(dt).name}'s "
+                             "range (the exact kernel the diagonals are fitted to would be NaN); rescale X"
+                             + (" or pass float64 data" if dt != np.float64 else ""))
         init = rng.choice(np.array([-1.0, 1.0]), size=(3, k * N))  # D1, D2, D3
         offset = rng.uniform(0, 2 * np.pi, k * N) if self.features == "cos" else None
         H = block_hadamard(N, k, dt, xp)

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_int, check_samples, check_seed
+from .._validation import check_int, check_samples, check_seed, max_abs
 from . import _landmarks
 from ._structured import check_gamma
 
@@ -131,10 +131,8 @@ class FastNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         squared distances, at most 4 D s² for s = max |x|) or, for the polynomial kernel,
         (gamma ⟨x, y⟩ + coef0)^degree beyond X's dtype: the kernel matrix would hold inf and
         the features NaN. In float64 logarithms (no overflow here). O(n D), no temporary."""
-        if X.size == 0:
-            return
-        big = max(float(X.max()), -float(X.min()))
-        if big == 0:
+        big = max_abs(X)
+        if big == 0:  # (empty X included)
             return
         log_max = math.log(float(np.finfo(X.dtype).max))
         log_base = math.log(4.0 * X.shape[1]) + 2 * math.log(big)

@@ -105,6 +105,7 @@ class OrthogonalRandomFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         check_memory(3.0 * (-(-m // d)) * d * d * 8, f"n_components={n}")  # the blocks, stacked, transposed
         W = _orthogonal_gaussian(d, m, 1.0 / math.sqrt(2.0 * gamma), rng)
         self.random_weights_ = be.xp.asarray(np.ascontiguousarray(W.T).astype(dt))
+        self._norm_bound = float(np.sqrt((W ** 2).sum(axis=1).max()))  # max row norm of W (host float64)
         self.random_offset_ = (be.xp.asarray(rng.uniform(0, 2 * np.pi, m).astype(dt))
                                if features == "cos" else None)
         self.n_components_ = m if features == "cos" else 2 * m
@@ -121,7 +122,7 @@ class OrthogonalRandomFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             raise TypeError("X: NumPy/CuPy mismatch with the fitted weights (use gpufact.to_device)")
         from ._base import check_projection_range
 
-        check_projection_range(X, float(be.xp.sqrt((W.astype(be.xp.float64) ** 2).sum(axis=0).max())))
+        check_projection_range(X, self._norm_bound)
         P = X @ W.astype(X.dtype, copy=False)
         off = None if self.random_offset_ is None else self.random_offset_.astype(X.dtype, copy=False)
         return cos_features(P, off, math.sqrt(2.0 / self.n_components_), be)
